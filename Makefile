@@ -1,0 +1,56 @@
+# infergate: make run starts the gateway on its embedded default; make test runs the tests.
+GO        ?= go
+BIN       := bin/infergate
+TOOLS     := $(CURDIR)/bin/tools
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+
+.PHONY: all build run test test-long fuzz bench proto models vet fmt clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/infergate
+
+run: build
+	./$(BIN) serve
+
+# The unit and integration tests, the fuzz seed corpora and the import-direction
+# check. Bounded to run well under 15 minutes on 2 cores.
+test:
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 12m ./...
+
+# Longer fuzzing of the decoders; not part of make test.
+fuzz:
+	$(GO) test ./oip -run '^$$' -fuzz FuzzDecodeInferRequestJSON -fuzztime 60s
+	$(GO) test ./oip -run '^$$' -fuzz FuzzDecodeInferRequestBinary -fuzztime 60s
+
+# End-to-end comparisons on loopback (see bench/README.md). Bounded in time.
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem ./oip/... ./runtimes/...
+	./scripts/bench.sh
+
+# Regenerates oip/inferencepb from oip/proto with pinned generators.
+proto:
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	PATH=$(TOOLS):$$PATH protoc -I oip/proto \
+		--go_out=oip/inferencepb --go_opt=paths=source_relative \
+		--go-grpc_out=oip/inferencepb --go-grpc_opt=paths=source_relative \
+		oip/proto/grpc_predict_v2.proto
+
+# Retrains and re-exports the sample models (needs Debian's python3-torch,
+# python3-sklearn, python3-onnx); the .onnx files are committed, so make run
+# does not need this.
+models:
+	python3 examples/models/make_models.py examples/models
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	gofmt -l -w .
+
+clean:
+	rm -rf bin

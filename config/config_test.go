@@ -1,0 +1,744 @@
+package config_test
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/infergate/infergate/config"
+)
+
+// ignoreSpec leaves the raw document out of comparisons that are about the
+// defaulted Model; TestParseFile compares it once in full.
+var ignoreSpec = cmpopts.IgnoreFields(config.Model{}, "Spec")
+
+// doc builds a one-model document from flow-style fragments: meta and model
+// are the bodies of metadata and spec.predictor.model, pred is inserted in
+// spec.predictor before model and must end with a comma when not empty.
+func doc(meta, pred, model string) string {
+	return fmt.Sprintf(`apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata: {%s}
+spec:
+  predictor: {%s model: {%s}}
+`, meta, pred, model)
+}
+
+const (
+	irisMeta  = "name: iris"
+	onnxModel = "modelFormat: {name: onnx}, storageUri: iris.onnx"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+// defaults is the Model that doc(irisMeta, "", onnxModel) yields from
+// source m.yaml with base directory /base.
+func defaults() config.Model {
+	return config.Model{
+		Name:        "iris",
+		Source:      "m.yaml#1",
+		Format:      "onnx",
+		Path:        "/base/iris.onnx",
+		Protocol:    config.ProtocolREST,
+		MinReplicas: 1,
+		ScaleMetric: config.MetricConcurrency,
+		Timeout:     60 * time.Second,
+	}
+}
+
+func TestParseValid(t *testing.T) {
+	with := func(f func(m *config.Model)) config.Model {
+		m := defaults()
+		f(&m)
+		return m
+	}
+	tests := []struct {
+		name string
+		yaml string
+		want []config.Model
+	}{
+		{
+			name: "every default",
+			yaml: doc(irisMeta, "", onnxModel),
+			want: []config.Model{defaults()},
+		},
+		{
+			name: "batcher defaults",
+			yaml: doc(irisMeta, "batcher: {},", onnxModel),
+			want: []config.Model{with(func(m *config.Model) {
+				m.Batcher = &config.Batcher{MaxBatchSize: 32, MaxLatency: 5 * time.Second, Timeout: 60 * time.Second}
+			})},
+		},
+		{
+			name: "null batcher is no batcher",
+			yaml: doc(irisMeta, "batcher: null,", onnxModel),
+			want: []config.Model{defaults()},
+		},
+		{
+			name: "scale to zero",
+			yaml: doc(irisMeta, "minReplicas: 0,", onnxModel),
+			want: []config.Model{with(func(m *config.Model) { m.MinReplicas = 0 })},
+		},
+		{
+			name: "maxReplicas equal to minReplicas",
+			yaml: doc(irisMeta, "minReplicas: 3, maxReplicas: 3,", onnxModel),
+			want: []config.Model{with(func(m *config.Model) { m.MinReplicas, m.MaxReplicas = 3, 3 })},
+		},
+		{
+			name: "canary 0 and 100 are set",
+			yaml: doc(irisMeta, "canaryTrafficPercent: 0,", onnxModel) + "---\n" +
+				doc("name: iris2", "canaryTrafficPercent: 100,", onnxModel),
+			want: []config.Model{
+				with(func(m *config.Model) { m.CanaryTrafficPercent = ptr[int64](0) }),
+				with(func(m *config.Model) { m.Name, m.Source, m.CanaryTrafficPercent = "iris2", "m.yaml#2", ptr[int64](100) }),
+			},
+		},
+		{
+			name: "file URI relative",
+			yaml: doc(irisMeta, "", "modelFormat: {name: onnx}, storageUri: 'file://models/iris'"),
+			want: []config.Model{with(func(m *config.Model) { m.Path = "/base/models/iris" })},
+		},
+		{
+			name: "file URI absolute",
+			yaml: doc(irisMeta, "", "modelFormat: {name: onnx}, storageUri: 'file:///srv/iris/'"),
+			want: []config.Model{with(func(m *config.Model) { m.Path = "/srv/iris" })},
+		},
+		{
+			name: "bare path cleaned",
+			yaml: doc(irisMeta, "", "modelFormat: {name: onnx}, storageUri: ./a/../iris.onnx"),
+			want: []config.Model{with(func(m *config.Model) { m.Path = "/base/iris.onnx" })},
+		},
+		{
+			name: "grpc-v2 built-in runtime",
+			yaml: doc(irisMeta, "", onnxModel+", protocolVersion: grpc-v2"),
+			want: []config.Model{with(func(m *config.Model) { m.Protocol = config.ProtocolGRPC })},
+		},
+		{
+			name: "endpoints annotation",
+			yaml: doc(`name: iris, annotations: {infergate.io/endpoints: " http://127.0.0.1:8000/ ,grpc://localhost:8001, https://[::1]:8443,"}`,
+				"", "modelFormat: {name: xgboost}"),
+			want: []config.Model{with(func(m *config.Model) {
+				m.Format, m.Path = "xgboost", ""
+				m.Endpoints = []config.Endpoint{
+					{URL: "http://127.0.0.1:8000", Protocol: config.ProtocolREST, Address: "127.0.0.1:8000"},
+					{URL: "grpc://localhost:8001", Protocol: config.ProtocolGRPC, Address: "localhost:8001"},
+					{URL: "https://[::1]:8443", Protocol: config.ProtocolREST, Address: "[::1]:8443"},
+				}
+				m.Annotations = map[string]string{config.AnnotationEndpoints: " http://127.0.0.1:8000/ ,grpc://localhost:8001, https://[::1]:8443,"}
+			})},
+		},
+		{
+			name: "endpoints make remote storageUri harmless",
+			yaml: doc(`name: iris, annotations: {infergate.io/endpoints: "grpc://10.0.0.1:9000"}`,
+				"", "modelFormat: {name: sklearn}, storageUri: s3://bucket/iris"),
+			want: []config.Model{with(func(m *config.Model) {
+				m.Format, m.Path = "sklearn", ""
+				m.Endpoints = []config.Endpoint{{URL: "grpc://10.0.0.1:9000", Protocol: config.ProtocolGRPC, Address: "10.0.0.1:9000"}}
+				m.Annotations = map[string]string{config.AnnotationEndpoints: "grpc://10.0.0.1:9000"}
+			})},
+		},
+		{
+			name: "resources numbers and strings accepted",
+			yaml: doc(irisMeta, "", onnxModel+", resources: {requests: {cpu: 1, memory: 2Gi}, limits: {cpu: '500m'}}"),
+			want: []config.Model{defaults()},
+		},
+		{
+			name: "other annotations and labels kept",
+			yaml: doc("name: iris, namespace: 0team, labels: {a: b}, annotations: {serving.kserve.io/deploymentMode: RawDeployment}", "", onnxModel),
+			want: []config.Model{with(func(m *config.Model) {
+				m.Namespace = "0team"
+				m.Labels = map[string]string{"a": "b"}
+				m.Annotations = map[string]string{"serving.kserve.io/deploymentMode": "RawDeployment"}
+			})},
+		},
+		{
+			name: "name of 63 characters",
+			yaml: doc("name: a"+strings.Repeat("b", 61)+"c", "", onnxModel),
+			want: []config.Model{with(func(m *config.Model) { m.Name = "a" + strings.Repeat("b", 61) + "c" })},
+		},
+		{
+			name: "empty documents skipped and not counted",
+			yaml: "# prelude\n---\n---\n\n--- # a comment\n" + doc(irisMeta, "", onnxModel) + "...\n---\n# trailing\n",
+			want: []config.Model{defaults()},
+		},
+		{
+			name: "content on the marker line",
+			yaml: "--- {apiVersion: serving.kserve.io/v1beta1, kind: InferenceService,\n  metadata: {name: iris}, spec: {predictor: {model: {" + onnxModel + "}}}}\n",
+			want: []config.Model{defaults()},
+		},
+		{
+			name: "CRLF line ends and a byte order mark",
+			yaml: "\ufeff" + strings.ReplaceAll(doc(irisMeta, "", onnxModel)+"---\n"+doc("name: two", "", onnxModel), "\n", "\r\n"),
+			want: []config.Model{defaults(), with(func(m *config.Model) { m.Name, m.Source = "two", "m.yaml#2" })},
+		},
+		{
+			name: "nothing at all",
+			yaml: "",
+			want: nil,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := config.Parse("m.yaml", []byte(tc.yaml), "/base")
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if diff := cmp.Diff(tc.want, got, ignoreSpec); diff != "" {
+				t.Errorf("Parse (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	endpoints := func(v string) string {
+		return fmt.Sprintf("name: iris, annotations: {infergate.io/endpoints: %q}", v)
+	}
+	const ep = "m.yaml: document 1: metadata.annotations[infergate.io/endpoints]: "
+	tests := []struct {
+		name string
+		yaml string
+		want string
+	}{
+		// Documents.
+		{
+			name: "invalid YAML names the file line",
+			yaml: "# one\n---\n" + doc(irisMeta, "", onnxModel) + "---\nkind: [\n",
+			want: "m.yaml: document 2: invalid YAML: line 9: did not find expected node content",
+		},
+		{
+			name: "duplicate key",
+			yaml: "apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nkind: InferenceService\n",
+			want: `m.yaml: document 1: invalid YAML: unmarshal errors: line 3: key "kind" already set in map`,
+		},
+		{
+			name: "not a mapping",
+			yaml: "- a\n- b\n",
+			want: "m.yaml: document 1: want a mapping (an InferenceService), got a list",
+		},
+		{
+			name: "other kind",
+			yaml: doc(irisMeta, "", onnxModel) + "---\napiVersion: apps/v1\nkind: Deployment\nspec: {replicas: 1}\n",
+			want: `m.yaml: document 2: kind: "Deployment" is not supported: infergate reads serving.kserve.io/v1beta1 InferenceService`,
+		},
+		{
+			name: "no kind",
+			yaml: "apiVersion: serving.kserve.io/v1beta1\nmetadata: {name: iris}\n",
+			want: "m.yaml: document 1: kind: required (want InferenceService)",
+		},
+		{
+			name: "kind not a string",
+			yaml: "kind: 3\n",
+			want: "m.yaml: document 1: kind: want a string, got 3",
+		},
+		{
+			name: "other apiVersion",
+			yaml: strings.Replace(doc(irisMeta, "", onnxModel), "v1beta1", "v1alpha2", 1),
+			want: `m.yaml: document 1: apiVersion: "serving.kserve.io/v1alpha2" is not supported: infergate reads serving.kserve.io/v1beta1`,
+		},
+		{
+			name: "no apiVersion",
+			yaml: "kind: InferenceService\n",
+			want: "m.yaml: document 1: apiVersion: required (want serving.kserve.io/v1beta1)",
+		},
+
+		// Strict decoding.
+		{
+			name: "unknown fields with their paths",
+			yaml: doc("name: iris, uid: x", "logger: {mode: all}, labels: {a: b},", onnxModel+", storageURI: x, image: y") + "status: {}\n",
+			want: "m.yaml: document 1: metadata.uid: unknown field\n" +
+				"m.yaml: document 1: spec.predictor.labels: unknown field\n" +
+				"m.yaml: document 1: spec.predictor.logger: unknown field\n" +
+				"m.yaml: document 1: spec.predictor.model.image: unknown field\n" +
+				"m.yaml: document 1: spec.predictor.model.storageURI: unknown field\n" +
+				"m.yaml: document 1: status: unknown field",
+		},
+		{
+			name: "per-framework predictor is unknown",
+			yaml: "apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: iris}\nspec: {predictor: {sklearn: {storageUri: x}}}\n",
+			want: "m.yaml: document 1: spec.predictor.sklearn: unknown field",
+		},
+		{
+			name: "env valueFrom is unknown",
+			yaml: doc(irisMeta, "", onnxModel+", env: [{name: A, valueFrom: {secretKeyRef: {name: s, key: k}}}]"),
+			want: "m.yaml: document 1: spec.predictor.model.env[0].valueFrom: unknown field",
+		},
+		{
+			name: "wrong types",
+			yaml: doc("name: iris, labels: {a: 1}", "minReplicas: one, timeout: 1.5, maxReplicas: 99999999999999999999, batcher: [],",
+				"modelFormat: {name: onnx, version: 1.10}, storageUri: iris.onnx, args: x, resources: {limits: {cpu: [1]}}"),
+			want: `m.yaml: document 1: metadata.labels[a]: want a string, got 1 (quote it to make it a string)` + "\n" +
+				`m.yaml: document 1: spec.predictor.batcher: want a mapping, got a list` + "\n" +
+				`m.yaml: document 1: spec.predictor.maxReplicas: 100000000000000000000 is out of range` + "\n" +
+				`m.yaml: document 1: spec.predictor.minReplicas: want an integer, got "one"` + "\n" +
+				`m.yaml: document 1: spec.predictor.model.args: want a list, got "x"` + "\n" +
+				`m.yaml: document 1: spec.predictor.model.modelFormat.version: want a string, got 1.1 (quote it to make it a string)` + "\n" +
+				`m.yaml: document 1: spec.predictor.model.resources.limits[cpu]: want a quantity (a string or a number), got a list` + "\n" +
+				`m.yaml: document 1: spec.predictor.timeout: want an integer, got 1.5`,
+		},
+		{
+			name: "YAML 1.1 boolean where a string is wanted",
+			yaml: doc("name: iris, annotations: {enabled: yes}", "", onnxModel),
+			want: `m.yaml: document 1: metadata.annotations[enabled]: want a string, got true (quote it to make it a string)`,
+		},
+		{
+			name: "spec not a mapping",
+			yaml: "apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: iris}\nspec: x\n",
+			want: `m.yaml: document 1: spec: want a mapping, got "x"`,
+		},
+
+		// metadata.
+		{
+			name: "name required",
+			yaml: doc("namespace: ns", "", onnxModel),
+			want: "m.yaml: document 1: metadata.name: required",
+		},
+		{
+			name: "name with upper case and underscore",
+			yaml: doc("name: Iris_v1", "", onnxModel),
+			want: `m.yaml: document 1: metadata.name: "Iris_v1" must consist of lowercase letters, digits and '-', start with a letter and end with a letter or digit`,
+		},
+		{
+			name: "name starting with a digit",
+			yaml: doc("name: 1iris", "", onnxModel),
+			want: `m.yaml: document 1: metadata.name: "1iris" must consist of lowercase letters, digits and '-', start with a letter and end with a letter or digit`,
+		},
+		{
+			name: "name ending with a dash",
+			yaml: doc("name: iris-", "", onnxModel),
+			want: `m.yaml: document 1: metadata.name: "iris-" must consist of lowercase letters, digits and '-', start with a letter and end with a letter or digit`,
+		},
+		{
+			name: "name too long",
+			yaml: doc("name: "+strings.Repeat("a", 64), "", onnxModel),
+			want: `m.yaml: document 1: metadata.name: "` + strings.Repeat("a", 64) + `" is 64 characters, more than 63`,
+		},
+		{
+			name: "bad namespace",
+			yaml: doc("name: iris, namespace: Team.A", "", onnxModel),
+			want: `m.yaml: document 1: metadata.namespace: "Team.A" must consist of lowercase letters, digits and '-', and start and end with a letter or digit`,
+		},
+		{
+			name: "unknown infergate annotation",
+			yaml: doc(`name: iris, annotations: {infergate.io/endpoint: "http://h:1"}`, "", onnxModel),
+			want: "m.yaml: document 1: metadata.annotations[infergate.io/endpoint]: unknown infergate annotation (known: infergate.io/endpoints)",
+		},
+
+		// The endpoints annotation.
+		{name: "endpoints empty", yaml: doc(endpoints(" , "), "", onnxModel), want: ep + `" , " lists no URL`},
+		{name: "endpoint without scheme", yaml: doc(endpoints("127.0.0.1:8000"), "", onnxModel), want: ep + `"127.0.0.1:8000": want scheme://host:port`},
+		{name: "endpoint scheme", yaml: doc(endpoints("grpcs://h:1"), "", onnxModel), want: ep + `"grpcs://h:1": scheme "grpcs" is not http, https or grpc`},
+		{name: "endpoint without port", yaml: doc(endpoints("http://localhost"), "", onnxModel), want: ep + `"http://localhost": no port`},
+		{name: "endpoint without host", yaml: doc(endpoints("http://:8000"), "", onnxModel), want: ep + `"http://:8000": no host`},
+		{name: "endpoint empty host", yaml: doc(endpoints("grpc://"), "", onnxModel), want: ep + `"grpc://": no host`},
+		{name: "endpoint port range", yaml: doc(endpoints("http://h:65536"), "", onnxModel), want: ep + `"http://h:65536": port "65536" is not between 1 and 65535`},
+		{name: "endpoint port zero", yaml: doc(endpoints("http://h:0"), "", onnxModel), want: ep + `"http://h:0": port "0" is not between 1 and 65535`},
+		{name: "endpoint with path", yaml: doc(endpoints("http://h:1/v2/models"), "", onnxModel), want: ep + `"http://h:1/v2/models": want scheme://host:port with nothing after the port`},
+		{name: "endpoint with query", yaml: doc(endpoints("http://h:1?x=1"), "", onnxModel), want: ep + `"http://h:1?x=1": want scheme://host:port with nothing after the port`},
+		{name: "endpoint with user", yaml: doc(endpoints("http://u:p@h:1"), "", onnxModel), want: ep + `"http://u:p@h:1": want scheme://host:port with nothing after the port`},
+		{name: "endpoint unparsable", yaml: doc(endpoints("http://[::1:80"), "", onnxModel), want: ep + `"http://[::1:80": missing ']' in host`},
+		{
+			name: "endpoint listed twice and a bad one",
+			yaml: doc(endpoints("http://h:1, http://h:1/, ftp://h:2"), "", onnxModel),
+			want: ep + `"http://h:1/" is listed twice` + "\n" + ep + `"ftp://h:2": scheme "ftp" is not http, https or grpc`,
+		},
+
+		// spec.predictor.model.
+		{
+			name: "model required",
+			yaml: "apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: iris}\nspec: {predictor: {minReplicas: 1}}\n",
+			want: "m.yaml: document 1: spec.predictor.model: required",
+		},
+		{
+			name: "model format required",
+			yaml: doc(irisMeta, "", "storageUri: iris.onnx"),
+			want: "m.yaml: document 1: spec.predictor.model.modelFormat.name: required",
+		},
+		{
+			name: "model format required with endpoints",
+			yaml: doc(endpoints("http://h:1"), "", "modelFormat: {version: '1'}"),
+			want: "m.yaml: document 1: spec.predictor.model.modelFormat.name: required",
+		},
+		{
+			name: "format the built-in runtime does not serve",
+			yaml: doc(irisMeta, "", "modelFormat: {name: sklearn}, storageUri: model.joblib"),
+			want: `m.yaml: document 1: spec.predictor.model.modelFormat.name: "sklearn" needs a runtime at a URL (annotation infergate.io/endpoints); the built-in runtime serves onnx`,
+		},
+		{
+			name: "storageUri required",
+			yaml: doc(irisMeta, "", "modelFormat: {name: onnx}"),
+			want: "m.yaml: document 1: spec.predictor.model.storageUri: required unless annotation infergate.io/endpoints is set",
+		},
+		{
+			name: "s3 storage",
+			yaml: doc(irisMeta, "", "modelFormat: {name: onnx}, storageUri: s3://bucket/iris"),
+			want: `m.yaml: document 1: spec.predictor.model.storageUri: "s3://bucket/iris": scheme "s3" is not supported; only local paths (file://PATH or PATH) are`,
+		},
+		{
+			name: "gs storage",
+			yaml: doc(irisMeta, "", "modelFormat: {name: onnx}, storageUri: 'gs://b/m'"),
+			want: `m.yaml: document 1: spec.predictor.model.storageUri: "gs://b/m": scheme "gs" is not supported; only local paths (file://PATH or PATH) are`,
+		},
+		{
+			name: "pvc storage",
+			yaml: doc(irisMeta, "", "modelFormat: {name: onnx}, storageUri: 'pvc://claim/m'"),
+			want: `m.yaml: document 1: spec.predictor.model.storageUri: "pvc://claim/m": scheme "pvc" is not supported; only local paths (file://PATH or PATH) are`,
+		},
+		{
+			name: "hf storage",
+			yaml: doc(irisMeta, "", "modelFormat: {name: onnx}, storageUri: 'hf://org/model'"),
+			want: `m.yaml: document 1: spec.predictor.model.storageUri: "hf://org/model": scheme "hf" is not supported; only local paths (file://PATH or PATH) are`,
+		},
+		{
+			name: "file URI without path",
+			yaml: doc(irisMeta, "", "modelFormat: {name: onnx}, storageUri: 'file://'"),
+			want: `m.yaml: document 1: spec.predictor.model.storageUri: "file://" has no path`,
+		},
+		{
+			name: "protocol v1",
+			yaml: doc(irisMeta, "", onnxModel+", protocolVersion: v1"),
+			want: `m.yaml: document 1: spec.predictor.model.protocolVersion: "v1" is KServe's v1 protocol; infergate speaks the Open Inference Protocol (v2 or grpc-v2)`,
+		},
+		{
+			name: "protocol grpc-v1",
+			yaml: doc(irisMeta, "", onnxModel+", protocolVersion: grpc-v1"),
+			want: `m.yaml: document 1: spec.predictor.model.protocolVersion: "grpc-v1" is KServe's v1 protocol; infergate speaks the Open Inference Protocol (v2 or grpc-v2)`,
+		},
+		{
+			name: "protocol unknown",
+			yaml: doc(irisMeta, "", onnxModel+", protocolVersion: V2"),
+			want: `m.yaml: document 1: spec.predictor.model.protocolVersion: "V2" is not v2 or grpc-v2`,
+		},
+		{
+			name: "env name required",
+			yaml: doc(irisMeta, "", onnxModel+", env: [{name: A, value: b}, {value: c}]"),
+			want: "m.yaml: document 1: spec.predictor.model.env[1].name: required",
+		},
+
+		// spec.predictor.
+		{name: "minReplicas negative", yaml: doc(irisMeta, "minReplicas: -1,", onnxModel), want: "m.yaml: document 1: spec.predictor.minReplicas: -1 is negative"},
+		{name: "maxReplicas negative", yaml: doc(irisMeta, "maxReplicas: -2,", onnxModel), want: "m.yaml: document 1: spec.predictor.maxReplicas: -2 is negative"},
+		{name: "maxReplicas below default minReplicas", yaml: doc(irisMeta, "minReplicas: 3, maxReplicas: 2,", onnxModel), want: "m.yaml: document 1: spec.predictor.maxReplicas: 2 is less than minReplicas (3)"},
+		{name: "scaleTarget zero", yaml: doc(irisMeta, "scaleTarget: 0,", onnxModel), want: "m.yaml: document 1: spec.predictor.scaleTarget: 0 is not positive"},
+		{name: "scaleMetric unknown", yaml: doc(irisMeta, "scaleMetric: qps,", onnxModel), want: `m.yaml: document 1: spec.predictor.scaleMetric: "qps" is not one of concurrency, rps, cpu, memory`},
+		{name: "containerConcurrency negative", yaml: doc(irisMeta, "containerConcurrency: -1,", onnxModel), want: "m.yaml: document 1: spec.predictor.containerConcurrency: -1 is negative"},
+		{name: "timeout zero", yaml: doc(irisMeta, "timeout: 0,", onnxModel), want: "m.yaml: document 1: spec.predictor.timeout: 0 is not positive"},
+		{name: "timeout too long", yaml: doc(irisMeta, "timeout: 86401,", onnxModel), want: "m.yaml: document 1: spec.predictor.timeout: 86401 is more than 86400 (24h)"},
+		{name: "canary above 100", yaml: doc(irisMeta, "canaryTrafficPercent: 101,", onnxModel), want: "m.yaml: document 1: spec.predictor.canaryTrafficPercent: 101 is not between 0 and 100"},
+		{name: "canary negative", yaml: doc(irisMeta, "canaryTrafficPercent: -1,", onnxModel), want: "m.yaml: document 1: spec.predictor.canaryTrafficPercent: -1 is not between 0 and 100"},
+		{name: "batch size zero", yaml: doc(irisMeta, "batcher: {maxBatchSize: 0},", onnxModel), want: "m.yaml: document 1: spec.predictor.batcher.maxBatchSize: 0 is not positive"},
+		{name: "batch latency negative", yaml: doc(irisMeta, "batcher: {maxLatency: -5},", onnxModel), want: "m.yaml: document 1: spec.predictor.batcher.maxLatency: -5 is not positive"},
+		{name: "batch latency too long", yaml: doc(irisMeta, "batcher: {maxLatency: 86400001},", onnxModel), want: "m.yaml: document 1: spec.predictor.batcher.maxLatency: 86400001 is more than 86400000 (24h in milliseconds)"},
+		{name: "batch timeout zero", yaml: doc(irisMeta, "batcher: {timeout: 0},", onnxModel), want: "m.yaml: document 1: spec.predictor.batcher.timeout: 0 is not positive"},
+
+		// Across documents.
+		{
+			name: "every problem of a document",
+			yaml: doc("name: Iris", "minReplicas: -1, canaryTrafficPercent: 101,", "modelFormat: {name: sklearn}, storageUri: s3://b/i"),
+			want: `m.yaml: document 1: metadata.name: "Iris" must consist of lowercase letters, digits and '-', start with a letter and end with a letter or digit` + "\n" +
+				`m.yaml: document 1: spec.predictor.model.modelFormat.name: "sklearn" needs a runtime at a URL (annotation infergate.io/endpoints); the built-in runtime serves onnx` + "\n" +
+				`m.yaml: document 1: spec.predictor.model.storageUri: "s3://b/i": scheme "s3" is not supported; only local paths (file://PATH or PATH) are` + "\n" +
+				`m.yaml: document 1: spec.predictor.minReplicas: -1 is negative` + "\n" +
+				`m.yaml: document 1: spec.predictor.canaryTrafficPercent: 101 is not between 0 and 100`,
+		},
+		{
+			name: "problems of several documents",
+			yaml: doc(irisMeta, "minReplicas: -1,", onnxModel) + "---\n" + doc(irisMeta, "timeout: 0,", onnxModel),
+			want: "m.yaml: document 1: spec.predictor.minReplicas: -1 is negative\n" +
+				"m.yaml: document 2: spec.predictor.timeout: 0 is not positive",
+		},
+		{
+			name: "duplicate name",
+			yaml: doc(irisMeta, "", onnxModel) + "---\n" + doc("name: other", "", onnxModel) + "---\n" + doc("name: iris, namespace: elsewhere", "", onnxModel),
+			want: `m.yaml: document 3: metadata.name: "iris" is also declared at m.yaml#1`,
+		},
+		{
+			name: "too many problems",
+			yaml: strings.Repeat(doc(irisMeta, "minReplicas: -1,", onnxModel)+"---\n", 22),
+			want: strings.Join(func() []string {
+				var lines []string
+				for i := 1; i <= 20; i++ {
+					lines = append(lines, fmt.Sprintf("m.yaml: document %d: spec.predictor.minReplicas: -1 is negative", i))
+				}
+				return append(lines, "config: and 2 more problems")
+			}(), "\n"),
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := config.Parse("m.yaml", []byte(tc.yaml), "/base")
+			if err == nil {
+				t.Fatalf("Parse succeeded with %d models; want error %q", len(got), tc.want)
+			}
+			if got != nil {
+				t.Errorf("Parse returned %d models with an error; want none", len(got))
+			}
+			if diff := cmp.Diff(tc.want, err.Error()); diff != "" {
+				t.Errorf("Parse error (-want +got):\n%s", diff)
+			}
+			var ce *config.Error
+			if !errors.As(err, &ce) && !strings.HasPrefix(tc.want, "config:") {
+				t.Errorf("Parse error %T is not a *config.Error", err)
+			}
+		})
+	}
+}
+
+func TestErrorFields(t *testing.T) {
+	_, err := config.Parse("models/iris.yaml", []byte(doc(irisMeta, "", onnxModel)+"---\n"+doc(irisMeta, "minReplicas: -1,", onnxModel)), "")
+	ce, ok := errors.AsType[*config.Error](err)
+	if !ok {
+		t.Fatalf("Parse error %v is not a *config.Error", err)
+	}
+	want := &config.Error{Source: "models/iris.yaml", Document: 2, Field: "spec.predictor.minReplicas", Msg: "-1 is negative"}
+	if diff := cmp.Diff(want, ce); diff != "" {
+		t.Errorf("Error (-want +got):\n%s", diff)
+	}
+	if got, want := err.Error(), "models/iris.yaml: document 2: spec.predictor.minReplicas: -1 is negative"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+}
+
+func TestParseRelativeWithoutBaseDir(t *testing.T) {
+	got, err := config.Parse("m.yaml", []byte(doc(irisMeta, "", "modelFormat: {name: onnx}, storageUri: 'file://./models/../iris'")), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].Path != "iris" {
+		t.Errorf("Path = %q, want %q", got[0].Path, "iris")
+	}
+}
+
+func TestParseTooLarge(t *testing.T) {
+	_, err := config.Parse("big.yaml", make([]byte, config.MaxFileBytes+1), "")
+	want := fmt.Sprintf("big.yaml: %d bytes, more than the limit of %d", config.MaxFileBytes+1, config.MaxFileBytes)
+	if err == nil || err.Error() != want {
+		t.Errorf("Parse error = %v, want %q", err, want)
+	}
+}
+
+func TestParseModelsShareNothing(t *testing.T) {
+	got, err := config.Parse("m.yaml", []byte(doc(`name: iris, annotations: {infergate.io/endpoints: "http://h:1"}`, "", onnxModel)), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got[0].Annotations["x"] = "y"
+	if _, ok := got[0].Spec.Metadata.Annotations["x"]; ok {
+		t.Error("Model.Annotations aliases Model.Spec.Metadata.Annotations")
+	}
+}
+
+// TestParseFile reads the fully written example and compares the Model and
+// the raw document in full.
+func TestParseFile(t *testing.T) {
+	path := filepath.Join("testdata", "valid", "iris.yaml")
+	got, err := config.LoadPath(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	abs, err := filepath.Abs(filepath.Join("testdata", "valid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := config.InferenceService{
+		APIVersion: "serving.kserve.io/v1beta1",
+		Kind:       "InferenceService",
+		Metadata: config.ObjectMeta{
+			Name:        "iris",
+			Namespace:   "ml",
+			Labels:      map[string]string{"team": "search"},
+			Annotations: map[string]string{"serving.kserve.io/deploymentMode": "Serverless"},
+		},
+		Spec: config.InferenceServiceSpec{Predictor: config.PredictorSpec{
+			ServiceAccountName:   "models",
+			MinReplicas:          ptr(0),
+			MaxReplicas:          4,
+			ScaleTarget:          ptr(8),
+			ScaleMetric:          ptr(config.MetricRPS),
+			ContainerConcurrency: ptr[int64](16),
+			TimeoutSeconds:       ptr[int64](30),
+			CanaryTrafficPercent: ptr[int64](10),
+			Batcher:              &config.BatcherSpec{MaxBatchSize: ptr(64), MaxLatency: ptr(20), Timeout: ptr(5)},
+			Model: &config.ModelSpec{
+				ModelFormat:     config.ModelFormat{Name: "onnx", Version: "1"},
+				Runtime:         "kserve-onnxruntime",
+				RuntimeVersion:  "1.17",
+				ProtocolVersion: "grpc-v2",
+				StorageURI:      "file://models/iris",
+				Args:            []string{"--threads", "2"},
+				Env:             []config.EnvVar{{Name: "OMP_NUM_THREADS", Value: "2"}},
+				Resources: &config.ResourceRequirements{
+					Requests: map[string]config.Quantity{"cpu": "1", "memory": "2Gi"},
+					Limits:   map[string]config.Quantity{"cpu": "2"},
+				},
+			},
+		}},
+	}
+	want := []config.Model{{
+		Name:                 "iris",
+		Namespace:            "ml",
+		Source:               path + "#1",
+		Format:               "onnx",
+		FormatVersion:        "1",
+		Path:                 filepath.Join(abs, "models", "iris"),
+		Protocol:             config.ProtocolGRPC,
+		MinReplicas:          0,
+		MaxReplicas:          4,
+		ScaleMetric:          config.MetricRPS,
+		ScaleTarget:          8,
+		Timeout:              30 * time.Second,
+		ContainerConcurrency: 16,
+		CanaryTrafficPercent: ptr[int64](10),
+		Batcher:              &config.Batcher{MaxBatchSize: 64, MaxLatency: 20 * time.Millisecond, Timeout: 5 * time.Second},
+		Labels:               map[string]string{"team": "search"},
+		Annotations:          map[string]string{"serving.kserve.io/deploymentMode": "Serverless"},
+		Spec:                 spec,
+	}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("LoadPath(%s) (-want +got):\n%s", path, diff)
+	}
+}
+
+func TestLoadPath(t *testing.T) {
+	abs := func(elem ...string) string {
+		t.Helper()
+		p, err := filepath.Abs(filepath.Join(elem...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	base := config.Model{Protocol: config.ProtocolREST, MinReplicas: 1, ScaleMetric: config.MetricConcurrency, Timeout: time.Minute, Format: "onnx"}
+	model := func(name, source, path string) config.Model {
+		m := base
+		m.Name, m.Source, m.Path = name, source, path
+		return m
+	}
+	multi := filepath.Join("testdata", "valid", "multi.yaml")
+	sk := model("sklearn-iris", multi+"#2", "")
+	sk.Format = "sklearn"
+	sk.Endpoints = []config.Endpoint{
+		{URL: "http://127.0.0.1:8000", Protocol: config.ProtocolREST, Address: "127.0.0.1:8000"},
+		{URL: "grpc://127.0.0.1:8001", Protocol: config.ProtocolGRPC, Address: "127.0.0.1:8001"},
+	}
+	sk.Annotations = map[string]string{config.AnnotationEndpoints: "http://127.0.0.1:8000, grpc://127.0.0.1:8001"}
+
+	tests := []struct {
+		name string
+		path string
+		want []config.Model
+	}{
+		{
+			name: "multi-document file",
+			path: multi,
+			want: []config.Model{model("mnist", multi+"#1", "/srv/models/mnist.onnx"), sk},
+		},
+		{
+			name: "directory: yaml and yml, in name order, not hidden, not recursive",
+			path: filepath.Join("testdata", "dir"),
+			want: []config.Model{
+				model("alpha", filepath.Join("testdata", "dir", "a.yaml")+"#1", abs("testdata", "dir", "alpha.onnx")),
+				model("beta", filepath.Join("testdata", "dir", "b.yml")+"#1", abs("testdata", "beta")),
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := config.LoadPath(tc.path)
+			if err != nil {
+				t.Fatalf("LoadPath: %v", err)
+			}
+			if diff := cmp.Diff(tc.want, got, ignoreSpec); diff != "" {
+				t.Errorf("LoadPath(%s) (-want +got):\n%s", tc.path, diff)
+			}
+		})
+	}
+}
+
+func TestLoadPathErrors(t *testing.T) {
+	inv := func(name string) string { return filepath.Join("testdata", "invalid", name) }
+	tests := []struct {
+		name string
+		path string
+		want string
+	}{
+		{
+			name: "duplicate across files names both",
+			path: filepath.Join("testdata", "dupdir"),
+			want: filepath.Join("testdata", "dupdir", "two.yaml") + `: document 2: metadata.name: "alpha" is also declared at ` +
+				filepath.Join("testdata", "dupdir", "one.yaml") + "#1",
+		},
+		{
+			name: "unknown fields",
+			path: inv("unknown-field.yaml"),
+			want: inv("unknown-field.yaml") + ": document 1: spec.predictor.logger: unknown field\n" +
+				inv("unknown-field.yaml") + ": document 1: spec.predictor.model.storageURI: unknown field",
+		},
+		{
+			name: "other kind",
+			path: inv("other-kind.yaml"),
+			want: inv("other-kind.yaml") + `: document 2: kind: "Deployment" is not supported: infergate reads serving.kserve.io/v1beta1 InferenceService`,
+		},
+		{
+			name: "bad values",
+			path: inv("bad-values.yaml"),
+			want: inv("bad-values.yaml") + `: document 1: metadata.name: "Iris_v1" must consist of lowercase letters, digits and '-', start with a letter and end with a letter or digit` + "\n" +
+				inv("bad-values.yaml") + `: document 1: spec.predictor.model.modelFormat.name: "sklearn" needs a runtime at a URL (annotation infergate.io/endpoints); the built-in runtime serves onnx` + "\n" +
+				inv("bad-values.yaml") + `: document 1: spec.predictor.model.storageUri: "s3://bucket/iris": scheme "s3" is not supported; only local paths (file://PATH or PATH) are` + "\n" +
+				inv("bad-values.yaml") + `: document 1: spec.predictor.minReplicas: -1 is negative` + "\n" +
+				inv("bad-values.yaml") + `: document 1: spec.predictor.canaryTrafficPercent: 101 is not between 0 and 100`,
+		},
+		{
+			name: "duplicate key names the file line",
+			path: inv("yaml-syntax.yaml"),
+			want: inv("yaml-syntax.yaml") + `: document 1: invalid YAML: unmarshal errors: line 5: key "name" already set in map`,
+		},
+		{
+			name: "all files of a directory",
+			path: filepath.Join("testdata", "invalid"),
+			want: strings.Join([]string{
+				inv("bad-values.yaml") + `: document 1: metadata.name: "Iris_v1" must consist of lowercase letters, digits and '-', start with a letter and end with a letter or digit`,
+				inv("bad-values.yaml") + `: document 1: spec.predictor.model.modelFormat.name: "sklearn" needs a runtime at a URL (annotation infergate.io/endpoints); the built-in runtime serves onnx`,
+				inv("bad-values.yaml") + `: document 1: spec.predictor.model.storageUri: "s3://bucket/iris": scheme "s3" is not supported; only local paths (file://PATH or PATH) are`,
+				inv("bad-values.yaml") + `: document 1: spec.predictor.minReplicas: -1 is negative`,
+				inv("bad-values.yaml") + `: document 1: spec.predictor.canaryTrafficPercent: 101 is not between 0 and 100`,
+				inv("other-kind.yaml") + `: document 2: kind: "Deployment" is not supported: infergate reads serving.kserve.io/v1beta1 InferenceService`,
+				inv("unknown-field.yaml") + ": document 1: spec.predictor.logger: unknown field",
+				inv("unknown-field.yaml") + ": document 1: spec.predictor.model.storageURI: unknown field",
+				inv("yaml-syntax.yaml") + `: document 1: invalid YAML: unmarshal errors: line 5: key "name" already set in map`,
+			}, "\n"),
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := config.LoadPath(tc.path)
+			if err == nil {
+				t.Fatalf("LoadPath succeeded with %d models; want error", len(got))
+			}
+			if diff := cmp.Diff(tc.want, err.Error()); diff != "" {
+				t.Errorf("LoadPath error (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestLoadPathMissing(t *testing.T) {
+	_, err := config.LoadPath(filepath.Join("testdata", "nope"))
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("LoadPath error = %v, want one wrapping os.ErrNotExist", err)
+	}
+}
+
+func TestLoadPathEmptyDir(t *testing.T) {
+	got, err := config.LoadPath(t.TempDir())
+	if err != nil || got != nil {
+		t.Errorf("LoadPath(empty dir) = %v, %v; want nil, nil", got, err)
+	}
+}

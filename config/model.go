@@ -1,0 +1,127 @@
+package config
+
+import "time"
+
+// AnnotationEndpoints is the annotation that points a model at runtimes that
+// already run elsewhere, as a comma-separated list of URLs:
+//
+//	infergate.io/endpoints: "http://127.0.0.1:8000, grpc://127.0.0.1:8001"
+//
+// http:// and https:// speak the Open Inference Protocol over REST, grpc://
+// over gRPC (plaintext). Each URL is scheme://host:port with nothing after
+// the port. When the annotation is set infergate starts no runtime for the
+// model and spec.predictor.model.storageUri is optional and not read.
+const AnnotationEndpoints = "infergate.io/endpoints"
+
+// annotationPrefix marks infergate's own annotations: an unknown one under
+// this prefix is an error, so that a misspelt annotation is not ignored.
+const annotationPrefix = "infergate.io/"
+
+// knownAnnotations are the infergate.io/ annotations this package reads.
+var knownAnnotations = map[string]bool{
+	AnnotationEndpoints: true,
+}
+
+// Defaults applied to a declaration that does not set the field. The batcher
+// defaults are KServe's, so a manifest batches here as it does on a cluster.
+const (
+	DefaultMinReplicas  = 1
+	DefaultTimeout      = 60 * time.Second
+	DefaultScaleMetric  = MetricConcurrency
+	DefaultProtocol     = "v2"
+	DefaultMaxBatchSize = 32
+	DefaultMaxLatency   = 5000 * time.Millisecond
+	DefaultBatchTimeout = 60 * time.Second
+)
+
+// MaxTimeoutSeconds bounds spec.predictor.timeout and batcher.timeout.
+const MaxTimeoutSeconds = 24 * 60 * 60
+
+// BuiltinFormat is the model format the built-in runtime serves.
+const BuiltinFormat = "onnx"
+
+// Protocol is the transport of the Open Inference Protocol a runtime speaks.
+type Protocol string
+
+// The protocols.
+const (
+	ProtocolREST Protocol = "rest"
+	ProtocolGRPC Protocol = "grpc"
+)
+
+// Model is one validated, defaulted model declaration: what the rest of
+// infergate consumes. Every field is set (defaults applied) except where its
+// comment says otherwise. A Model is a value: Parse shares nothing between
+// two Models, and callers must treat its maps and slices as read-only.
+type Model struct {
+	// Name is metadata.name; it is unique among the Models of one Parse or
+	// LoadPath, whatever their namespaces, because the Open Inference
+	// Protocol addresses a model by name alone.
+	Name string
+	// Namespace is metadata.namespace as written, "" when absent.
+	Namespace string
+	// Source names the declaration for messages: "FILE#N", N the 1-based
+	// index of the document among the file's non-empty documents.
+	Source string
+
+	// Format and FormatVersion are spec.predictor.model.modelFormat;
+	// FormatVersion is "" when absent.
+	Format        string
+	FormatVersion string
+	// Path is the model file or directory the built-in runtime loads, made
+	// absolute against the directory of the YAML file when LoadPath read it
+	// (see Parse for baseDir). It is "" when Endpoints is set.
+	Path string
+	// Protocol is the transport the runtime started for this model speaks,
+	// from spec.predictor.model.protocolVersion (v2 is REST, grpc-v2 gRPC).
+	Protocol Protocol
+	// Endpoints are the runtimes from the infergate.io/endpoints
+	// annotation, in the order written; nil when the built-in runtime
+	// serves the model.
+	Endpoints []Endpoint
+
+	// MinReplicas is at least 0 (0: scale to zero); MaxReplicas is 0 (no
+	// limit) or at least MinReplicas.
+	MinReplicas int
+	MaxReplicas int
+	// ScaleMetric is what the autoscaler watches; ScaleTarget its target
+	// per replica, 0 when unset (the autoscaler's default applies).
+	ScaleMetric ScaleMetric
+	ScaleTarget int
+	// Timeout bounds one request.
+	Timeout time.Duration
+	// ContainerConcurrency is the hard limit of requests in flight per
+	// replica; 0 means no limit.
+	ContainerConcurrency int64
+	// CanaryTrafficPercent is nil when not set, else 0 to 100.
+	CanaryTrafficPercent *int64
+	// Batcher is nil when batching is off.
+	Batcher *Batcher
+
+	// Labels and Annotations are metadata's, nil when absent.
+	Labels      map[string]string
+	Annotations map[string]string
+
+	// Spec is the document as written, before defaults.
+	Spec InferenceService
+}
+
+// Endpoint is one runtime from the infergate.io/endpoints annotation.
+type Endpoint struct {
+	// URL is the URL as written, trimmed of spaces and of a trailing "/".
+	URL string
+	// Protocol is REST for http and https, gRPC for grpc.
+	Protocol Protocol
+	// Address is host:port from the URL.
+	Address string
+}
+
+// Batcher is spec.predictor.batcher with defaults applied.
+type Batcher struct {
+	// MaxBatchSize is the largest batch, in requests; at least 1.
+	MaxBatchSize int
+	// MaxLatency is how long a batch waits to fill; positive.
+	MaxLatency time.Duration
+	// Timeout bounds one batched call; positive.
+	Timeout time.Duration
+}

@@ -1,0 +1,372 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Field paths named in messages.
+const (
+	fName         = "metadata.name"
+	fNamespace    = "metadata.namespace"
+	fModel        = "spec.predictor.model"
+	fFormatName   = "spec.predictor.model.modelFormat.name"
+	fStorageURI   = "spec.predictor.model.storageUri"
+	fProtocol     = "spec.predictor.model.protocolVersion"
+	fMinReplicas  = "spec.predictor.minReplicas"
+	fMaxReplicas  = "spec.predictor.maxReplicas"
+	fScaleTarget  = "spec.predictor.scaleTarget"
+	fScaleMetric  = "spec.predictor.scaleMetric"
+	fConcurrency  = "spec.predictor.containerConcurrency"
+	fTimeout      = "spec.predictor.timeout"
+	fCanary       = "spec.predictor.canaryTrafficPercent"
+	fBatchSize    = "spec.predictor.batcher.maxBatchSize"
+	fBatchLatency = "spec.predictor.batcher.maxLatency"
+	fBatchTimeout = "spec.predictor.batcher.timeout"
+)
+
+// toModel validates a decoded document and returns it as a Model with
+// defaults applied. It reports every problem it finds; the Model is only
+// meaningful when it reports none.
+func toModel(isvc *InferenceService, d *docProblems, baseDir string) Model {
+	m := Model{Source: fmt.Sprintf("%s#%d", d.source, d.doc), Spec: *isvc}
+	readMetadata(&m, isvc.Metadata, d)
+	if ms := isvc.Spec.Predictor.Model; ms == nil {
+		d.addf(fModel, "required")
+	} else {
+		_, remote := isvc.Metadata.Annotations[AnnotationEndpoints]
+		readModel(&m, ms, remote, baseDir, d)
+	}
+	readPredictor(&m, &isvc.Spec.Predictor, d)
+	return m
+}
+
+// readMetadata reads the name, namespace, labels and annotations, and the
+// endpoints from the annotation.
+func readMetadata(m *Model, meta ObjectMeta, d *docProblems) {
+	m.Name = meta.Name
+	m.Namespace = meta.Namespace
+	m.Labels = maps.Clone(meta.Labels)
+	m.Annotations = maps.Clone(meta.Annotations)
+	checkName(fName, meta.Name, true, d)
+	if meta.Namespace != "" {
+		checkName(fNamespace, meta.Namespace, false, d)
+	}
+	for _, k := range slices.Sorted(maps.Keys(meta.Annotations)) {
+		if strings.HasPrefix(k, annotationPrefix) && !knownAnnotations[k] {
+			d.addf(annotationField(k), "unknown infergate annotation (known: %s)", AnnotationEndpoints)
+		}
+	}
+	if raw, ok := meta.Annotations[AnnotationEndpoints]; ok {
+		m.Endpoints = parseEndpoints(raw, d)
+	}
+}
+
+// readModel reads spec.predictor.model. remote says the model is served at
+// the annotation's endpoints rather than by the built-in runtime.
+func readModel(m *Model, ms *ModelSpec, remote bool, baseDir string, d *docProblems) {
+	m.Format = ms.ModelFormat.Name
+	m.FormatVersion = ms.ModelFormat.Version
+	m.Protocol = parseProtocol(ms.ProtocolVersion, d)
+	if ms.ModelFormat.Name == "" {
+		d.addf(fFormatName, "required")
+	}
+	for i, e := range ms.Env {
+		if e.Name == "" {
+			d.addf(fmt.Sprintf("%s.env[%d].name", fModel, i), "required")
+		}
+	}
+	// A remote runtime loaded the model itself: storageUri may name
+	// anything, even s3://, and is not read.
+	if remote {
+		return
+	}
+	if ms.ModelFormat.Name != "" && ms.ModelFormat.Name != BuiltinFormat {
+		d.addf(fFormatName, "%s needs a runtime at a URL (annotation %s); the built-in runtime serves %s",
+			quote(ms.ModelFormat.Name), AnnotationEndpoints, BuiltinFormat)
+	}
+	m.Path = localPath(ms.StorageURI, baseDir, d)
+}
+
+// readPredictor reads spec.predictor's scaling, timeout, canary and
+// batching settings.
+func readPredictor(m *Model, pred *PredictorSpec, d *docProblems) {
+	m.MinReplicas = DefaultMinReplicas
+	if pred.MinReplicas != nil {
+		m.MinReplicas = *pred.MinReplicas
+		if m.MinReplicas < 0 {
+			d.addf(fMinReplicas, "%d is negative", m.MinReplicas)
+		}
+	}
+	m.MaxReplicas = pred.MaxReplicas
+	switch {
+	case m.MaxReplicas < 0:
+		d.addf(fMaxReplicas, "%d is negative", m.MaxReplicas)
+	case m.MaxReplicas > 0 && m.MinReplicas >= 0 && m.MaxReplicas < m.MinReplicas:
+		d.addf(fMaxReplicas, "%d is less than minReplicas (%d)", m.MaxReplicas, m.MinReplicas)
+	}
+
+	m.ScaleMetric = DefaultScaleMetric
+	if pred.ScaleMetric != nil {
+		m.ScaleMetric = *pred.ScaleMetric
+		switch m.ScaleMetric {
+		case MetricConcurrency, MetricRPS, MetricCPU, MetricMemory:
+		default:
+			d.addf(fScaleMetric, "%s is not one of %s, %s, %s, %s",
+				quote(string(m.ScaleMetric)), MetricConcurrency, MetricRPS, MetricCPU, MetricMemory)
+		}
+	}
+	if pred.ScaleTarget != nil {
+		m.ScaleTarget = *pred.ScaleTarget
+		if m.ScaleTarget <= 0 {
+			d.addf(fScaleTarget, "%d is not positive", m.ScaleTarget)
+		}
+	}
+	if pred.ContainerConcurrency != nil {
+		m.ContainerConcurrency = *pred.ContainerConcurrency
+		if m.ContainerConcurrency < 0 {
+			d.addf(fConcurrency, "%d is negative", m.ContainerConcurrency)
+		}
+	}
+
+	m.Timeout = DefaultTimeout
+	if pred.TimeoutSeconds != nil {
+		m.Timeout = seconds(fTimeout, *pred.TimeoutSeconds, d)
+	}
+	if p := pred.CanaryTrafficPercent; p != nil {
+		v := *p
+		m.CanaryTrafficPercent = &v
+		if v < 0 || v > 100 {
+			d.addf(fCanary, "%d is not between 0 and 100", v)
+		}
+	}
+	if b := pred.Batcher; b != nil {
+		m.Batcher = toBatcher(b, d)
+	}
+}
+
+// seconds converts a count of seconds, reporting one that is not positive or
+// is more than MaxTimeoutSeconds.
+func seconds(field string, s int64, d *docProblems) time.Duration {
+	switch {
+	case s <= 0:
+		d.addf(field, "%d is not positive", s)
+	case s > MaxTimeoutSeconds:
+		d.addf(field, "%d is more than %d (24h)", s, MaxTimeoutSeconds)
+	}
+	return time.Duration(s) * time.Second
+}
+
+func toBatcher(b *BatcherSpec, d *docProblems) *Batcher {
+	out := &Batcher{
+		MaxBatchSize: DefaultMaxBatchSize,
+		MaxLatency:   DefaultMaxLatency,
+		Timeout:      DefaultBatchTimeout,
+	}
+	if b.MaxBatchSize != nil {
+		out.MaxBatchSize = *b.MaxBatchSize
+		if out.MaxBatchSize <= 0 {
+			d.addf(fBatchSize, "%d is not positive", out.MaxBatchSize)
+		}
+	}
+	if b.MaxLatency != nil {
+		ms := *b.MaxLatency
+		switch {
+		case ms <= 0:
+			d.addf(fBatchLatency, "%d is not positive", ms)
+		case ms > MaxTimeoutSeconds*1000:
+			d.addf(fBatchLatency, "%d is more than %d (24h in milliseconds)", ms, MaxTimeoutSeconds*1000)
+		}
+		out.MaxLatency = time.Duration(ms) * time.Millisecond
+	}
+	if b.Timeout != nil {
+		out.Timeout = seconds(fBatchTimeout, int64(*b.Timeout), d)
+	}
+	return out
+}
+
+// checkName reports a name that is not a DNS-1123 label. A model name must
+// also start with a letter, as KServe requires of an InferenceService name.
+func checkName(field, name string, model bool, d *docProblems) {
+	if name == "" {
+		d.addf(field, "required")
+		return
+	}
+	if len(name) > 63 {
+		d.addf(field, "%s is %d characters, more than 63", quote(name), len(name))
+		return
+	}
+	ok := true
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		lower := 'a' <= c && c <= 'z'
+		digit := '0' <= c && c <= '9'
+		switch {
+		case i == 0 && model && !lower, i == 0 && !lower && !digit:
+			ok = false
+		case i == len(name)-1 && !lower && !digit:
+			ok = false
+		case !lower && !digit && c != '-':
+			ok = false
+		}
+	}
+	if ok {
+		return
+	}
+	if model {
+		d.addf(field, "%s must consist of lowercase letters, digits and '-', start with a letter and end with a letter or digit", quote(name))
+	} else {
+		d.addf(field, "%s must consist of lowercase letters, digits and '-', and start and end with a letter or digit", quote(name))
+	}
+}
+
+func annotationField(key string) string {
+	return "metadata.annotations[" + key + "]"
+}
+
+// parseProtocol reads protocolVersion. KServe's v1 protocols are refused:
+// infergate speaks only the Open Inference Protocol.
+func parseProtocol(v string, d *docProblems) Protocol {
+	switch v {
+	case "", "v2":
+		return ProtocolREST
+	case "grpc-v2":
+		return ProtocolGRPC
+	case "v1", "grpc-v1":
+		d.addf(fProtocol, "%s is KServe's v1 protocol; infergate speaks the Open Inference Protocol (v2 or grpc-v2)", quote(v))
+	default:
+		d.addf(fProtocol, "%s is not v2 or grpc-v2", quote(v))
+	}
+	return ""
+}
+
+// parseEndpoints reads the infergate.io/endpoints annotation; see
+// AnnotationEndpoints.
+func parseEndpoints(raw string, d *docProblems) []Endpoint {
+	field := annotationField(AnnotationEndpoints)
+	var eps []Endpoint
+	seen := make(map[string]bool)
+	listed := false
+	for s := range strings.SplitSeq(raw, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			// A trailing comma in a long list is harmless.
+			continue
+		}
+		listed = true
+		ep, msg := parseEndpoint(s)
+		if msg != "" {
+			d.addf(field, "%s: %s", quote(s), msg)
+			continue
+		}
+		if seen[ep.URL] {
+			d.addf(field, "%s is listed twice", quote(s))
+			continue
+		}
+		seen[ep.URL] = true
+		eps = append(eps, ep)
+	}
+	if !listed {
+		d.addf(field, "%s lists no URL", quote(raw))
+	}
+	return eps
+}
+
+// parseEndpoint parses one URL of the annotation, or says what is wrong
+// with it.
+func parseEndpoint(s string) (Endpoint, string) {
+	if !strings.Contains(s, "://") {
+		return Endpoint{}, "want scheme://host:port"
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			return Endpoint{}, ue.Err.Error()
+		}
+		return Endpoint{}, err.Error()
+	}
+	var proto Protocol
+	switch u.Scheme {
+	case "http", "https":
+		proto = ProtocolREST
+	case "grpc":
+		proto = ProtocolGRPC
+	default:
+		return Endpoint{}, fmt.Sprintf("scheme %s is not http, https or grpc", quote(u.Scheme))
+	}
+	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		return Endpoint{}, "want scheme://host:port with nothing after the port"
+	}
+	host, port, err := net.SplitHostPort(u.Host)
+	if err != nil {
+		if u.Host == "" {
+			return Endpoint{}, "no host"
+		}
+		return Endpoint{}, "no port"
+	}
+	if host == "" {
+		return Endpoint{}, "no host"
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return Endpoint{}, fmt.Sprintf("port %s is not between 1 and 65535", quote(port))
+	}
+	return Endpoint{
+		URL:      strings.TrimSuffix(s, "/"),
+		Protocol: proto,
+		Address:  u.Host,
+	}, ""
+}
+
+// localPath resolves storageUri for the built-in runtime: file://PATH or a
+// bare PATH, PATH relative to baseDir unless absolute. file://PATH is read
+// literally (file://models/iris is the relative path models/iris, and
+// percent-escapes are not decoded), because that is how people write it.
+func localPath(uri, baseDir string, d *docProblems) string {
+	if uri == "" {
+		d.addf(fStorageURI, "required unless annotation %s is set", AnnotationEndpoints)
+		return ""
+	}
+	p := uri
+	if scheme, rest, ok := strings.Cut(uri, "://"); ok && isScheme(scheme) {
+		if scheme != "file" {
+			d.addf(fStorageURI, "%s: scheme %s is not supported; only local paths (file://PATH or PATH) are", quote(uri), quote(scheme))
+			return ""
+		}
+		p = rest
+	}
+	if p == "" {
+		d.addf(fStorageURI, "%s has no path", quote(uri))
+		return ""
+	}
+	if !filepath.IsAbs(p) && baseDir != "" {
+		p = filepath.Join(baseDir, p)
+	}
+	return filepath.Clean(p)
+}
+
+// isScheme reports whether s is a URI scheme (RFC 3986: a letter, then
+// letters, digits, '+', '-' or '.').
+func isScheme(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		letter := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+		if i == 0 && !letter {
+			return false
+		}
+		if !letter && !('0' <= c && c <= '9') && c != '+' && c != '-' && c != '.' {
+			return false
+		}
+	}
+	return true
+}

@@ -53,16 +53,21 @@ type Error struct {
 	Kind Kind
 	Msg  string
 	Err  error
+
+	// msgHasCause is set by Errorf, whose Msg already holds Err's text.
+	msgHasCause bool
 }
 
+// Error returns Msg followed by ": " and the cause's text, when there is a
+// cause that Msg does not already include.
 func (e *Error) Error() string {
-	if e.Err != nil && e.Msg == "" {
+	switch {
+	case e.Err == nil || e.msgHasCause:
+		return e.Msg
+	case e.Msg == "":
 		return e.Err.Error()
 	}
-	if e.Err != nil {
-		return e.Msg + ": " + e.Err.Error()
-	}
-	return e.Msg
+	return e.Msg + ": " + e.Err.Error()
 }
 
 func (e *Error) Unwrap() error { return e.Err }
@@ -71,7 +76,8 @@ func (e *Error) Unwrap() error { return e.Err }
 // wraps the cause as fmt.Errorf does.
 func Errorf(k Kind, format string, args ...any) error {
 	err := fmt.Errorf(format, args...)
-	return &Error{Kind: k, Msg: err.Error(), Err: errors.Unwrap(err)}
+	cause := errors.Unwrap(err)
+	return &Error{Kind: k, Msg: err.Error(), Err: cause, msgHasCause: cause != nil}
 }
 
 // KindOf returns the protocol kind of err: the kind of the outermost *Error

@@ -1,0 +1,71 @@
+package runtimes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/infergate/infergate/oip"
+)
+
+// Protocol is the wire protocol a runtime replica speaks.
+type Protocol uint8
+
+// The protocols a runtime replica can speak.
+const (
+	REST Protocol = iota + 1 // OIP over HTTP/1.1
+	GRPC                     // OIP over gRPC
+)
+
+func (p Protocol) String() string {
+	switch p {
+	case REST:
+		return "rest"
+	case GRPC:
+		return "grpc"
+	}
+	return fmt.Sprintf("Protocol(%d)", uint8(p))
+}
+
+// Client is a connection to one runtime replica. It is the extension point
+// for runtime kinds, so it stays small; protocol-specific fast paths live on
+// the concrete types (RESTClient.Forward, GRPCClient.ModelInferProto).
+//
+// Every method honours ctx's deadline. Errors are *oip.Error values whose
+// kind tells unavailable (the replica could not be reached) from errors the
+// runtime returned.
+type Client interface {
+	// Protocol reports the replica's wire protocol.
+	Protocol() Protocol
+	// ModelReady reports whether the runtime serves the model now.
+	ModelReady(ctx context.Context, model, version string) (bool, error)
+	// ModelMetadata asks the runtime for the model's metadata.
+	ModelMetadata(ctx context.Context, model, version string) (*oip.ModelMetadata, error)
+	// Infer runs one decoded inference.
+	Infer(ctx context.Context, req *oip.InferRequest) (*oip.InferResponse, error)
+	// Close releases the client's connections.
+	Close() error
+}
+
+// NewClient returns a client for the runtime at rawURL: http:// (OIP REST)
+// or grpc:// (OIP gRPC) followed by host:port.
+func NewClient(rawURL string) (Client, error) {
+	switch {
+	case strings.HasPrefix(rawURL, "http://"):
+		return NewRESTClient(RESTOptions{Addr: strings.TrimSuffix(strings.TrimPrefix(rawURL, "http://"), "/")})
+	case strings.HasPrefix(rawURL, "grpc://"):
+		return NewGRPCClient(GRPCOptions{Addr: strings.TrimSuffix(strings.TrimPrefix(rawURL, "grpc://"), "/")})
+	}
+	return nil, fmt.Errorf("runtimes: runtime URL %q: want http://host:port or grpc://host:port", rawURL)
+}
+
+// ErrUnreachable is in the chain of an error for a call that never reached
+// its replica: a pool may send such a call to another replica.
+var ErrUnreachable = errors.New("unreachable")
+
+// unavailable wraps err as an unavailable, unreachable error naming the
+// replica.
+func unavailable(addr string, err error) error {
+	return &oip.Error{Kind: oip.KindUnavailable, Msg: "runtime " + addr, Err: fmt.Errorf("%w: %w", ErrUnreachable, err)}
+}

@@ -1,0 +1,148 @@
+package runtimes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/infergate/infergate/oip"
+	pb "github.com/infergate/infergate/oip/inferencepb"
+)
+
+// GRPCOptions configures a GRPCClient. Zero fields take the documented
+// defaults.
+type GRPCOptions struct {
+	// Addr is the runtime's host:port. Required.
+	Addr string
+	// MaxMessageSize bounds messages in both directions (default 64 MiB).
+	MaxMessageSize int
+}
+
+// GRPCClient is a Client for a runtime speaking OIP over gRPC. One HTTP/2
+// connection multiplexes all calls. It is safe for concurrent use.
+type GRPCClient struct {
+	addr string
+	conn *grpc.ClientConn
+	api  pb.GRPCInferenceServiceClient
+}
+
+// NewGRPCClient returns a client for the runtime at opts.Addr. It connects
+// lazily.
+func NewGRPCClient(opts GRPCOptions) (*GRPCClient, error) {
+	if _, _, err := net.SplitHostPort(opts.Addr); err != nil {
+		return nil, fmt.Errorf("runtimes: GRPCOptions.Addr %q: %w", opts.Addr, err)
+	}
+	if opts.MaxMessageSize <= 0 {
+		opts.MaxMessageSize = 64 << 20
+	}
+	conn, err := grpc.NewClient("passthrough:///"+opts.Addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(opts.MaxMessageSize),
+			grpc.MaxCallSendMsgSize(opts.MaxMessageSize)),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("runtimes: grpc client for %s: %w", opts.Addr, err)
+	}
+	return &GRPCClient{addr: opts.Addr, conn: conn, api: pb.NewGRPCInferenceServiceClient(conn)}, nil
+}
+
+// Protocol returns GRPC.
+func (c *GRPCClient) Protocol() Protocol { return GRPC }
+
+// Addr returns the replica's host:port.
+func (c *GRPCClient) Addr() string { return c.addr }
+
+// Close closes the connection.
+func (c *GRPCClient) Close() error { return c.conn.Close() }
+
+// ModelInferProto sends a gRPC request as it is: the gateway's pass-through.
+// Errors carry the runtime's status code as an *oip.Error kind.
+func (c *GRPCClient) ModelInferProto(ctx context.Context, req *pb.ModelInferRequest) (*pb.ModelInferResponse, error) {
+	resp, err := c.api.ModelInfer(ctx, req)
+	if err != nil {
+		return nil, c.callError(err)
+	}
+	return resp, nil
+}
+
+// modelInferMethod is the full gRPC method name of ModelInfer.
+const modelInferMethod = "/inference.GRPCInferenceService/ModelInfer"
+
+// ModelInferRaw sends an encoded ModelInferRequest and returns the encoded
+// response, decoding neither: the gateway's gRPC pass-through.
+func (c *GRPCClient) ModelInferRaw(ctx context.Context, req *oip.RawFrame) (*oip.RawFrame, error) {
+	resp := new(oip.RawFrame)
+	if err := c.conn.Invoke(ctx, modelInferMethod, req, resp, grpc.ForceCodecV2(oip.Codec{})); err != nil {
+		return nil, c.callError(err)
+	}
+	return resp, nil
+}
+
+// callError keeps the runtime's status message and gives a transport
+// failure the replica's address.
+func (c *GRPCClient) callError(err error) error {
+	s, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	k := oip.KindOf(err)
+	if s.Code() == codes.Unavailable {
+		return unavailable(c.addr, errors.New(s.Message()))
+	}
+	return &oip.Error{Kind: k, Msg: s.Message()}
+}
+
+// ServerReady reports the runtime's ServerReady answer.
+func (c *GRPCClient) ServerReady(ctx context.Context) (bool, error) {
+	r, err := c.api.ServerReady(ctx, &pb.ServerReadyRequest{})
+	if err != nil {
+		return false, c.callError(err)
+	}
+	return r.GetReady(), nil
+}
+
+// ModelReady reports the runtime's ModelReady answer.
+func (c *GRPCClient) ModelReady(ctx context.Context, model, version string) (bool, error) {
+	r, err := c.api.ModelReady(ctx, &pb.ModelReadyRequest{Name: model, Version: version})
+	if err != nil {
+		if status.Code(err) == codes.NotFound {
+			return false, nil
+		}
+		return false, c.callError(err)
+	}
+	return r.GetReady(), nil
+}
+
+// ModelMetadata fetches the model's metadata.
+func (c *GRPCClient) ModelMetadata(ctx context.Context, model, version string) (*oip.ModelMetadata, error) {
+	r, err := c.api.ModelMetadata(ctx, &pb.ModelMetadataRequest{Name: model, Version: version})
+	if err != nil {
+		return nil, c.callError(err)
+	}
+	md, err := oip.MetadataFromProto(r)
+	if err != nil {
+		return nil, &oip.Error{Kind: oip.KindInternal, Msg: "runtime " + c.addr + " sent bad model metadata", Err: err}
+	}
+	return md, nil
+}
+
+// Infer converts req to a raw-contents gRPC request, sends it and converts
+// the answer back.
+func (c *GRPCClient) Infer(ctx context.Context, req *oip.InferRequest) (*oip.InferResponse, error) {
+	resp, err := c.ModelInferProto(ctx, oip.RequestToProto(req))
+	if err != nil {
+		return nil, err
+	}
+	out := new(oip.InferResponse)
+	if err := oip.ResponseFromProto(resp, out); err != nil {
+		return nil, &oip.Error{Kind: oip.KindInternal, Msg: "runtime " + c.addr + " sent a malformed response", Err: err}
+	}
+	return out, nil
+}

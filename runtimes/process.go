@@ -1,0 +1,210 @@
+package runtimes
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// AnnouncePrefix starts the line a model server prints on stdout once its
+// listeners are bound: "INFERGATE-LISTEN rest=HOST:PORT grpc=HOST:PORT".
+// Binding port 0 and announcing the result avoids the race of picking a
+// free port in the parent.
+const AnnouncePrefix = "INFERGATE-LISTEN"
+
+// ProcessOptions starts a runtime process. Zero fields take the documented
+// defaults.
+type ProcessOptions struct {
+	// Path is the executable (default: this process's own executable).
+	Path string
+	// Args are the arguments after the executable's name.
+	Args []string
+	// LogPath receives the process's stderr and, after the announce line,
+	// its stdout (default: discarded).
+	LogPath string
+	// StartTimeout bounds the wait for the announce line (default 60s).
+	StartTimeout time.Duration
+}
+
+// Process is a runtime process started by StartProcess, in its own process
+// group so that stopping it stops everything it started. On Linux it is also
+// killed if this process dies.
+type Process struct {
+	// RESTAddr and GRPCAddr are the addresses the process announced.
+	RESTAddr, GRPCAddr string
+
+	cmd     *exec.Cmd
+	logPath string
+	done    chan struct{}
+	waitErr error
+	logF    *os.File
+	stopMu  sync.Mutex
+}
+
+// StartProcess starts a runtime process and waits for its announce line. A
+// process that exits or times out first is an error carrying the last lines
+// of its log.
+func StartProcess(ctx context.Context, opts ProcessOptions) (*Process, error) {
+	if opts.Path == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("runtimes: own executable: %w", err)
+		}
+		opts.Path = exe
+	}
+	if opts.StartTimeout <= 0 {
+		opts.StartTimeout = 60 * time.Second
+	}
+	var logW io.Writer = io.Discard
+	var logF *os.File
+	if opts.LogPath != "" {
+		f, err := os.OpenFile(opts.LogPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("runtimes: process log: %w", err)
+		}
+		logF, logW = f, f
+	}
+	cmd := exec.Command(opts.Path, opts.Args...)
+	cmd.Stderr = logW
+	cmd.SysProcAttr = processAttr()
+	// Our own pipe rather than StdoutPipe: Wait must not close the reader
+	// while the copier still drains what the process wrote last.
+	stdout, stdoutW, err := os.Pipe()
+	if err != nil {
+		closeFile(logF)
+		return nil, err
+	}
+	cmd.Stdout = stdoutW
+	err = cmd.Start()
+	_ = stdoutW.Close()
+	if err != nil {
+		_ = stdout.Close()
+		closeFile(logF)
+		return nil, fmt.Errorf("runtimes: start %s: %w", opts.Path, err)
+	}
+	p := &Process{cmd: cmd, logPath: opts.LogPath, done: make(chan struct{}), logF: logF}
+
+	announced := make(chan string, 1)
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		defer stdout.Close()
+		br := bufio.NewReader(stdout)
+		for {
+			line, err := br.ReadString('\n')
+			if strings.HasPrefix(line, AnnouncePrefix) {
+				announced <- strings.TrimSpace(line)
+				_, _ = io.Copy(logW, br)
+				return
+			}
+			_, _ = io.WriteString(logW, line)
+			if err != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		p.waitErr = cmd.Wait()
+		// The group is killed on Stop, so the pipe's last writer is gone
+		// soon after the leader; don't wait forever for a stray one.
+		select {
+		case <-copied:
+		case <-time.After(time.Second):
+		}
+		closeFile(logF)
+		close(p.done)
+	}()
+
+	timer := time.NewTimer(opts.StartTimeout)
+	defer timer.Stop()
+	select {
+	case line := <-announced:
+		for _, f := range strings.Fields(line)[1:] {
+			k, v, _ := strings.Cut(f, "=")
+			switch k {
+			case "rest":
+				p.RESTAddr = v
+			case "grpc":
+				p.GRPCAddr = v
+			}
+		}
+		return p, nil
+	case <-p.done:
+		return nil, fmt.Errorf("runtimes: %s exited before listening (%v)%s", opts.Path, p.waitErr, p.logTail())
+	case <-timer.C:
+		_ = p.Stop(5 * time.Second)
+		return nil, fmt.Errorf("runtimes: %s did not listen within %s%s", opts.Path, opts.StartTimeout, p.logTail())
+	case <-ctx.Done():
+		_ = p.Stop(5 * time.Second)
+		return nil, ctx.Err()
+	}
+}
+
+// Pid returns the process id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Done is closed when the process has exited.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Err returns how the process exited; valid after Done is closed.
+func (p *Process) Err() error { return p.waitErr }
+
+// Stop sends SIGTERM to the process group, waits up to grace for the
+// process to exit, then sends SIGKILL to the group. It is safe to call more
+// than once.
+func (p *Process) Stop(grace time.Duration) error {
+	p.stopMu.Lock()
+	defer p.stopMu.Unlock()
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	pgid := -p.cmd.Process.Pid
+	if err := syscall.Kill(pgid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("runtimes: stop pid %d: %w", p.cmd.Process.Pid, err)
+	}
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		// The leader is gone; members it left behind get no grace.
+		_ = syscall.Kill(pgid, syscall.SIGKILL)
+		return nil
+	case <-t.C:
+	}
+	_ = syscall.Kill(pgid, syscall.SIGKILL)
+	<-p.done
+	return nil
+}
+
+// logTail returns the last lines of the process's log, for error messages.
+func (p *Process) logTail() string {
+	if p.logPath == "" {
+		return ""
+	}
+	b, err := os.ReadFile(p.logPath)
+	if err != nil || len(b) == 0 {
+		return ""
+	}
+	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
+	if len(lines) > 10 {
+		lines = lines[len(lines)-10:]
+	}
+	return "; last log lines (" + p.logPath + "):\n" + string(bytes.Join(lines, []byte("\n")))
+}
+
+func closeFile(f *os.File) {
+	if f != nil {
+		_ = f.Close()
+	}
+}

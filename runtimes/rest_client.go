@@ -1,0 +1,257 @@
+package runtimes
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/infergate/infergate/oip"
+	"github.com/infergate/infergate/oip/rest"
+)
+
+// RESTOptions configures a RESTClient. Zero fields take the documented
+// defaults.
+type RESTOptions struct {
+	// Addr is the runtime's host:port. Required.
+	Addr string
+	// MaxConns bounds the open connections to the replica (default 1024).
+	MaxConns int
+	// MaxIdleConnDuration closes keep-alive connections idle this long
+	// (default 30s).
+	MaxIdleConnDuration time.Duration
+	// MaxResponseBodySize bounds a response body (default 64 MiB).
+	MaxResponseBodySize int
+	// DefaultTimeout applies to calls whose context has no deadline
+	// (default 60s).
+	DefaultTimeout time.Duration
+	// Dial opens a connection to Addr (default: TCP). Tests use it to
+	// reach in-memory listeners.
+	Dial func(addr string) (net.Conn, error)
+}
+
+// RESTClient is a Client for a runtime speaking OIP over HTTP/1.1, with a
+// keep-alive connection pool. It is safe for concurrent use.
+type RESTClient struct {
+	addr    string
+	hc      *fasthttp.HostClient
+	timeout time.Duration
+}
+
+// NewRESTClient returns a client for the runtime at opts.Addr. It dials
+// lazily: a runtime that is not up yet is not an error here.
+func NewRESTClient(opts RESTOptions) (*RESTClient, error) {
+	if opts.Addr == "" {
+		return nil, errors.New("runtimes: RESTOptions.Addr is empty")
+	}
+	if _, _, err := net.SplitHostPort(opts.Addr); err != nil {
+		return nil, fmt.Errorf("runtimes: RESTOptions.Addr %q: %w", opts.Addr, err)
+	}
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = 1024
+	}
+	if opts.MaxIdleConnDuration <= 0 {
+		opts.MaxIdleConnDuration = 30 * time.Second
+	}
+	if opts.MaxResponseBodySize <= 0 {
+		opts.MaxResponseBodySize = 64 << 20
+	}
+	if opts.DefaultTimeout <= 0 {
+		opts.DefaultTimeout = 60 * time.Second
+	}
+	return &RESTClient{
+		addr:    opts.Addr,
+		timeout: opts.DefaultTimeout,
+		hc: &fasthttp.HostClient{
+			Addr:                          opts.Addr,
+			MaxConns:                      opts.MaxConns,
+			MaxIdleConnDuration:           opts.MaxIdleConnDuration,
+			MaxResponseBodySize:           opts.MaxResponseBodySize,
+			NoDefaultUserAgentHeader:      true,
+			DisableHeaderNamesNormalizing: true,
+			DisablePathNormalizing:        true,
+			Dial:                          fasthttp.DialFunc(opts.Dial),
+			// A request is retried only by the pool, which knows whether
+			// it may have reached the runtime.
+			RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+		},
+	}, nil
+}
+
+// Protocol returns REST.
+func (c *RESTClient) Protocol() Protocol { return REST }
+
+// Addr returns the replica's host:port.
+func (c *RESTClient) Addr() string { return c.addr }
+
+// Close closes idle connections.
+func (c *RESTClient) Close() error {
+	c.hc.CloseIdleConnections()
+	return nil
+}
+
+// Forward sends req to the replica as it is (the caller sets the URI path,
+// method, headers and body) and reads the answer into resp. It is the
+// gateway's pass-through: the body is neither decoded nor copied. Errors are
+// transport errors only; an HTTP error status is a normal response.
+func (c *RESTClient) Forward(req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time) error {
+	req.SetHost(c.addr)
+	if err := c.hc.DoDeadline(req, resp, deadline); err != nil {
+		return c.transportError(err)
+	}
+	return nil
+}
+
+func (c *RESTClient) transportError(err error) error {
+	switch {
+	case errors.Is(err, fasthttp.ErrTimeout):
+		return &oip.Error{Kind: oip.KindDeadlineExceeded, Msg: "runtime " + c.addr + " did not answer in time", Err: err}
+	case IsNotSent(err):
+		return unavailable(c.addr, err)
+	}
+	return &oip.Error{Kind: oip.KindUnavailable, Msg: "runtime " + c.addr + " failed", Err: err}
+}
+
+// IsNotSent reports whether err shows that a request never reached the
+// runtime (the connection was refused or could not be made), so sending it
+// to another replica cannot run it twice.
+func IsNotSent(err error) bool {
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, fasthttp.ErrDialTimeout) ||
+		errors.Is(err, fasthttp.ErrNoFreeConns) {
+		return true
+	}
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+func (c *RESTClient) deadline(ctx context.Context) time.Time {
+	if d, ok := ctx.Deadline(); ok {
+		return d
+	}
+	return time.Now().Add(c.timeout)
+}
+
+// do sends a request built by the caller and returns the response body on
+// 200, or the runtime's error mapped to an *oip.Error.
+func (c *RESTClient) do(ctx context.Context, req *fasthttp.Request, resp *fasthttp.Response) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := c.Forward(req, resp, c.deadline(ctx)); err != nil {
+		return err
+	}
+	if code := resp.StatusCode(); code != fasthttp.StatusOK {
+		return responseError(code, resp.Body())
+	}
+	return nil
+}
+
+// responseError turns a runtime's non-200 answer into an *oip.Error with the
+// runtime's own message.
+func responseError(code int, body []byte) error {
+	var e struct {
+		Error string `json:"error"`
+	}
+	msg := ""
+	if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		msg = e.Error
+	} else {
+		msg = fmt.Sprintf("runtime answered HTTP %d", code)
+	}
+	return &oip.Error{Kind: oip.KindFromHTTPStatus(code), Msg: msg}
+}
+
+// ModelPath returns /v2/models/{model}[/versions/{version}] followed by
+// suffix ("" , "/ready" or "/infer").
+func ModelPath(model, version, suffix string) string {
+	p := "/v2/models/" + model
+	if version != "" {
+		p += "/versions/" + version
+	}
+	return p + suffix
+}
+
+// ServerReady reports whether the runtime's /v2/health/ready answers 200.
+func (c *RESTClient) ServerReady(ctx context.Context) (bool, error) {
+	return c.getStatus(ctx, "/v2/health/ready")
+}
+
+// ModelReady reports whether the runtime's model ready endpoint answers 200.
+func (c *RESTClient) ModelReady(ctx context.Context, model, version string) (bool, error) {
+	return c.getStatus(ctx, ModelPath(model, version, "/ready"))
+}
+
+func (c *RESTClient) getStatus(ctx context.Context, path string) (bool, error) {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI(path)
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	if err := c.Forward(req, resp, c.deadline(ctx)); err != nil {
+		return false, err
+	}
+	return resp.StatusCode() == fasthttp.StatusOK, nil
+}
+
+// ModelMetadata fetches the model's metadata.
+func (c *RESTClient) ModelMetadata(ctx context.Context, model, version string) (*oip.ModelMetadata, error) {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI(ModelPath(model, version, ""))
+	if err := c.do(ctx, req, resp); err != nil {
+		return nil, err
+	}
+	var md oip.ModelMetadata
+	if err := json.Unmarshal(resp.Body(), &md); err != nil {
+		return nil, &oip.Error{Kind: oip.KindInternal, Msg: "runtime " + c.addr + " sent malformed model metadata", Err: err}
+	}
+	return &md, nil
+}
+
+// Infer encodes req with binary tensors, sends it, and decodes the answer.
+// Outputs come back in binary form unless the request asked otherwise, so the
+// caller can re-encode them for its own client cheaply.
+func (c *RESTClient) Infer(ctx context.Context, r *oip.InferRequest) (*oip.InferResponse, error) {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.SetRequestURI(ModelPath(r.ModelName, r.ModelVersion, "/infer"))
+	body, jsonLen, err := oip.AppendInferRequest(req.Body()[:0], r, true)
+	if err != nil {
+		return nil, err
+	}
+	req.SetBodyRaw(body)
+	if jsonLen >= 0 {
+		req.Header.SetContentType("application/octet-stream")
+		req.Header.Set(rest.HeaderInferenceHeaderContentLength, strconv.Itoa(jsonLen))
+	} else {
+		req.Header.SetContentType("application/json")
+	}
+	if err := c.do(ctx, req, resp); err != nil {
+		return nil, err
+	}
+	headerLen := -1
+	if v := resp.Header.Peek(rest.HeaderInferenceHeaderContentLength); len(v) > 0 {
+		n, err := strconv.Atoi(string(v))
+		if err != nil {
+			return nil, &oip.Error{Kind: oip.KindInternal, Msg: "runtime " + c.addr + " sent a bad " + rest.HeaderInferenceHeaderContentLength + " header"}
+		}
+		headerLen = n
+	}
+	out := new(oip.InferResponse)
+	// The response body is pooled: copy it so out's slices stay valid.
+	if err := oip.DecodeInferResponse(append([]byte(nil), resp.Body()...), headerLen, out); err != nil {
+		return nil, &oip.Error{Kind: oip.KindInternal, Msg: "runtime " + c.addr + " sent a malformed response", Err: err}
+	}
+	return out, nil
+}

@@ -1,0 +1,175 @@
+package runtimes
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/infergate/infergate/oip"
+)
+
+// okRuntime serves model readiness and a fixed infer answer on loopback.
+func okRuntime(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		switch {
+		case strings.HasSuffix(string(ctx.Path()), "/ready"):
+		case strings.HasSuffix(string(ctx.Path()), "/infer"):
+			ctx.SetContentType("application/json")
+			ctx.SetBodyString(`{"model_name":"m","id":"x","outputs":[{"name":"y","datatype":"INT32","shape":[2],"data":[7,8]}]}`)
+		default:
+			ctx.SetStatusCode(404)
+			ctx.SetBodyString(`{"error":"model \"nope\" not found"}`)
+		}
+	}}
+	go srv.Serve(ln) //nolint:errcheck
+	t.Cleanup(func() { srv.Shutdown() })
+	return ln.Addr().String()
+}
+
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func restTo(t *testing.T, addr string) *RESTClient {
+	t.Helper()
+	c, err := NewRESTClient(RESTOptions{Addr: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+var quiet = slog.New(slog.DiscardHandler)
+
+func TestPoolSkipsUnreachableReplica(t *testing.T) {
+	good := restTo(t, okRuntime(t))
+	down := restTo(t, closedAddr(t))
+	p, err := NewPool(PoolOptions{Model: "m", Logger: quiet}, []Client{down, good})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Both start ready, as if the down one had just crashed.
+	for _, r := range p.Replicas() {
+		r.ready.Store(true)
+	}
+	for i := 0; i < 4; i++ {
+		var resp *oip.InferResponse
+		err := p.Do(context.Background(), func(c Client) error {
+			var err error
+			resp, err = c.Infer(context.Background(), &oip.InferRequest{ModelName: "m"})
+			return err
+		})
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		if resp.ID != "x" || len(resp.Outputs) != 1 {
+			t.Fatalf("call %d: response %+v", i, resp)
+		}
+	}
+	if p.Replicas()[0].Ready() {
+		t.Error("unreachable replica still marked ready")
+	}
+}
+
+func TestPoolWithNoReadyReplica(t *testing.T) {
+	p, err := NewPool(PoolOptions{Model: "m", Logger: quiet}, []Client{restTo(t, closedAddr(t))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Probe(context.Background())
+	err = p.Do(context.Background(), func(Client) error { t.Fatal("called with no ready replica"); return nil })
+	if oip.KindOf(err) != oip.KindUnavailable || !strings.Contains(err.Error(), `model "m"`) {
+		t.Errorf("Do = %v, want unavailable naming the model", err)
+	}
+}
+
+func TestRESTClientErrors(t *testing.T) {
+	c := restTo(t, okRuntime(t))
+	_, err := c.ModelMetadata(context.Background(), "nope", "")
+	if oip.KindOf(err) != oip.KindNotFound || !strings.Contains(err.Error(), `model "nope" not found`) {
+		t.Errorf("metadata of unknown model: %v, want the runtime's not-found message", err)
+	}
+	_, err = restTo(t, closedAddr(t)).Infer(context.Background(), &oip.InferRequest{ModelName: "m"})
+	if !errors.Is(err, ErrUnreachable) || oip.KindOf(err) != oip.KindUnavailable {
+		t.Errorf("refused connection: %v, want unavailable and unreachable", err)
+	}
+}
+
+// TestProcessStopKillsGroup starts a shell that starts a grandchild, and
+// checks that Stop leaves neither behind.
+func TestProcessStopKillsGroup(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "grandchild.pid")
+	script := "sleep 300 & echo $! > " + pidFile + "; echo " + AnnouncePrefix + " rest=127.0.0.1:1 grpc=127.0.0.1:2; wait"
+	p, err := StartProcess(context.Background(), ProcessOptions{Path: "/bin/sh", Args: []string{"-c", script}, LogPath: filepath.Join(dir, "log")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.RESTAddr != "127.0.0.1:1" || p.GRPCAddr != "127.0.0.1:2" {
+		t.Errorf("announced %q %q", p.RESTAddr, p.GRPCAddr)
+	}
+	var grandchild int
+	deadline := time.Now().Add(5 * time.Second)
+	for grandchild == 0 && time.Now().Before(deadline) {
+		if b, err := os.ReadFile(pidFile); err == nil && len(b) > 1 {
+			grandchild = atoi(strings.TrimSpace(string(b)))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if grandchild == 0 {
+		t.Fatal("grandchild never started")
+	}
+	if err := p.Stop(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for syscall.Kill(grandchild, 0) == nil && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if syscall.Kill(grandchild, 0) == nil {
+		_ = syscall.Kill(grandchild, syscall.SIGKILL)
+		t.Error("grandchild outlived Stop")
+	}
+}
+
+func TestProcessExitBeforeListenShowsLog(t *testing.T) {
+	dir := t.TempDir()
+	_, err := StartProcess(context.Background(), ProcessOptions{
+		Path: "/bin/sh", Args: []string{"-c", "echo 'model file is corrupt' >&2; exit 3"}, LogPath: filepath.Join(dir, "log"),
+	})
+	if err == nil || !strings.Contains(err.Error(), "model file is corrupt") || !strings.Contains(err.Error(), "exit status 3") {
+		t.Errorf("StartProcess = %v, want the exit status and the log's last lines", err)
+	}
+}
+
+func atoi(s string) int {
+	n := 0
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return 0
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
+}

@@ -1,0 +1,273 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/infergate/infergate/config"
+	samples "github.com/infergate/infergate/examples/models"
+	"github.com/infergate/infergate/gateway"
+	"github.com/infergate/infergate/runtimes"
+)
+
+type serveFlags struct {
+	config, dataDir               string
+	restAddr, grpcAddr, adminAddr string
+	maxBody                       int
+	drain                         time.Duration
+	pprofAnywhere                 bool
+	logs                          logFlags
+}
+
+// runServe runs `infergate serve` (withRuntimes: models without endpoints
+// get a built-in model server process) and `infergate gateway` (every model
+// must name its runtimes' URLs).
+func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
+	name := "serve"
+	if !withRuntimes {
+		name = "gateway"
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var f serveFlags
+	fs.StringVar(&f.config, "config", "", "InferenceService YAML file or directory (default: the built-in sample models)")
+	fs.StringVar(&f.dataDir, "data-dir", "data", "directory for runtime logs and extracted sample models")
+	fs.StringVar(&f.restAddr, "rest-addr", ":8080", "OIP REST listen address")
+	fs.StringVar(&f.grpcAddr, "grpc-addr", ":8081", "OIP gRPC listen address")
+	fs.StringVar(&f.adminAddr, "admin-addr", ":8090", "admin listen address: /metrics, /debug/pprof (loopback clients only)")
+	fs.IntVar(&f.maxBody, "max-body-bytes", 64<<20, "largest REST body or gRPC message accepted")
+	fs.DurationVar(&f.drain, "drain-timeout", 30*time.Second, "on SIGTERM, how long in-flight requests may take to finish")
+	fs.BoolVar(&f.pprofAnywhere, "pprof-anywhere", false, "serve /debug/pprof to non-loopback clients too")
+	f.logs.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%s: unexpected argument %q", name, fs.Arg(0))
+	}
+	log, err := f.logs.logger(stderr)
+	if err != nil {
+		return err
+	}
+	slog.SetDefault(log)
+
+	var models []config.Model
+	switch {
+	case f.config != "":
+		models, err = config.LoadPath(f.config)
+	case !withRuntimes:
+		err = errors.New("gateway: -config is required (models with infergate.io/endpoints)")
+	default:
+		models, err = sampleModels(f.dataDir)
+	}
+	if err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	// Listen first, so that a busy port fails before any runtime starts.
+	restLn, err := net.Listen("tcp", f.restAddr)
+	if err != nil {
+		return fmt.Errorf("REST listener: %w", err)
+	}
+	grpcLn, err := net.Listen("tcp", f.grpcAddr)
+	if err != nil {
+		restLn.Close()
+		return fmt.Errorf("gRPC listener: %w", err)
+	}
+	adminLn, err := net.Listen("tcp", f.adminAddr)
+	if err != nil {
+		restLn.Close()
+		grpcLn.Close()
+		return fmt.Errorf("admin listener: %w", err)
+	}
+
+	rt := &localRuntimes{log: log, dataDir: f.dataDir}
+	defer rt.stopAll()
+	routes, pools, err := rt.routes(ctx, models, withRuntimes)
+	if err != nil {
+		restLn.Close()
+		grpcLn.Close()
+		adminLn.Close()
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	gw, err := gateway.New(gateway.Options{
+		Routes:       routes,
+		MaxBodyBytes: f.maxBody,
+		DrainTimeout: f.drain,
+		Registerer:   reg,
+		Logger:       log,
+		Version:      version,
+	})
+	if err != nil {
+		return err
+	}
+	admin := &http.Server{
+		Handler:           gateway.AdminHandler(gateway.AdminOptions{Gatherer: reg, PprofFromAnywhere: f.pprofAnywhere, Ready: gw.Ready}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+
+	log.Info("infergate listening", "rest", restLn.Addr().String(), "grpc", grpcLn.Addr().String(), "admin", adminLn.Addr().String(), "models", len(routes))
+	eg, gctx := errgroup.WithContext(ctx)
+	for _, p := range pools {
+		eg.Go(func() error { return p.Run(gctx) })
+	}
+	eg.Go(func() error { return gw.Serve(gctx, restLn, grpcLn) })
+	eg.Go(func() error {
+		if err := admin.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("admin: %w", err)
+		}
+		return nil
+	})
+	eg.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return admin.Shutdown(sctx)
+	})
+	err = eg.Wait()
+	log.Info("infergate stopped")
+	return err
+}
+
+// sampleModels writes the embedded sample models under dataDir/models and
+// declares them, each served by a built-in model server.
+func sampleModels(dataDir string) ([]config.Model, error) {
+	root := filepath.Join(dataDir, "models")
+	err := fs.WalkDir(samples.FS, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(root, filepath.FromSlash(path))
+		if d.IsDir() {
+			return os.MkdirAll(dst, 0o755)
+		}
+		b, err := samples.FS.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(dst, b, 0o644)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("writing sample models to %s: %w", root, err)
+	}
+	var models []config.Model
+	for _, name := range samples.Names {
+		models = append(models, config.Model{
+			Name:        name,
+			Source:      "built-in sample",
+			Format:      "onnx",
+			Path:        filepath.Join(root, name),
+			Protocol:    config.ProtocolREST,
+			MinReplicas: 1,
+			Timeout:     config.DefaultTimeout,
+		})
+	}
+	return models, nil
+}
+
+// localRuntimes starts and stops the built-in model server processes.
+type localRuntimes struct {
+	log     *slog.Logger
+	dataDir string
+	procs   []*runtimes.Process
+}
+
+// routes builds a runtime pool and a gateway route per model, starting a
+// model server process for each model that names no endpoints.
+func (l *localRuntimes) routes(ctx context.Context, models []config.Model, withRuntimes bool) ([]gateway.Route, []*runtimes.Pool, error) {
+	var (
+		routes []gateway.Route
+		pools  []*runtimes.Pool
+	)
+	for _, m := range models {
+		clients, err := l.clients(ctx, m, withRuntimes)
+		if err != nil {
+			return nil, nil, err
+		}
+		pool, err := runtimes.NewPool(runtimes.PoolOptions{Model: m.Name, Logger: l.log}, clients)
+		if err != nil {
+			return nil, nil, err
+		}
+		pools = append(pools, pool)
+		routes = append(routes, gateway.Route{Model: m.Name, Pool: pool, Timeout: m.Timeout})
+	}
+	return routes, pools, nil
+}
+
+func (l *localRuntimes) clients(ctx context.Context, m config.Model, withRuntimes bool) ([]runtimes.Client, error) {
+	var clients []runtimes.Client
+	for _, e := range m.Endpoints {
+		var (
+			c   runtimes.Client
+			err error
+		)
+		switch {
+		case strings.HasPrefix(e.URL, "https://"):
+			err = fmt.Errorf("%s: model %q: endpoint %s: TLS to runtimes is not supported yet; use http:// or grpc:// on a trusted network", m.Source, m.Name, e.URL)
+		case e.Protocol == config.ProtocolGRPC:
+			c, err = runtimes.NewGRPCClient(runtimes.GRPCOptions{Addr: e.Address})
+		default:
+			c, err = runtimes.NewRESTClient(runtimes.RESTOptions{Addr: e.Address})
+		}
+		if err != nil {
+			return nil, err
+		}
+		clients = append(clients, c)
+	}
+	if len(clients) > 0 {
+		return clients, nil
+	}
+	if !withRuntimes {
+		return nil, fmt.Errorf("%s: model %q names no runtime URL (annotation infergate.io/endpoints); `infergate gateway` starts no runtime, use `infergate serve`", m.Source, m.Name)
+	}
+	logDir := filepath.Join(l.dataDir, "logs")
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return nil, err
+	}
+	p, err := runtimes.StartProcess(ctx, runtimes.ProcessOptions{
+		Args:    []string{"modelserver", "-model", m.Name + "=" + m.Path, "-http-port", "0", "-grpc-port", "0"},
+		LogPath: filepath.Join(logDir, m.Name+".log"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("model %q: %w", m.Name, err)
+	}
+	l.procs = append(l.procs, p)
+	l.log.Info("model server started", "model", m.Name, "pid", p.Pid(), "rest", p.RESTAddr, "grpc", p.GRPCAddr)
+	if m.Protocol == config.ProtocolGRPC {
+		c, err := runtimes.NewGRPCClient(runtimes.GRPCOptions{Addr: p.GRPCAddr})
+		return []runtimes.Client{c}, err
+	}
+	c, err := runtimes.NewRESTClient(runtimes.RESTOptions{Addr: p.RESTAddr})
+	return []runtimes.Client{c}, err
+}
+
+func (l *localRuntimes) stopAll() {
+	for _, p := range l.procs {
+		if err := p.Stop(10 * time.Second); err != nil {
+			l.log.Warn("stopping model server", "pid", p.Pid(), "err", err)
+		}
+	}
+}

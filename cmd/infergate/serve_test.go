@@ -1,0 +1,178 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	pb "github.com/infergate/infergate/oip/inferencepb"
+)
+
+// freeAddr returns a loopback address that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln := listen(t)
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// childrenOf lists the pids whose parent is pid, from /proc.
+func childrenOf(t *testing.T, pid int) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Skip("no /proc:", err)
+	}
+	var kids []int
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// The command name may hold spaces; fields after ") " are fixed.
+		s := string(b)
+		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
+			kids = append(kids, p)
+		}
+	}
+	return kids
+}
+
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	state := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])[0]
+	return state != "Z" && state != "X"
+}
+
+// TestServeEmbeddedDefault runs `infergate serve` as a user does, with no
+// config: the sample models answer with real predictions over REST and
+// gRPC, metrics count them, and SIGTERM stops the gateway with exit 0 and
+// leaves no runtime process behind.
+func TestServeEmbeddedDefault(t *testing.T) {
+	rest, grpcAddr, admin := freeAddr(t), freeAddr(t), freeAddr(t)
+	var logs bytes.Buffer
+	cmd := exec.Command(binPath, "serve", "-rest-addr", rest, "-grpc-addr", grpcAddr, "-admin-addr", admin, "-data-dir", t.TempDir())
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("infergate serve log:\n%s", logs.String())
+		}
+	}()
+	waitHTTP(t, "http://"+rest+"/v2/health/ready", 3*time.Minute)
+
+	for _, m := range []string{"iris", "digits", "textclass"} {
+		body, err := os.ReadFile(filepath.Join(samplesDir, m, "request.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, resp := postJSON(t, "http://"+rest+"/v2/models/"+m+"/infer", body, nil)
+		if code != http.StatusOK || len(resp.Outputs) == 0 {
+			t.Fatalf("%s: status %d, error %q", m, code, resp.Error)
+		}
+		want := loadReference(t, m)[0].Outputs[0]
+		assertClose(t, m, floatsOf(t, resp.Outputs[0].Data), floatsOf(t, want.Data), 1e-4)
+	}
+
+	r, err := http.Get("http://" + rest + "/v2/models/iris")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var md struct {
+		Name   string `json:"name"`
+		Inputs []struct {
+			Name, Datatype string
+			Shape          []int64
+		} `json:"inputs"`
+	}
+	_ = json.NewDecoder(r.Body).Decode(&md)
+	r.Body.Close()
+	if md.Name != "iris" || len(md.Inputs) != 1 || md.Inputs[0].Datatype != "FP32" || fmt.Sprint(md.Inputs[0].Shape) != "[-1 4]" {
+		t.Errorf("iris metadata = %+v", md)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	gresp, err := dialGRPC(t, grpcAddr).ModelInfer(ctx, &pb.ModelInferRequest{
+		ModelName: "iris",
+		Inputs: []*pb.ModelInferRequest_InferInputTensor{{Name: "input", Datatype: "FP32", Shape: []int64{1, 4},
+			Contents: &pb.InferTensorContents{Fp32Contents: []float32{5.1, 3.5, 1.4, 0.2}}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := gresp.GetOutputs()[0].GetContents().GetFp32Contents(); len(p) != 3 || p[0] < 0.9 {
+		t.Errorf("gRPC iris probabilities = %v", p)
+	}
+
+	mr, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(mr.Body)
+	mr.Body.Close()
+	for _, want := range []string{
+		`infergate_gateway_requests_total{code="200",model="iris",protocol="rest"} 1`,
+		`infergate_gateway_requests_total{code="OK",model="iris",protocol="grpc"} 1`,
+		`infergate_runtime_upstream_duration_seconds_count{model="digits"} 1`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+
+	kids := childrenOf(t, cmd.Process.Pid)
+	if len(kids) != 3 {
+		t.Errorf("serve has %d child processes, want 3 model servers", len(kids))
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("infergate serve exited with %v after SIGTERM, want exit 0", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("infergate serve did not exit after SIGTERM")
+	}
+	for _, k := range kids {
+		deadline := time.Now().Add(10 * time.Second)
+		for alive(k) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if alive(k) {
+			t.Errorf("model server pid %d outlived the gateway", k)
+			_ = syscall.Kill(k, syscall.SIGKILL)
+		}
+	}
+}

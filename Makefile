@@ -21,10 +21,15 @@ test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 12m ./...
 
-# Longer fuzzing of the decoders; not part of make test.
+# Longer fuzzing of every decoder; not part of make test (which runs the
+# seed corpora). FUZZTIME per target.
+FUZZTIME ?= 60s
 fuzz:
-	$(GO) test ./oip -run '^$$' -fuzz FuzzDecodeInferRequestJSON -fuzztime 60s
-	$(GO) test ./oip -run '^$$' -fuzz FuzzDecodeInferRequestBinary -fuzztime 60s
+	$(GO) test ./oip -run '^$$' -fuzz '^FuzzDecodeInferRequestJSON$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./oip -run '^$$' -fuzz '^FuzzDecodeInferRequestBinary$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./oip -run '^$$' -fuzz '^FuzzRequestFromProto$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./oip -run '^$$' -fuzz '^FuzzCountBytesElements$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./config -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 
 # End-to-end comparisons on loopback (see bench/README.md). Bounded in time.
 bench: build

@@ -91,7 +91,11 @@ func modelInferRawHandler(srv any, ctx context.Context, dec func(any) error, int
 func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame) (*oip.RawFrame, error) {
 	start := time.Now()
 	name, _, err := oip.PeekModel(in.Bytes)
+	if err == nil && len(name) == 0 {
+		err = oip.Errorf(oip.KindInvalidArgument, "model_name is required")
+	}
 	if err != nil {
+		s.g.metrics.requests.WithLabelValues("", "grpc", oip.GRPCCode(err).String()).Inc()
 		return nil, oip.GRPCStatus(err)
 	}
 	r, err := s.g.lookup(name)

@@ -14,8 +14,9 @@ type Protocol uint8
 
 // The protocols a runtime replica can speak.
 const (
-	REST Protocol = iota + 1 // OIP over HTTP/1.1
-	GRPC                     // OIP over gRPC
+	REST     Protocol = iota + 1 // OIP over HTTP/1.1
+	GRPC                         // OIP over gRPC
+	KServeV1                     // KServe v1 (instances/predictions) over HTTP/1.1
 )
 
 func (p Protocol) String() string {
@@ -24,6 +25,8 @@ func (p Protocol) String() string {
 		return "rest"
 	case GRPC:
 		return "grpc"
+	case KServeV1:
+		return "kserve-v1"
 	}
 	return fmt.Sprintf("Protocol(%d)", uint8(p))
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -172,4 +173,50 @@ func atoi(s string) int {
 		n = n*10 + int(c-'0')
 	}
 	return n
+}
+
+// TestPoolRemoveDrains removes a replica with a call in flight: no new call
+// goes to it, and Remove returns only after the call finished.
+func TestPoolRemoveDrains(t *testing.T) {
+	a, b := restTo(t, okRuntime(t)), restTo(t, okRuntime(t))
+	p, err := NewPool(PoolOptions{Model: "m", Logger: quiet}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ra, rb := p.Add(a), p.Add(b)
+	ra.SetReady(true)
+	rb.SetReady(true)
+
+	entered, release := make(chan Client), make(chan struct{})
+	go p.Do(context.Background(), func(c Client) error { entered <- c; <-release; return nil })
+	busy := <-entered
+	busyReplica := ra
+	if busy == Client(b) {
+		busyReplica = rb
+	}
+	removed := make(chan error)
+	go func() { removed <- p.Remove(context.Background(), busyReplica) }()
+	for !busyReplica.draining.Load() {
+		runtime.Gosched()
+	}
+	for i := 0; i < 10; i++ {
+		_ = p.Do(context.Background(), func(c Client) error {
+			if c == busy {
+				t.Error("a draining replica got a new call")
+			}
+			return nil
+		})
+	}
+	select {
+	case <-removed:
+		t.Fatal("Remove returned with a call in flight")
+	default:
+	}
+	close(release)
+	if err := <-removed; err != nil {
+		t.Fatal(err)
+	}
+	if got := len(p.Replicas()); got != 1 {
+		t.Errorf("%d replicas after Remove, want 1", got)
+	}
 }

@@ -7,13 +7,13 @@ type Endpoint uint8
 
 // The OIP REST endpoints.
 const (
-	EndpointUnknown      Endpoint = iota
-	EndpointServerLive            // GET /v2/health/live
-	EndpointServerReady           // GET /v2/health/ready
-	EndpointServerMeta            // GET /v2
-	EndpointModelMeta             // GET /v2/models/{m}[/versions/{v}]
-	EndpointModelReady            // GET /v2/models/{m}[/versions/{v}]/ready
-	EndpointModelInfer            // POST /v2/models/{m}[/versions/{v}]/infer
+	EndpointUnknown     Endpoint = iota
+	EndpointServerLive           // GET /v2/health/live
+	EndpointServerReady          // GET /v2/health/ready
+	EndpointServerMeta           // GET /v2
+	EndpointModelMeta            // GET /v2/models/{m}[/versions/{v}]
+	EndpointModelReady           // GET /v2/models/{m}[/versions/{v}]/ready
+	EndpointModelInfer           // POST /v2/models/{m}[/versions/{v}]/infer
 )
 
 // Method returns the HTTP method the endpoint answers.

@@ -4,8 +4,8 @@ import "testing"
 
 func TestParseRESTPath(t *testing.T) {
 	tests := []struct {
-		name, path       string
-		want             Endpoint
+		name, path     string
+		want           Endpoint
 		model, version string
 	}{
 		{"server metadata", "/v2", EndpointServerMeta, "", ""},

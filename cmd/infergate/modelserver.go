@@ -33,11 +33,13 @@ func runModelServer(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("modelserver", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		repo     = fs.String("repository", "", "model repository: DIR/<model>/<version>/model.onnx, optional DIR/<model>/config.json")
+		repo     = fs.String("repository", "", "model repository: DIR/<model>/<version>/model.onnx, optional DIR/<model>/config.json (see examples/models/README.md); models added later can be loaded")
 		host     = fs.String("host", "127.0.0.1", "address to listen on")
 		httpPort = fs.Int("http-port", 8000, "OIP REST port (0 picks a free one)")
 		grpcPort = fs.Int("grpc-port", 8001, "OIP gRPC port (0 picks a free one)")
 		maxBody  = fs.Int("max-body-bytes", 64<<20, "largest request body or gRPC message")
+		repoAPI  = fs.Bool("repository-api", true, "serve the model repository extension (POST /v2/repository/index, .../models/{m}/load, .../unload and the gRPC RPCs); false answers them unimplemented")
+		startup  = fs.String("startup-models", "*", "comma-separated models to load at start; * loads all, an empty value none (load them later with the repository API)")
 		models   modelFlags
 		logs     logFlags
 	)
@@ -77,7 +79,16 @@ func runModelServer(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errors.New("modelserver: give -repository or -model")
 	}
-	srv, err := modelserver.New(modelserver.Options{Models: sources, Version: version, Logger: log})
+	opts := modelserver.Options{Models: sources, Repository: *repo, DisableRepositoryAPI: !*repoAPI, Version: version, Logger: log}
+	if *startup != "*" {
+		opts.StartupModels = []string{}
+		for _, name := range strings.Split(*startup, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				opts.StartupModels = append(opts.StartupModels, name)
+			}
+		}
+	}
+	srv, err := modelserver.New(opts)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package modelserver
 
 import (
+	"bytes"
 	"context"
 	"sync"
 
@@ -12,11 +13,16 @@ import (
 
 var requestPool = sync.Pool{New: func() any { return new(oip.InferRequest) }}
 
-// HandleREST is the server's fasthttp handler for the OIP REST endpoints.
-// Anything else is 404 with a JSON error.
+// HandleREST is the server's fasthttp handler for the OIP REST endpoints
+// and Triton's model repository extension (see handleRepository). Anything
+// else is 404 with a JSON error.
 func (s *Server) HandleREST(ctx *fasthttp.RequestCtx) {
 	p := oip.ParseRESTPath(ctx.Path())
 	if p.Endpoint == oip.EndpointUnknown {
+		if bytes.HasPrefix(ctx.Path(), prefixRepository) {
+			s.handleRepository(ctx)
+			return
+		}
 		rest.WriteError(ctx, oip.Errorf(oip.KindNotFound, "no OIP endpoint at %s %q", ctx.Method(), ctx.Path()))
 		return
 	}

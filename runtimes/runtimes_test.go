@@ -220,3 +220,37 @@ func TestPoolRemoveDrains(t *testing.T) {
 		t.Errorf("%d replicas after Remove, want 1", got)
 	}
 }
+
+func TestPipelinedRESTClient(t *testing.T) {
+	c, err := NewRESTClient(RESTOptions{Addr: okRuntime(t), Pipeline: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 64)
+	for range 64 {
+		go func() {
+			resp, err := c.Infer(context.Background(), &oip.InferRequest{ModelName: "m"})
+			if err == nil && resp.ID != "x" {
+				err = errors.New("wrong response " + resp.ID)
+			}
+			errs <- err
+		}()
+	}
+	for range 64 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	down, err := NewRESTClient(RESTOptions{Addr: closedAddr(t), Pipeline: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err = down.Infer(ctx, &oip.InferRequest{ModelName: "m"})
+	// fasthttp's pipeline keeps redialing until the deadline; the pool's
+	// prober is what takes such a replica out of rotation.
+	if k := oip.KindOf(err); (k != oip.KindUnavailable && k != oip.KindDeadlineExceeded) || errors.Is(err, ErrUnreachable) {
+		t.Errorf("pipelined call to a closed port: %v, want unavailable or deadline, and not retryable", err)
+	}
+}

@@ -1,0 +1,145 @@
+package bench
+
+import (
+	"math"
+	"math/bits"
+	"time"
+)
+
+// The histogram's shape: values below 2*subBuckets are counted exactly;
+// above, every power of two is split into subBuckets equal buckets, so a
+// bucket is never wider than 1/subBuckets of its lower bound.
+const (
+	subBucketBits = 7
+	subBuckets    = 1 << subBucketBits
+	// maxValueBits bounds the values kept apart: up to 2^40 ns, about 18
+	// minutes. Larger values land in the last bucket (Max stays exact).
+	maxValueBits = 40
+	maxTrackable = 1<<maxValueBits - 1
+	numBuckets   = (maxValueBits-subBucketBits)*subBuckets + subBuckets
+
+	// HistogramRelativeError bounds the relative error of a Quantile: the
+	// value reported is the middle of the bucket holding the exact one.
+	HistogramRelativeError = 1.0 / (2 * subBuckets)
+)
+
+// Histogram counts durations in log-linear buckets (the layout of HDR
+// histograms): exact below 256ns, and within HistogramRelativeError above,
+// up to about 18 minutes. Recording is a few instructions and never
+// allocates. A Histogram is not safe for concurrent use: give each goroutine
+// its own and Merge them. The zero value is empty and ready to use; it is
+// 34 KiB, so allocate it rather than copying it around.
+type Histogram struct {
+	counts   [numBuckets]uint64
+	count    uint64
+	sum      int64
+	min, max int64
+}
+
+// bucketOf returns the bucket of v, 0 <= v <= maxTrackable.
+func bucketOf(v int64) int {
+	shift := bits.Len64(uint64(v)) - (subBucketBits + 1)
+	if shift < 0 {
+		shift = 0
+	}
+	return shift*subBuckets + int(v>>uint(shift))
+}
+
+// bucketRange returns the lowest value of bucket b and its width.
+func bucketRange(b int) (lo, width int64) {
+	if b < 2*subBuckets {
+		return int64(b), 1
+	}
+	shift := b/subBuckets - 1
+	mantissa := int64(b - shift*subBuckets)
+	return mantissa << uint(shift), 1 << uint(shift)
+}
+
+// Record counts one duration. Negative durations count as 0.
+func (h *Histogram) Record(d time.Duration) {
+	v := int64(d)
+	if v < 0 {
+		v = 0
+	}
+	if h.count == 0 || v < h.min {
+		h.min = v
+	}
+	if v > h.max {
+		h.max = v
+	}
+	h.count++
+	h.sum += v
+	if v > maxTrackable {
+		v = maxTrackable
+	}
+	h.counts[bucketOf(v)]++
+}
+
+// Merge adds o's counts to h.
+func (h *Histogram) Merge(o *Histogram) {
+	if o.count == 0 {
+		return
+	}
+	if h.count == 0 || o.min < h.min {
+		h.min = o.min
+	}
+	if o.max > h.max {
+		h.max = o.max
+	}
+	h.count += o.count
+	h.sum += o.sum
+	for i, c := range o.counts {
+		h.counts[i] += c
+	}
+}
+
+// Reset empties h.
+func (h *Histogram) Reset() { *h = Histogram{} }
+
+// Count returns the number of recorded durations.
+func (h *Histogram) Count() uint64 { return h.count }
+
+// Min returns the smallest recorded duration, exactly (0 when empty).
+func (h *Histogram) Min() time.Duration { return time.Duration(h.min) }
+
+// Max returns the largest recorded duration, exactly (0 when empty).
+func (h *Histogram) Max() time.Duration { return time.Duration(h.max) }
+
+// Mean returns the mean of the recorded durations (0 when empty).
+func (h *Histogram) Mean() time.Duration {
+	if h.count == 0 {
+		return 0
+	}
+	return time.Duration(h.sum / int64(h.count))
+}
+
+// Quantile returns the q-quantile (0 <= q <= 1) of the recorded durations:
+// the value of rank ceil(q*Count) in sorted order, within
+// HistogramRelativeError, and never outside [Min, Max]. Quantile(0) is Min
+// and Quantile(1) is Max, exactly. It returns 0 when h is empty.
+func (h *Histogram) Quantile(q float64) time.Duration {
+	if h.count == 0 {
+		return 0
+	}
+	switch {
+	case q <= 0 || math.IsNaN(q):
+		return time.Duration(h.min)
+	case q >= 1:
+		return time.Duration(h.max)
+	}
+	rank := uint64(math.Ceil(q * float64(h.count)))
+	if rank < 1 {
+		rank = 1
+	}
+	var seen uint64
+	for b, c := range h.counts {
+		seen += c
+		if seen < rank {
+			continue
+		}
+		lo, width := bucketRange(b)
+		v := lo + width/2
+		return time.Duration(min(max(v, h.min), h.max))
+	}
+	return time.Duration(h.max)
+}

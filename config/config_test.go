@@ -145,6 +145,26 @@ func TestParseValid(t *testing.T) {
 			})},
 		},
 		{
+			name: "runtime command",
+			yaml: doc(`name: iris, annotations: {infergate.io/command: "tritonserver --model-repository={{.ModelDir}} --http-port={{.HTTPPort}}\n  --grpc-port={{ .GRPCPort }}"}`,
+				"", "modelFormat: {name: tensorrt}, storageUri: ./models, protocolVersion: grpc-v2"),
+			want: []config.Model{with(func(m *config.Model) {
+				m.Format, m.Path, m.Protocol = "tensorrt", "/base/models", config.ProtocolGRPC
+				m.Command = []string{"tritonserver", "--model-repository={{.ModelDir}}", "--http-port={{.HTTPPort}}", "--grpc-port={{ .GRPCPort }}"}
+				m.Annotations = map[string]string{config.AnnotationCommand: "tritonserver --model-repository={{.ModelDir}} --http-port={{.HTTPPort}}\n  --grpc-port={{ .GRPCPort }}"}
+			})},
+		},
+		{
+			name: "runtime command with a shell and no storageUri",
+			yaml: doc(`name: iris, annotations: {infergate.io/command: "sh -c 'exec my-runtime --port {{.HTTPPort}} --name \"{{.Model}}\"' {{printf \"%d\" .GRPCPort}}"}`,
+				"", "modelFormat: {name: sklearn}"),
+			want: []config.Model{with(func(m *config.Model) {
+				m.Format, m.Path = "sklearn", ""
+				m.Command = []string{"sh", "-c", `exec my-runtime --port {{.HTTPPort}} --name "{{.Model}}"`, `{{printf "%d" .GRPCPort}}`}
+				m.Annotations = map[string]string{config.AnnotationCommand: `sh -c 'exec my-runtime --port {{.HTTPPort}} --name "{{.Model}}"' {{printf "%d" .GRPCPort}}`}
+			})},
+		},
+		{
 			name: "resources numbers and strings accepted",
 			yaml: doc(irisMeta, "", onnxModel+", resources: {requests: {cpu: 1, memory: 2Gi}, limits: {cpu: '500m'}}"),
 			want: []config.Model{defaults()},
@@ -202,6 +222,10 @@ func TestParseErrors(t *testing.T) {
 		return fmt.Sprintf("name: iris, annotations: {infergate.io/endpoints: %q}", v)
 	}
 	const ep = "m.yaml: document 1: metadata.annotations[infergate.io/endpoints]: "
+	command := func(v string) string {
+		return fmt.Sprintf("name: iris, annotations: {infergate.io/command: %q}", v)
+	}
+	const cmd = "m.yaml: document 1: metadata.annotations[infergate.io/command]: "
 	tests := []struct {
 		name string
 		yaml string
@@ -328,7 +352,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown infergate annotation",
 			yaml: doc(`name: iris, annotations: {infergate.io/endpoint: "http://h:1"}`, "", onnxModel),
-			want: "m.yaml: document 1: metadata.annotations[infergate.io/endpoint]: unknown infergate annotation (known: infergate.io/endpoints)",
+			want: "m.yaml: document 1: metadata.annotations[infergate.io/endpoint]: unknown infergate annotation (known: infergate.io/command, infergate.io/endpoints)",
 		},
 
 		// The endpoints annotation.
@@ -350,6 +374,38 @@ func TestParseErrors(t *testing.T) {
 			want: ep + `"http://h:1/" is listed twice` + "\n" + ep + `"ftp://h:2": scheme "ftp" is not http, https or grpc`,
 		},
 
+		// The command annotation.
+		{
+			name: "command with endpoints",
+			yaml: doc(`name: iris, annotations: {infergate.io/endpoints: "http://h:1", infergate.io/command: "srv {{.HTTPPort}}"}`, "", onnxModel),
+			want: cmd + `cannot be set together with infergate.io/endpoints: a model is either started by infergate or served at URLs`,
+		},
+		{name: "command empty", yaml: doc(command("  "), "", onnxModel), want: cmd + `"  " names no command`},
+		{name: "command empty executable", yaml: doc(command("'' --port 1"), "", onnxModel), want: cmd + `"'' --port 1": the executable (first word) is empty`},
+		{name: "command open quote", yaml: doc(command("srv 'a b"), "", onnxModel), want: cmd + `"srv 'a b": unterminated single quote`},
+		{name: "command open double quote", yaml: doc(command(`srv "a b`), "", onnxModel), want: cmd + `"srv \"a b": unterminated double quote`},
+		{name: "command open action", yaml: doc(command("srv --port={{.HTTPPort"), "", onnxModel), want: cmd + `"srv --port={{.HTTPPort": unterminated {{ action`},
+		{name: "command template syntax", yaml: doc(command("srv {{if .Model}}x"), "", onnxModel), want: cmd + `"{{if .Model}}x": unexpected EOF`},
+		{
+			name: "command unknown field",
+			yaml: doc(command("srv --port={{.Port}}"), "", onnxModel),
+			want: cmd + `"--port={{.Port}}": unknown field .Port (known: .Model, .ModelPath, .ModelDir, .HTTPPort, .GRPCPort, .Host, .DataDir)`,
+		},
+		{name: "command unknown field via $", yaml: doc(command("srv {{$.Dir}}"), "", onnxModel), want: cmd + `"{{$.Dir}}": unknown field .Dir (known: .Model, .ModelPath, .ModelDir, .HTTPPort, .GRPCPort, .Host, .DataDir)`},
+		{name: "command unknown field in if", yaml: doc(command("srv {{if .Debug}}-v{{end}}"), "", onnxModel), want: cmd + `"{{if .Debug}}-v{{end}}": unknown field .Debug (known: .Model, .ModelPath, .ModelDir, .HTTPPort, .GRPCPort, .Host, .DataDir)`},
+		{name: "command field of a field", yaml: doc(command("srv {{.Model.Name}}"), "", onnxModel), want: cmd + `"{{.Model.Name}}": .Model has no field .Name`},
+		{
+			name: "command uses the model without storageUri",
+			yaml: doc(command("srv --repo {{.ModelDir}} --file={{.ModelPath}}"), "", "modelFormat: {name: sklearn}"),
+			want: cmd + `"{{.ModelDir}}" uses .ModelDir but spec.predictor.model.storageUri is not set` + "\n" +
+				cmd + `"--file={{.ModelPath}}" uses .ModelPath but spec.predictor.model.storageUri is not set`,
+		},
+		{
+			name: "command with remote storage",
+			yaml: doc(command("srv {{.ModelDir}}"), "", "modelFormat: {name: sklearn}, storageUri: s3://b/m"),
+			want: `m.yaml: document 1: spec.predictor.model.storageUri: "s3://b/m": scheme "s3" is not supported; only local paths (file://PATH or PATH) are`,
+		},
+
 		// spec.predictor.model.
 		{
 			name: "model required",
@@ -369,7 +425,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "format the built-in runtime does not serve",
 			yaml: doc(irisMeta, "", "modelFormat: {name: sklearn}, storageUri: model.joblib"),
-			want: `m.yaml: document 1: spec.predictor.model.modelFormat.name: "sklearn" needs a runtime at a URL (annotation infergate.io/endpoints); the built-in runtime serves onnx`,
+			want: `m.yaml: document 1: spec.predictor.model.modelFormat.name: "sklearn" needs a runtime at a URL (annotation infergate.io/endpoints) or a runtime command (annotation infergate.io/command); the built-in runtime serves onnx`,
 		},
 		{
 			name: "storageUri required",
@@ -443,7 +499,7 @@ func TestParseErrors(t *testing.T) {
 			name: "every problem of a document",
 			yaml: doc("name: Iris", "minReplicas: -1, canaryTrafficPercent: 101,", "modelFormat: {name: sklearn}, storageUri: s3://b/i"),
 			want: `m.yaml: document 1: metadata.name: "Iris" must consist of lowercase letters, digits and '-', start with a letter and end with a letter or digit` + "\n" +
-				`m.yaml: document 1: spec.predictor.model.modelFormat.name: "sklearn" needs a runtime at a URL (annotation infergate.io/endpoints); the built-in runtime serves onnx` + "\n" +
+				`m.yaml: document 1: spec.predictor.model.modelFormat.name: "sklearn" needs a runtime at a URL (annotation infergate.io/endpoints) or a runtime command (annotation infergate.io/command); the built-in runtime serves onnx` + "\n" +
 				`m.yaml: document 1: spec.predictor.model.storageUri: "s3://b/i": scheme "s3" is not supported; only local paths (file://PATH or PATH) are` + "\n" +
 				`m.yaml: document 1: spec.predictor.minReplicas: -1 is negative` + "\n" +
 				`m.yaml: document 1: spec.predictor.canaryTrafficPercent: 101 is not between 0 and 100`,
@@ -690,7 +746,7 @@ func TestLoadPathErrors(t *testing.T) {
 			name: "bad values",
 			path: inv("bad-values.yaml"),
 			want: inv("bad-values.yaml") + `: document 1: metadata.name: "Iris_v1" must consist of lowercase letters, digits and '-', start with a letter and end with a letter or digit` + "\n" +
-				inv("bad-values.yaml") + `: document 1: spec.predictor.model.modelFormat.name: "sklearn" needs a runtime at a URL (annotation infergate.io/endpoints); the built-in runtime serves onnx` + "\n" +
+				inv("bad-values.yaml") + `: document 1: spec.predictor.model.modelFormat.name: "sklearn" needs a runtime at a URL (annotation infergate.io/endpoints) or a runtime command (annotation infergate.io/command); the built-in runtime serves onnx` + "\n" +
 				inv("bad-values.yaml") + `: document 1: spec.predictor.model.storageUri: "s3://bucket/iris": scheme "s3" is not supported; only local paths (file://PATH or PATH) are` + "\n" +
 				inv("bad-values.yaml") + `: document 1: spec.predictor.minReplicas: -1 is negative` + "\n" +
 				inv("bad-values.yaml") + `: document 1: spec.predictor.canaryTrafficPercent: 101 is not between 0 and 100`,
@@ -705,7 +761,7 @@ func TestLoadPathErrors(t *testing.T) {
 			path: filepath.Join("testdata", "invalid"),
 			want: strings.Join([]string{
 				inv("bad-values.yaml") + `: document 1: metadata.name: "Iris_v1" must consist of lowercase letters, digits and '-', start with a letter and end with a letter or digit`,
-				inv("bad-values.yaml") + `: document 1: spec.predictor.model.modelFormat.name: "sklearn" needs a runtime at a URL (annotation infergate.io/endpoints); the built-in runtime serves onnx`,
+				inv("bad-values.yaml") + `: document 1: spec.predictor.model.modelFormat.name: "sklearn" needs a runtime at a URL (annotation infergate.io/endpoints) or a runtime command (annotation infergate.io/command); the built-in runtime serves onnx`,
 				inv("bad-values.yaml") + `: document 1: spec.predictor.model.storageUri: "s3://bucket/iris": scheme "s3" is not supported; only local paths (file://PATH or PATH) are`,
 				inv("bad-values.yaml") + `: document 1: spec.predictor.minReplicas: -1 is negative`,
 				inv("bad-values.yaml") + `: document 1: spec.predictor.canaryTrafficPercent: 101 is not between 0 and 100`,

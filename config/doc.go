@@ -54,7 +54,11 @@
 // A model of another format, or one already served elsewhere, is pointed at
 // its runtimes with the infergate.io/endpoints annotation (see
 // AnnotationEndpoints); infergate then starts nothing for it and storageUri
-// is not read.
+// is not read. A model served by a runtime infergate should start, but not
+// its own (Triton, MLServer, ...), names the runtime's command line with the
+// infergate.io/command annotation (see AnnotationCommand): a text/template
+// per word over CommandFields, checked here, expanded by the supervisor at
+// each start of a replica.
 //
 // # What it never does
 //

@@ -20,6 +20,7 @@ const annotationPrefix = "infergate.io/"
 // knownAnnotations are the infergate.io/ annotations this package reads.
 var knownAnnotations = map[string]bool{
 	AnnotationEndpoints: true,
+	AnnotationCommand:   true,
 }
 
 // Defaults applied to a declaration that does not set the field. The batcher
@@ -68,17 +69,23 @@ type Model struct {
 	// FormatVersion is "" when absent.
 	Format        string
 	FormatVersion string
-	// Path is the model file or directory the built-in runtime loads, made
-	// absolute against the directory of the YAML file when LoadPath read it
-	// (see Parse for baseDir). It is "" when Endpoints is set.
+	// Path is the model file or directory the runtime loads, made absolute
+	// against the directory of the YAML file when LoadPath read it (see
+	// Parse for baseDir). It is "" when Endpoints is set, and when Command
+	// is set without a storageUri.
 	Path string
 	// Protocol is the transport the runtime started for this model speaks,
 	// from spec.predictor.model.protocolVersion (v2 is REST, grpc-v2 gRPC).
 	Protocol Protocol
 	// Endpoints are the runtimes from the infergate.io/endpoints
-	// annotation, in the order written; nil when the built-in runtime
-	// serves the model.
+	// annotation, in the order written; nil when infergate starts the
+	// model's runtime.
 	Endpoints []Endpoint
+	// Command is the runtime command from the infergate.io/command
+	// annotation, split into words, each a text/template over
+	// CommandFields (see AnnotationCommand); nil when the built-in runtime
+	// serves the model, or Endpoints is set.
+	Command []string
 
 	// MinReplicas is at least 0 (0: scale to zero); MaxReplicas is 0 (no
 	// limit) or at least MinReplicas.

@@ -110,8 +110,13 @@ type ModelSpec struct {
 	// ProtocolVersion is v2 (the default) or grpc-v2.
 	ProtocolVersion string `json:"protocolVersion,omitempty"`
 
+	// Args is accepted so cluster manifests decode, and ignored: the
+	// built-in runtime takes no arguments of a cluster's runtime, and an
+	// infergate.io/command annotation holds its whole command line.
 	Args []string `json:"args,omitempty"`
-	Env  []EnvVar `json:"env,omitempty"`
+	// Env is added to the environment of each runtime process infergate
+	// starts for the model; unused with infergate.io/endpoints.
+	Env []EnvVar `json:"env,omitempty"`
 	// Resources is accepted so cluster manifests decode, and ignored: CPU and
 	// memory requests and limits describe pod scheduling, which means nothing
 	// on one machine.

@@ -39,11 +39,19 @@ const (
 func toModel(isvc *InferenceService, d *docProblems, baseDir string) Model {
 	m := Model{Source: fmt.Sprintf("%s#%d", d.source, d.doc), Spec: *isvc}
 	readMetadata(&m, isvc.Metadata, d)
-	if ms := isvc.Spec.Predictor.Model; ms == nil {
+	_, remote := isvc.Metadata.Annotations[AnnotationEndpoints]
+	rawCommand, custom := isvc.Metadata.Annotations[AnnotationCommand]
+	ms := isvc.Spec.Predictor.Model
+	if ms == nil {
 		d.addf(fModel, "required")
 	} else {
-		_, remote := isvc.Metadata.Annotations[AnnotationEndpoints]
-		readModel(&m, ms, remote, baseDir, d)
+		readModel(&m, ms, remote, custom, baseDir, d)
+	}
+	switch {
+	case custom && remote:
+		d.addf(annotationField(AnnotationCommand), "cannot be set together with %s: a model is either started by infergate or served at URLs", AnnotationEndpoints)
+	case custom:
+		m.Command = parseCommand(rawCommand, ms != nil && ms.StorageURI != "", d)
 	}
 	readPredictor(&m, &isvc.Spec.Predictor, d)
 	return m
@@ -62,7 +70,7 @@ func readMetadata(m *Model, meta ObjectMeta, d *docProblems) {
 	}
 	for _, k := range slices.Sorted(maps.Keys(meta.Annotations)) {
 		if strings.HasPrefix(k, annotationPrefix) && !knownAnnotations[k] {
-			d.addf(annotationField(k), "unknown infergate annotation (known: %s)", AnnotationEndpoints)
+			d.addf(annotationField(k), "unknown infergate annotation (known: %s)", strings.Join(slices.Sorted(maps.Keys(knownAnnotations)), ", "))
 		}
 	}
 	if raw, ok := meta.Annotations[AnnotationEndpoints]; ok {
@@ -71,8 +79,10 @@ func readMetadata(m *Model, meta ObjectMeta, d *docProblems) {
 }
 
 // readModel reads spec.predictor.model. remote says the model is served at
-// the annotation's endpoints rather than by the built-in runtime.
-func readModel(m *Model, ms *ModelSpec, remote bool, baseDir string, d *docProblems) {
+// the annotation's endpoints rather than by a runtime infergate starts;
+// custom says the runtime infergate starts is the user's command rather
+// than the built-in one.
+func readModel(m *Model, ms *ModelSpec, remote, custom bool, baseDir string, d *docProblems) {
 	m.Format = ms.ModelFormat.Name
 	m.FormatVersion = ms.ModelFormat.Version
 	m.Protocol = parseProtocol(ms.ProtocolVersion, d)
@@ -89,9 +99,17 @@ func readModel(m *Model, ms *ModelSpec, remote bool, baseDir string, d *docProbl
 	if remote {
 		return
 	}
+	// The user's runtime serves what it serves, from wherever its command
+	// says; storageUri is needed only by a command that uses it.
+	if custom {
+		if ms.StorageURI != "" {
+			m.Path = localPath(ms.StorageURI, baseDir, d)
+		}
+		return
+	}
 	if ms.ModelFormat.Name != "" && ms.ModelFormat.Name != BuiltinFormat {
-		d.addf(fFormatName, "%s needs a runtime at a URL (annotation %s); the built-in runtime serves %s",
-			quote(ms.ModelFormat.Name), AnnotationEndpoints, BuiltinFormat)
+		d.addf(fFormatName, "%s needs a runtime at a URL (annotation %s) or a runtime command (annotation %s); the built-in runtime serves %s",
+			quote(ms.ModelFormat.Name), AnnotationEndpoints, AnnotationCommand, BuiltinFormat)
 	}
 	m.Path = localPath(ms.StorageURI, baseDir, d)
 }

@@ -173,10 +173,13 @@ func (g *Gateway) lookup(name []byte) (*route, error) {
 	return nil, oip.Errorf(oip.KindNotFound, "model %q not found; served models: %s", name, strings.Join(t.names, ", "))
 }
 
-// Ready reports whether every routed model has a ready replica.
+// Ready reports whether every routed model that has replicas has a ready
+// one. A model with none (scaled to zero, or failed and withdrawn) does not
+// hold the gateway back: its requests get their own answer, and taking the
+// whole gateway out of rotation for it would fail every other model too.
 func (g *Gateway) Ready() bool {
 	for _, r := range g.table.Load().routes {
-		if !r.Pool.Ready() {
+		if len(r.Pool.Replicas()) > 0 && !r.Pool.Ready() {
 			return false
 		}
 	}

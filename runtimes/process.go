@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"strings"
@@ -33,7 +34,23 @@ type ProcessOptions struct {
 	LogPath string
 	// StartTimeout bounds the wait for the announce line (default 60s).
 	StartTimeout time.Duration
+	// NoAnnounce says the process prints no announce line (a runtime
+	// told its ports by its arguments, as Triton or MLServer): StartProcess
+	// returns as soon as the process runs, RESTAddr and GRPCAddr stay
+	// empty, and all of stdout goes to the log.
+	NoAnnounce bool
+	// Env is added to this process's environment, as "KEY=value"; a key
+	// given twice takes the last value.
+	Env []string
 }
+
+// ErrExec is in the chain of StartProcess's error when the executable could
+// not be run at all (not found, not executable): trying again will not
+// help until someone fixes the command.
+var ErrExec = errors.New("cannot execute")
+
+// LogTailLines is how many of the log's last lines an error carries.
+const LogTailLines = 20
 
 // Process is a runtime process started by StartProcess, in its own process
 // group so that stopping it stops everything it started. On Linux it is also
@@ -48,11 +65,14 @@ type Process struct {
 	waitErr error
 	logF    *os.File
 	stopMu  sync.Mutex
+	// groupKilled is set under stopMu once the group got SIGKILL.
+	groupKilled bool
 }
 
-// StartProcess starts a runtime process and waits for its announce line. A
-// process that exits or times out first is an error carrying the last lines
-// of its log.
+// StartProcess starts a runtime process and waits for its announce line
+// (unless opts.NoAnnounce). A process that exits or times out first is an
+// error carrying the last lines of its log; an executable that cannot be
+// run is an error wrapping ErrExec.
 func StartProcess(ctx context.Context, opts ProcessOptions) (*Process, error) {
 	if opts.Path == "" {
 		exe, err := os.Executable()
@@ -74,8 +94,19 @@ func StartProcess(ctx context.Context, opts ProcessOptions) (*Process, error) {
 		logF, logW = f, f
 	}
 	cmd := exec.Command(opts.Path, opts.Args...)
-	cmd.Stderr = logW
+	// Without a log the child's stderr is /dev/null, not a pipe to
+	// io.Discard: a pipe would make Wait wait for every process that
+	// inherited it, grandchildren included.
+	if logF != nil {
+		cmd.Stderr = logF
+	}
 	cmd.SysProcAttr = processAttr()
+	if len(opts.Env) > 0 {
+		cmd.Env = append(os.Environ(), opts.Env...)
+	}
+	if opts.NoAnnounce {
+		return startQuiet(cmd, opts, logF)
+	}
 	// Our own pipe rather than StdoutPipe: Wait must not close the reader
 	// while the copier still drains what the process wrote last.
 	stdout, stdoutW, err := os.Pipe()
@@ -89,7 +120,7 @@ func StartProcess(ctx context.Context, opts ProcessOptions) (*Process, error) {
 	if err != nil {
 		_ = stdout.Close()
 		closeFile(logF)
-		return nil, fmt.Errorf("runtimes: start %s: %w", opts.Path, err)
+		return nil, startError(opts.Path, err)
 	}
 	p := &Process{cmd: cmd, logPath: opts.LogPath, done: make(chan struct{}), logF: logF}
 
@@ -149,6 +180,25 @@ func StartProcess(ctx context.Context, opts ProcessOptions) (*Process, error) {
 	}
 }
 
+// startQuiet starts a process that announces nothing: its stdout and
+// stderr both go to the log, with no copier in between.
+func startQuiet(cmd *exec.Cmd, opts ProcessOptions, logF *os.File) (*Process, error) {
+	if logF != nil {
+		cmd.Stdout = logF
+	}
+	if err := cmd.Start(); err != nil {
+		closeFile(logF)
+		return nil, startError(opts.Path, err)
+	}
+	p := &Process{cmd: cmd, logPath: opts.LogPath, done: make(chan struct{}), logF: logF}
+	go func() {
+		p.waitErr = cmd.Wait()
+		closeFile(logF)
+		close(p.done)
+	}()
+	return p, nil
+}
+
 // Pid returns the process id.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
@@ -159,17 +209,27 @@ func (p *Process) Done() <-chan struct{} { return p.done }
 func (p *Process) Err() error { return p.waitErr }
 
 // Stop sends SIGTERM to the process group, waits up to grace for the
-// process to exit, then sends SIGKILL to the group. It is safe to call more
-// than once.
+// process to exit, then sends SIGKILL to the group. When the process had
+// already exited on its own, Stop sends SIGKILL to what is left of its group
+// (children it started and left behind), once. It is safe to call more than
+// once.
 func (p *Process) Stop(grace time.Duration) error {
 	p.stopMu.Lock()
 	defer p.stopMu.Unlock()
+	pgid := -p.cmd.Process.Pid
 	select {
 	case <-p.done:
+		if !p.groupKilled {
+			// While a member lives the group's id cannot be reused; once
+			// none does, the id could in time name a new group, so this
+			// is done once, by a caller that just saw the exit.
+			p.groupKilled = true
+			_ = syscall.Kill(pgid, syscall.SIGKILL)
+		}
 		return nil
 	default:
 	}
-	pgid := -p.cmd.Process.Pid
+	p.groupKilled = true
 	if err := syscall.Kill(pgid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("runtimes: stop pid %d: %w", p.cmd.Process.Pid, err)
 	}
@@ -187,20 +247,57 @@ func (p *Process) Stop(grace time.Duration) error {
 	return nil
 }
 
+// startError wraps an error of exec.Cmd.Start, marking with ErrExec the
+// errors that say the executable cannot be run (as against a fork that
+// failed for want of memory or processes, which may pass).
+func startError(path string, err error) error {
+	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, exec.ErrDot) || errors.Is(err, fs.ErrNotExist) ||
+		errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.ENOEXEC) {
+		return fmt.Errorf("runtimes: start %s: %w: %w", path, ErrExec, err)
+	}
+	return fmt.Errorf("runtimes: start %s: %w", path, err)
+}
+
+// LogPath returns the path of the process's log, "" when it has none.
+func (p *Process) LogPath() string { return p.logPath }
+
 // logTail returns the last lines of the process's log, for error messages.
 func (p *Process) logTail() string {
-	if p.logPath == "" {
+	t := LogTail(p.logPath, LogTailLines)
+	if t == "" {
 		return ""
 	}
-	b, err := os.ReadFile(p.logPath)
+	return "; last log lines (" + p.logPath + "):\n" + t
+}
+
+// LogTail returns the last n lines of the file at path, "" when it is
+// empty or cannot be read. It reads at most the file's last 64 KiB.
+func LogTail(path string, n int) string {
+	if path == "" || n <= 0 {
+		return ""
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	const window = 64 << 10
+	var off int64
+	if st, err := f.Stat(); err == nil && st.Size() > window {
+		off = st.Size() - window
+	}
+	b, err := io.ReadAll(io.NewSectionReader(f, off, window))
 	if err != nil || len(b) == 0 {
 		return ""
 	}
 	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
-	if len(lines) > 10 {
-		lines = lines[len(lines)-10:]
+	if off > 0 && len(lines) > 1 {
+		lines = lines[1:] // the first is likely cut
 	}
-	return "; last log lines (" + p.logPath + "):\n" + string(bytes.Join(lines, []byte("\n")))
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return string(bytes.Join(lines, []byte("\n")))
 }
 
 func closeFile(f *os.File) {

@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 	samples "github.com/infergate/infergate/examples/models"
 	"github.com/infergate/infergate/gateway"
 	"github.com/infergate/infergate/runtimes"
+	"github.com/infergate/infergate/runtimes/supervisor"
 )
 
 type serveFlags struct {
@@ -37,8 +39,9 @@ type serveFlags struct {
 }
 
 // runServe runs `infergate serve` (withRuntimes: models without endpoints
-// get a built-in model server process) and `infergate gateway` (every model
-// must name its runtimes' URLs).
+// get local runtime processes, the built-in model server or the model's
+// infergate.io/command, run by a supervisor per model) and `infergate
+// gateway` (every model must name its runtimes' URLs).
 func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	name := "serve"
 	if !withRuntimes {
@@ -102,14 +105,17 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	}
 
 	rt := &localRuntimes{log: log, dataDir: f.dataDir}
-	defer rt.stopAll()
-	routes, pools, err := rt.routes(ctx, models, withRuntimes)
+	routes, probed, sups, err := rt.routes(models, withRuntimes)
 	if err != nil {
 		restLn.Close()
 		grpcLn.Close()
 		adminLn.Close()
 		return err
 	}
+	// Replicas run under their own context, ended only once the gateway
+	// has drained, so that requests in flight finish on them.
+	stopRuntimes := startSupervisors(sups)
+	defer stopRuntimes()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -131,7 +137,7 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 
 	log.Info("infergate listening", "rest", restLn.Addr().String(), "grpc", grpcLn.Addr().String(), "admin", adminLn.Addr().String(), "models", len(routes))
 	eg, gctx := errgroup.WithContext(ctx)
-	for _, p := range pools {
+	for _, p := range probed {
 		eg.Go(func() error { return p.Run(gctx) })
 	}
 	eg.Go(func() error { return gw.Serve(gctx, restLn, grpcLn) })
@@ -148,12 +154,31 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 		return admin.Shutdown(sctx)
 	})
 	err = eg.Wait()
+	stopRuntimes()
 	log.Info("infergate stopped")
 	return err
 }
 
+// startSupervisors runs the supervisors until the returned function is
+// called; it stops their replicas and waits for them, once.
+func startSupervisors(sups *supervisor.Set) func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = sups.Run(ctx) // Run returns nil, once ctx is done
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cancel()
+			<-done
+		})
+	}
+}
+
 // sampleModels writes the embedded sample models under dataDir/models and
-// declares them, each served by a built-in model server.
+// declares them, each served by one supervised built-in model server.
 func sampleModels(dataDir string) ([]config.Model, error) {
 	root := filepath.Join(dataDir, "models")
 	err := fs.WalkDir(samples.FS, ".", func(path string, d fs.DirEntry, err error) error {
@@ -188,36 +213,89 @@ func sampleModels(dataDir string) ([]config.Model, error) {
 	return models, nil
 }
 
-// localRuntimes starts and stops the built-in model server processes.
+// localRuntimes builds each model's replica pool: over the runtimes at the
+// model's endpoints, or over local processes run by a supervisor.
 type localRuntimes struct {
 	log     *slog.Logger
 	dataDir string
-	procs   []*runtimes.Process
 }
 
-// routes builds a runtime pool and a gateway route per model, starting a
-// model server process for each model that names no endpoints.
-func (l *localRuntimes) routes(ctx context.Context, models []config.Model, withRuntimes bool) ([]gateway.Route, []*runtimes.Pool, error) {
+// routes builds a runtime pool and a gateway route per model. It returns
+// the pools over endpoints, which the caller probes with Pool.Run, and the
+// supervisors of the others, each asked for the model's minReplicas and
+// the only prober of its pool (see package supervisor). It starts nothing.
+func (l *localRuntimes) routes(models []config.Model, withRuntimes bool) ([]gateway.Route, []*runtimes.Pool, *supervisor.Set, error) {
 	var (
 		routes []gateway.Route
-		pools  []*runtimes.Pool
+		probed []*runtimes.Pool
+		sups   []*supervisor.Supervisor
 	)
 	for _, m := range models {
-		clients, err := l.clients(ctx, m, withRuntimes)
+		clients, err := endpointClients(m)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
+		}
+		if len(clients) == 0 && !withRuntimes {
+			return nil, nil, nil, fmt.Errorf("%s: model %q names no runtime URL (annotation infergate.io/endpoints); `infergate gateway` starts no runtime, use `infergate serve`", m.Source, m.Name)
 		}
 		pool, err := runtimes.NewPool(runtimes.PoolOptions{Model: m.Name, Logger: l.log}, clients)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		pools = append(pools, pool)
 		routes = append(routes, gateway.Route{Model: m.Name, Pool: pool, Timeout: m.Timeout})
+		if len(clients) > 0 {
+			probed = append(probed, pool)
+			continue
+		}
+		sup, err := l.supervisor(m, pool)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		sups = append(sups, sup)
 	}
-	return routes, pools, nil
+	set, err := supervisor.NewSet(sups...)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return routes, probed, set, nil
 }
 
-func (l *localRuntimes) clients(ctx context.Context, m config.Model, withRuntimes bool) ([]runtimes.Client, error) {
+// supervisor returns the supervisor of a model infergate runs itself,
+// asked for the model's minReplicas.
+func (l *localRuntimes) supervisor(m config.Model, pool *runtimes.Pool) (*supervisor.Supervisor, error) {
+	proto := runtimes.REST
+	if m.Protocol == config.ProtocolGRPC {
+		proto = runtimes.GRPC
+	}
+	var env []string
+	if ms := m.Spec.Spec.Predictor.Model; ms != nil {
+		for _, e := range ms.Env {
+			env = append(env, e.Name+"="+e.Value)
+		}
+	}
+	sup, err := supervisor.New(supervisor.Options{
+		Model:       m.Name,
+		ModelPath:   m.Path,
+		Command:     m.Command,
+		Env:         env,
+		Protocol:    proto,
+		Pool:        pool,
+		DataDir:     l.dataDir,
+		MaxReplicas: m.MaxReplicas,
+		Logger:      l.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", m.Source, err)
+	}
+	if err := sup.SetReplicas(context.Background(), m.MinReplicas); err != nil {
+		return nil, fmt.Errorf("%s: %w", m.Source, err)
+	}
+	return sup, nil
+}
+
+// endpointClients returns clients for the runtimes at m's endpoints, none
+// when it names none.
+func endpointClients(m config.Model) ([]runtimes.Client, error) {
 	var clients []runtimes.Client
 	for _, e := range m.Endpoints {
 		var (
@@ -237,37 +315,5 @@ func (l *localRuntimes) clients(ctx context.Context, m config.Model, withRuntime
 		}
 		clients = append(clients, c)
 	}
-	if len(clients) > 0 {
-		return clients, nil
-	}
-	if !withRuntimes {
-		return nil, fmt.Errorf("%s: model %q names no runtime URL (annotation infergate.io/endpoints); `infergate gateway` starts no runtime, use `infergate serve`", m.Source, m.Name)
-	}
-	logDir := filepath.Join(l.dataDir, "logs")
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		return nil, err
-	}
-	p, err := runtimes.StartProcess(ctx, runtimes.ProcessOptions{
-		Args:    []string{"modelserver", "-model", m.Name + "=" + m.Path, "-http-port", "0", "-grpc-port", "0"},
-		LogPath: filepath.Join(logDir, m.Name+".log"),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("model %q: %w", m.Name, err)
-	}
-	l.procs = append(l.procs, p)
-	l.log.Info("model server started", "model", m.Name, "pid", p.Pid(), "rest", p.RESTAddr, "grpc", p.GRPCAddr)
-	if m.Protocol == config.ProtocolGRPC {
-		c, err := runtimes.NewGRPCClient(runtimes.GRPCOptions{Addr: p.GRPCAddr})
-		return []runtimes.Client{c}, err
-	}
-	c, err := runtimes.NewRESTClient(runtimes.RESTOptions{Addr: p.RESTAddr})
-	return []runtimes.Client{c}, err
-}
-
-func (l *localRuntimes) stopAll() {
-	for _, p := range l.procs {
-		if err := p.Stop(10 * time.Second); err != nil {
-			l.log.Warn("stopping model server", "pid", p.Pid(), "err", err)
-		}
-	}
+	return clients, nil
 }

@@ -10,13 +10,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/infergate/infergate/config"
 	pb "github.com/infergate/infergate/oip/inferencepb"
+	"github.com/infergate/infergate/runtimes/supervisor"
 )
 
 // freeAddr returns a loopback address that was free a moment ago.
@@ -174,5 +178,183 @@ func TestServeEmbeddedDefault(t *testing.T) {
 			t.Errorf("model server pid %d outlived the gateway", k)
 			_ = syscall.Kill(k, syscall.SIGKILL)
 		}
+	}
+}
+
+// startServe runs `infergate serve` with args on free loopback ports and
+// waits until readyURL (a path on the REST port) answers 200. It returns the
+// command, its REST address, and its log; the process is killed when the
+// test ends, if it still runs.
+func startServe(t *testing.T, readyPath string, args ...string) (*exec.Cmd, string, <-chan error, *syncBuffer) {
+	t.Helper()
+	rest := freeAddr(t)
+	logs := &syncBuffer{}
+	cmd := exec.Command(binPath, append([]string{"serve", "-rest-addr", rest, "-grpc-addr", freeAddr(t), "-admin-addr", freeAddr(t)}, args...)...)
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("infergate serve log:\n%s", logs.String())
+		}
+	})
+	waitHTTP(t, "http://"+rest+readyPath, 90*time.Second)
+	return cmd, rest, exited, logs
+}
+
+// syncBuffer is a bytes.Buffer safe to write from exec's copier while the
+// test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func writeConfig(t *testing.T, yaml string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "models.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func waitGone(t *testing.T, pids []int, what string) {
+	t.Helper()
+	for _, k := range pids {
+		deadline := time.Now().Add(10 * time.Second)
+		for alive(k) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if alive(k) {
+			t.Errorf("%s pid %d outlived the gateway", what, k)
+			_ = syscall.Kill(k, syscall.SIGKILL)
+		}
+	}
+}
+
+// TestServeKilledLeavesNoChild kills `infergate serve` with SIGKILL, which
+// it cannot catch: its runtime replicas die with it.
+func TestServeKilledLeavesNoChild(t *testing.T) {
+	iris, err := filepath.Abs(filepath.Join(samplesDir, "iris"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := writeConfig(t, fmt.Sprintf(`apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata: {name: iris}
+spec:
+  predictor:
+    minReplicas: 2
+    model: {modelFormat: {name: onnx}, storageUri: %q}
+`, iris))
+	cmd, _, exited, _ := startServe(t, "/v2/health/ready", "-config", config, "-data-dir", t.TempDir())
+	kids := childrenOf(t, cmd.Process.Pid)
+	if len(kids) != 2 {
+		t.Fatalf("serve has %d child processes, want 2 replicas", len(kids))
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-exited
+	waitGone(t, kids, "replica")
+}
+
+// TestServeSupervisesUserCommand serves a model through a runtime command
+// of the user's (here the built-in runtime, spelt as a template), a model
+// whose command does not exist (failed, with the reason in the log, while
+// the others serve), and a model scaled to zero (503).
+func TestServeSupervisesUserCommand(t *testing.T) {
+	iris, err := filepath.Abs(filepath.Join(samplesDir, "iris"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := writeConfig(t, fmt.Sprintf(`apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata:
+  name: iris
+  annotations:
+    infergate.io/command: >-
+      %s modelserver -host {{.Host}} -http-port {{.HTTPPort}} -grpc-port {{.GRPCPort}}
+      -model '{{.Model}}={{.ModelPath}}' -log-format json
+spec:
+  predictor:
+    model: {modelFormat: {name: onnx}, storageUri: %q}
+---
+apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata:
+  name: broken
+  annotations: {infergate.io/command: "/nonexistent/tritonserver --http-port={{.HTTPPort}}"}
+spec:
+  predictor:
+    model: {modelFormat: {name: tensorrt}}
+---
+apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata: {name: idle}
+spec:
+  predictor:
+    minReplicas: 0
+    model: {modelFormat: {name: onnx}, storageUri: %q}
+`, binPath, iris, iris))
+	dataDir := t.TempDir()
+	cmd, rest, exited, logs := startServe(t, "/v2/models/iris/ready", "-config", config, "-data-dir", dataDir)
+
+	body, err := os.ReadFile(filepath.Join(samplesDir, "iris", "request.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, resp := postJSON(t, "http://"+rest+"/v2/models/iris/infer", body, nil); code != http.StatusOK || len(resp.Outputs) != 1 {
+		t.Fatalf("iris: status %d, error %q", code, resp.Error)
+	}
+	if code, resp := postJSON(t, "http://"+rest+"/v2/models/idle/infer", body, nil); code != http.StatusServiceUnavailable {
+		t.Errorf("model scaled to zero: status %d (%q), want 503", code, resp.Error)
+	}
+	if b, err := os.ReadFile(filepath.Join(dataDir, "logs", "iris-0.log")); err != nil || !strings.Contains(string(b), `"msg":"model ready"`) {
+		t.Errorf("iris replica log: %v\n%s", err, b)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "model failed") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	mustContain(t, "serve log", logs.String(), `model=broken reason="replica 0 cannot start: runtimes: start /nonexistent/tritonserver: cannot execute: fork/exec /nonexistent/tritonserver: no such file or directory"`)
+
+	kids := childrenOf(t, cmd.Process.Pid)
+	if len(kids) != 1 {
+		t.Errorf("serve has %d child processes, want 1 (iris)", len(kids))
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-exited; err != nil {
+		t.Errorf("serve exited with %v after SIGTERM, want 0", err)
+	}
+	waitGone(t, kids, "replica")
+}
+
+// TestCommandFieldsMatchSupervisor keeps what config lets a command
+// template use and what the supervisor gives it in step.
+func TestCommandFieldsMatchSupervisor(t *testing.T) {
+	if got, want := supervisor.VarNames(), config.CommandFields; !slices.Equal(got, want) {
+		t.Errorf("supervisor.Vars fields %q, config.CommandFields %q: keep them the same", got, want)
 	}
 }

@@ -1,0 +1,130 @@
+package runtimes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestStartProcessNoAnnounce(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "log")
+	p, err := StartProcess(context.Background(), ProcessOptions{
+		Path: "/bin/sh", Args: []string{"-c", `echo "out $FOO"; echo err >&2; exit 4`},
+		LogPath: log, NoAnnounce: true, Env: []string{"FOO=bar"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.RESTAddr != "" || p.GRPCAddr != "" {
+		t.Errorf("addresses %q %q, want none", p.RESTAddr, p.GRPCAddr)
+	}
+	select {
+	case <-p.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("process did not exit")
+	}
+	if p.Err() == nil || !strings.Contains(p.Err().Error(), "exit status 4") {
+		t.Errorf("Err = %v, want exit status 4", p.Err())
+	}
+	if got, want := LogTail(p.LogPath(), 10), "out bar\nerr"; got != want {
+		t.Errorf("log %q, want %q", got, want)
+	}
+}
+
+func TestStartProcessCannotExecute(t *testing.T) {
+	for _, path := range []string{"/nonexistent/runtime", "infergate-no-such-runtime", t.TempDir()} {
+		for _, quiet := range []bool{false, true} {
+			_, err := StartProcess(context.Background(), ProcessOptions{Path: path, NoAnnounce: quiet})
+			if !errors.Is(err, ErrExec) || !strings.Contains(err.Error(), path) {
+				t.Errorf("StartProcess(%s, NoAnnounce %v) = %v, want ErrExec naming it", path, quiet, err)
+			}
+		}
+	}
+}
+
+// TestStopAfterExitKillsLeftovers: a process that exits leaving a child of
+// its own in the group; Stop after the exit kills that child.
+func TestStopAfterExitKillsLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "pid")
+	p, err := StartProcess(context.Background(), ProcessOptions{
+		Path: "/bin/sh", Args: []string{"-c", "sleep 300 & echo $! > " + pidFile}, NoAnnounce: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-p.Done()
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := atoi(strings.TrimSpace(string(b)))
+	if child == 0 || syscall.Kill(child, 0) != nil {
+		t.Fatalf("child %q not running", b)
+	}
+	if err := p.Stop(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for syscall.Kill(child, 0) == nil && !zombie(child) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if syscall.Kill(child, 0) == nil && !zombie(child) {
+		_ = syscall.Kill(child, syscall.SIGKILL)
+		t.Error("the exited process's child outlived Stop")
+	}
+}
+
+func zombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	return strings.Fields(s[strings.LastIndexByte(s, ')')+2:])[0] == "Z"
+}
+
+func TestLogTail(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	var lines []string
+	for i := 1; i <= 30; i++ {
+		lines = append(lines, fmt.Sprintf("line %d", i))
+	}
+	long := strings.Repeat("x", 1000)
+	var big []string
+	for i := range 100 {
+		big = append(big, fmt.Sprintf("%d %s", i, long))
+	}
+	tests := []struct {
+		name, path string
+		n          int
+		want       string
+	}{
+		{"last n of many", write("many", strings.Join(lines, "\n")+"\n"), 3, "line 28\nline 29\nline 30"},
+		{"fewer than n", write("few", "a\nb"), 20, "a\nb"},
+		{"empty", write("empty", ""), 20, ""},
+		{"missing", filepath.Join(dir, "nope"), 20, ""},
+		{"no path", "", 20, ""},
+		{"larger than the window", write("big", strings.Join(big, "\n")+"\n"), 2, "98 " + long + "\n99 " + long},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := LogTail(tc.path, tc.n); got != tc.want {
+				t.Errorf("LogTail = %.80q, want %.80q", got, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,46 @@
+// Package supervisor runs a model's runtime replicas as local child
+// processes and keeps the model's replica pool in step with them: the local
+// counterpart of a Kubernetes Deployment, for `infergate serve`.
+//
+// One Supervisor owns one model's replicas. It starts each as a process on
+// free loopback ports: `infergate modelserver` (this binary) by default, or
+// a command template of the user's (Triton, MLServer, anything that speaks
+// the Open Inference Protocol), see Options.Command. A replica joins the
+// pool (runtimes.Pool.Add) once its port accepts connections, and is marked
+// ready only when the runtime's server readiness (/v2/health/ready, or
+// gRPC ServerReady) and the model's readiness both pass the supervisor's
+// probe. A replica whose process exits is withdrawn from the pool at once
+// and restarted after an exponential backoff; a replica that keeps exiting
+// before it becomes ready marks the model failed, with the exit status and
+// the last lines of its log as the reason, and is not restarted until
+// SetReplicas asks for a different count. SetReplicas grows or shrinks the
+// set, down to zero, draining a replica's requests in flight before its
+// process is stopped. Each replica's stdout and stderr go to
+// DATADIR/logs/MODEL-N.log, the previous start's log kept as .log.1.
+//
+// # Readiness belongs to the supervisor
+//
+// Do not run Pool.Run on a supervised pool: the supervisor probes its
+// replicas and calls Replica.SetReady, and a second prober that checks only
+// the model's readiness would mark a replica ready before the runtime says
+// it is. Pool.Do still marks a replica it could not reach not ready, which
+// only ever withdraws traffic early; the supervisor's next probe decides
+// again.
+//
+// # Processes
+//
+// Every replica runs in its own process group, and stopping a replica
+// (scale-down, or Run's context ending) sends SIGTERM to the group, then
+// SIGKILL after Options.StopGrace. On Linux a replica process also gets
+// SIGKILL from the kernel when the gateway dies, even by SIGKILL
+// (PR_SET_PDEATHSIG). That covers the process the supervisor started, not
+// processes it starts in turn: a runtime command that wraps the real
+// server in a shell should `exec` it.
+//
+// # What it never does
+//
+// It never decides how many replicas a model needs (the autoscaler does,
+// through SetReplicas, or the configuration's minReplicas), never routes a
+// request, and never runs a shell the user did not write. It has no metrics
+// of its own yet; Status reports its state.
+package supervisor

@@ -1,0 +1,357 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/infergate/infergate/runtimes"
+)
+
+// replica is one slot of a Supervisor: a goroutine (runReplica) that starts
+// its process, probes it, and restarts it, until it is asked to stop.
+type replica struct {
+	index int
+	// down is done when the replica is to stop: scaled down (stop) or
+	// Run's context ended.
+	down context.Context
+	stop context.CancelFunc
+
+	// Under Supervisor.mu.
+	stopping bool
+	status   ReplicaStatus
+
+	// Only the replica's goroutine touches hist.
+	hist history
+}
+
+// startProbeInterval bounds the probe interval of a replica not ready yet.
+const startProbeInterval = 50 * time.Millisecond
+
+// errExpand marks a command template that did not expand: restarting
+// cannot help.
+var errExpand = errors.New("command template")
+
+// runReplica is the life of one replica: start, serve, and after an exit
+// back off and start again, until the replica is asked to stop or the
+// model fails.
+func (s *Supervisor) runReplica(run context.Context, r *replica) {
+	defer s.forget(r)
+	for {
+		e, reason, retired := s.once(run, r)
+		if retired {
+			return
+		}
+		s.mu.Lock()
+		h, delay, failed := s.policy.next(r.hist, e)
+		r.hist = h
+		r.status.Pid, r.status.Addr, r.status.LastExit = 0, "", reason
+		switch {
+		case s.failed:
+			// Another replica failed the model: this one stops too.
+			failed = true
+		case failed:
+			s.failed, s.failedAt = true, s.desired
+			if e.permanent {
+				s.reason = fmt.Sprintf("replica %d cannot start: %s", r.index, reason)
+			} else {
+				s.reason = fmt.Sprintf("replica %d did not become ready in %d starts in a row; the last: %s", r.index, h.unready, reason)
+			}
+			s.log.Error("model failed; its replicas are not restarted until SetReplicas changes their count", "reason", s.reason)
+		default:
+			r.status.State = StateBackoff
+		}
+		s.mu.Unlock()
+		if failed {
+			return
+		}
+		s.log.Warn("replica exited; restarting after backoff", "replica", r.index, "backoff", delay, "reason", reason)
+		t := time.NewTimer(delay)
+		select {
+		case <-r.down.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		failed = s.failed
+		if !failed {
+			s.restarts++
+		}
+		s.mu.Unlock()
+		if failed {
+			return
+		}
+	}
+}
+
+// once starts the replica's process and serves it until it exits or the
+// replica is asked to stop. It returns how the start ended and why, or
+// retired when the replica stopped as asked.
+func (s *Supervisor) once(run context.Context, r *replica) (e exit, reason string, retired bool) {
+	e.started = time.Now()
+	s.update(r, func(st *ReplicaStatus) { st.State, st.Started = StateStarting, e.started })
+	p, addr, err := s.start(r)
+	if err != nil {
+		if r.down.Err() != nil {
+			return e, "", true
+		}
+		e.at = time.Now()
+		e.permanent = errors.Is(err, runtimes.ErrExec) || errors.Is(err, errExpand)
+		return e, err.Error(), false
+	}
+	s.update(r, func(st *ReplicaStatus) { st.Pid, st.Addr = p.Pid(), addr })
+	s.log.Info("replica started", "replica", r.index, "pid", p.Pid(), "addr", addr, "log", p.LogPath())
+	e.readyAt, reason, retired = s.serve(run, r, p, addr, e.started)
+	e.at = time.Now()
+	return e, reason, retired
+}
+
+// start starts the replica's process: the built-in runtime, which announces
+// its address, or the command template on ports chosen here.
+func (s *Supervisor) start(r *replica) (*runtimes.Process, string, error) {
+	if err := os.MkdirAll(s.logDir, 0o755); err != nil {
+		return nil, "", fmt.Errorf("supervisor: log directory: %w", err)
+	}
+	logPath := filepath.Join(s.logDir, s.opts.Model+"-"+strconv.Itoa(r.index)+".log")
+	if err := os.Rename(logPath, logPath+".1"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.log.Warn("keeping the previous log", "replica", r.index, "err", err)
+	}
+	po := runtimes.ProcessOptions{LogPath: logPath, StartTimeout: s.opts.StartTimeout, Env: s.opts.Env}
+	var addr string
+	if s.cmd == nil {
+		po.Path = s.opts.Executable
+		po.Args = []string{"modelserver", "-host", s.opts.Host, "-http-port", "0", "-grpc-port", "0",
+			"-model", s.opts.Model + "=" + s.opts.ModelPath}
+	} else {
+		ports, err := freePorts(s.opts.Host, 2)
+		if err != nil {
+			return nil, "", err
+		}
+		path, args, err := s.cmd.expand(Vars{
+			Model:     s.opts.Model,
+			ModelPath: s.opts.ModelPath,
+			ModelDir:  modelDir(s.opts.ModelPath),
+			HTTPPort:  ports[0],
+			GRPCPort:  ports[1],
+			Host:      s.opts.Host,
+			DataDir:   s.opts.DataDir,
+		})
+		if err != nil {
+			return nil, "", fmt.Errorf("%w: %w", errExpand, err)
+		}
+		po.Path, po.Args, po.NoAnnounce = path, args, true
+		port := ports[0]
+		if s.opts.Protocol == runtimes.GRPC {
+			port = ports[1]
+		}
+		addr = net.JoinHostPort(s.opts.Host, strconv.Itoa(port))
+	}
+	p, err := runtimes.StartProcess(r.down, po)
+	if err != nil {
+		return nil, "", err
+	}
+	if s.cmd == nil {
+		addr = p.RESTAddr
+		if s.opts.Protocol == runtimes.GRPC {
+			addr = p.GRPCAddr
+		}
+	}
+	return p, addr, nil
+}
+
+// serve watches a started process: it puts the replica in the pool once its
+// port accepts connections, probes its readiness, and takes it out when the
+// process exits (at once) or the replica is asked to stop (after a drain).
+// It returns when the replica first became ready (zero if never) and why
+// the process ended, or retired when the replica stopped as asked.
+func (s *Supervisor) serve(run context.Context, r *replica, p *runtimes.Process, addr string, started time.Time) (readyAt time.Time, reason string, retired bool) {
+	// pctx ends with the process, so that a probe in flight does not hold
+	// up the withdrawal of a replica that died.
+	pctx, cancel := context.WithCancel(r.down)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.Done():
+			cancel()
+		case <-pctx.Done():
+		}
+	}()
+
+	var (
+		client runtimes.Client
+		rep    *runtimes.Replica
+		ready  bool
+	)
+	withdraw := func() {
+		if rep == nil {
+			return
+		}
+		rep.SetReady(false)
+		now, c := context.WithCancel(context.Background())
+		c()
+		_ = s.opts.Pool.Remove(now, rep)
+		_ = client.Close()
+	}
+	deadline := started.Add(s.opts.StartTimeout)
+	tick := time.NewTimer(0)
+	defer tick.Stop()
+	for {
+		if rep == nil && s.listening(pctx, addr) {
+			c, err := s.newClient(addr)
+			if err != nil {
+				_ = p.Stop(s.opts.StopGrace)
+				return readyAt, err.Error(), false
+			}
+			client, rep = c, s.opts.Pool.Add(c)
+		}
+		if rep != nil {
+			ok, err := s.probe(pctx, client)
+			rep.SetReady(ok)
+			switch {
+			case ok && !ready && readyAt.IsZero():
+				readyAt = time.Now()
+				s.log.Info("replica ready", "replica", r.index, "addr", addr, "after", readyAt.Sub(started).Round(time.Millisecond))
+			case ok && !ready:
+				s.log.Info("replica ready again", "replica", r.index, "addr", addr)
+			case !ok && ready && pctx.Err() == nil:
+				s.log.Warn("replica not ready", "replica", r.index, "addr", addr, "err", err)
+			}
+			if ok != ready {
+				ready = ok
+				s.update(r, func(st *ReplicaStatus) {
+					if st.State == StateStopping {
+						return
+					}
+					st.State = StateUnready
+					if ok {
+						st.State = StateReady
+					}
+				})
+			}
+		}
+		if readyAt.IsZero() && time.Now().After(deadline) && pctx.Err() == nil {
+			withdraw()
+			_ = p.Stop(s.opts.StopGrace)
+			return readyAt, fmt.Sprintf("not ready within %s%s", s.opts.StartTimeout, tail(p)), false
+		}
+		// Until the first ready probe, probe often: a replica that loads
+		// fast should not wait a whole interval to take traffic.
+		wait := s.opts.ProbeInterval
+		if readyAt.IsZero() {
+			wait = min(wait, startProbeInterval)
+		}
+		tick.Reset(wait)
+		select {
+		case <-p.Done():
+			withdraw()
+			_ = p.Stop(0) // what the process left of its group
+			how := "exited with exit status 0"
+			if err := p.Err(); err != nil {
+				how = "exited with " + err.Error()
+			}
+			if readyAt.IsZero() {
+				how += " before it was ready"
+			}
+			return readyAt, how + tail(p), false
+		case <-r.down.Done():
+			s.retire(run, r, p, client, rep)
+			return readyAt, "", true
+		case <-tick.C:
+		}
+	}
+}
+
+// retire takes a replica asked to stop out of the pool, draining its calls
+// in flight unless Run is ending (the gateway drained already), then stops
+// its process group.
+func (s *Supervisor) retire(run context.Context, r *replica, p *runtimes.Process, client runtimes.Client, rep *runtimes.Replica) {
+	s.update(r, func(st *ReplicaStatus) { st.State = StateStopping })
+	if rep != nil {
+		dctx, cancel := context.WithTimeout(run, s.opts.DrainTimeout)
+		if err := s.opts.Pool.Remove(dctx, rep); err != nil && run.Err() == nil {
+			s.log.Warn("replica drain cut short", "replica", r.index, "after", s.opts.DrainTimeout, "in_flight", rep.InFlight())
+		}
+		cancel()
+	}
+	if err := p.Stop(s.opts.StopGrace); err != nil {
+		s.log.Warn("stopping replica", "replica", r.index, "pid", p.Pid(), "err", err)
+	}
+	if client != nil {
+		_ = client.Close()
+	}
+	s.log.Info("replica stopped", "replica", r.index, "pid", p.Pid())
+}
+
+// listening reports whether addr accepts a TCP connection now. Waiting for
+// it before the first probe keeps a gRPC client from starting its life in
+// connection backoff.
+func (s *Supervisor) listening(ctx context.Context, addr string) bool {
+	d := net.Dialer{Timeout: s.opts.ProbeTimeout}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return false
+	}
+	_ = c.Close()
+	return true
+}
+
+func (s *Supervisor) newClient(addr string) (runtimes.Client, error) {
+	if s.opts.Protocol == runtimes.GRPC {
+		return runtimes.NewGRPCClient(runtimes.GRPCOptions{Addr: addr})
+	}
+	return runtimes.NewRESTClient(runtimes.RESTOptions{Addr: addr})
+}
+
+// serverReadier is the runtime-wide readiness both runtimes' clients offer.
+type serverReadier interface {
+	ServerReady(ctx context.Context) (bool, error)
+}
+
+// errNotReady is a probe's answer "not ready" (as against no answer).
+var errNotReady = errors.New("not ready")
+
+// probe reports whether the runtime is ready and the model ready there.
+func (s *Supervisor) probe(ctx context.Context, c runtimes.Client) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.ProbeTimeout)
+	defer cancel()
+	if sr, ok := c.(serverReadier); ok {
+		ok, err := sr.ServerReady(ctx)
+		if err != nil {
+			return false, fmt.Errorf("server readiness: %w", err)
+		}
+		if !ok {
+			return false, fmt.Errorf("server readiness: %w", errNotReady)
+		}
+	}
+	ok, err := c.ModelReady(ctx, s.opts.Model, s.opts.Version)
+	switch {
+	case err != nil:
+		return false, fmt.Errorf("model readiness: %w", err)
+	case !ok:
+		return false, fmt.Errorf("model readiness: %w", errNotReady)
+	}
+	return true, nil
+}
+
+// update changes r's status under the lock.
+func (s *Supervisor) update(r *replica, f func(*ReplicaStatus)) {
+	s.mu.Lock()
+	f(&r.status)
+	s.mu.Unlock()
+}
+
+// tail formats the last lines of p's log for a reason.
+func tail(p *runtimes.Process) string {
+	t := runtimes.LogTail(p.LogPath(), runtimes.LogTailLines)
+	if t == "" {
+		return ""
+	}
+	return "; last log lines (" + p.LogPath() + "):\n" + t
+}

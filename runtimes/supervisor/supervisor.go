@@ -1,0 +1,472 @@
+package supervisor
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/infergate/infergate/runtimes"
+)
+
+// Pool is the replica membership a Supervisor keeps: *runtimes.Pool.
+type Pool interface {
+	// Add puts a replica for c in the pool, not ready, and returns it.
+	Add(c runtimes.Client) *runtimes.Replica
+	// Remove stops new calls to r at once, waits for its calls in flight
+	// until ctx is done, and takes it out of the pool.
+	Remove(ctx context.Context, r *runtimes.Replica) error
+}
+
+// Options configures a Supervisor. Zero fields take the documented
+// defaults.
+type Options struct {
+	// Model is the model's name, at the runtime and in logs. Required.
+	Model string
+	// Version is the model version whose readiness is probed ("": the
+	// runtime's choice).
+	Version string
+	// ModelPath is the model's file or directory. Required with the
+	// default command, which serves it; a command template sees it as
+	// .ModelPath and .ModelDir.
+	ModelPath string
+	// Command is the runtime's command line, one word per element, each a
+	// text/template over Vars expanded at every start (the form of
+	// config.Model.Command): the executable first, looked up in PATH when
+	// it holds no slash. No shell runs unless the command is one. The
+	// process must listen on {{.Host}}:{{.HTTPPort}} for OIP REST or
+	// {{.Host}}:{{.GRPCPort}} for OIP gRPC, whichever Protocol says.
+	//
+	// Empty means the built-in runtime: Executable run as
+	// `modelserver -host HOST -http-port 0 -grpc-port 0 -model MODEL=PATH`,
+	// which binds free ports itself and announces them on stdout
+	// (runtimes.AnnouncePrefix), so it has no port race.
+	Command []string
+	// Executable runs the default command (default: this process's own
+	// executable, os.Executable).
+	Executable string
+	// Env is added to each replica's environment, as "KEY=value".
+	Env []string
+	// Protocol is how the gateway talks to the replicas and how they are
+	// probed: runtimes.REST (the default) or runtimes.GRPC.
+	Protocol runtimes.Protocol
+	// Pool receives the replicas. Required.
+	Pool Pool
+	// DataDir holds the replicas' logs under logs/ (default "data").
+	DataDir string
+	// Host is the loopback address replicas listen on (default
+	// 127.0.0.1).
+	Host string
+	// MaxReplicas bounds SetReplicas; 0 means no bound.
+	MaxReplicas int
+	// ProbeInterval is how often each ready replica's readiness is probed
+	// (default 500ms); one not ready yet since its start is probed every
+	// 50ms at most.
+	ProbeInterval time.Duration
+	// ProbeTimeout bounds one probe (default 1s).
+	ProbeTimeout time.Duration
+	// StartTimeout bounds the time from a replica's start to its first
+	// ready probe (default 2m); a replica not ready by then is stopped and
+	// counts as a failed start.
+	StartTimeout time.Duration
+	// BackoffInitial is the wait before the first restart of a replica
+	// that exited (default 1s); it doubles with each further exit, up to
+	// BackoffMax (default 30s), and starts over once a replica stayed
+	// ready for BackoffReset (default 1m).
+	BackoffInitial time.Duration
+	BackoffMax     time.Duration
+	BackoffReset   time.Duration
+	// MaxStartFailures is how many times in a row a replica may exit
+	// before it became ready before the model is marked failed (default
+	// 5). A command that cannot be executed fails the model at once.
+	MaxStartFailures int
+	// DrainTimeout bounds how long a replica being scaled down may finish
+	// its calls in flight before it is stopped anyway (default 30s).
+	DrainTimeout time.Duration
+	// StopGrace is how long a replica may take to exit after SIGTERM
+	// before its process group gets SIGKILL (default 10s).
+	StopGrace time.Duration
+	// Logger receives starts, readiness changes, exits and failures
+	// (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// ReplicaState is where a replica is in its life.
+type ReplicaState string
+
+// The states of a replica.
+const (
+	StateStarting ReplicaState = "starting" // started, not ready yet
+	StateReady    ReplicaState = "ready"    // its last probe passed
+	StateUnready  ReplicaState = "unready"  // was ready, its last probe failed
+	StateBackoff  ReplicaState = "backoff"  // exited, waiting to restart
+	StateStopping ReplicaState = "stopping" // draining and stopping
+)
+
+// Status is a snapshot of a Supervisor.
+type Status struct {
+	Model string
+	// Desired is the count SetReplicas asked for last.
+	Desired int
+	// Running counts replica processes that run (in any state but
+	// backoff); Ready those whose last probe passed.
+	Running, Ready int
+	// Failed says the model's replicas kept exiting before they became
+	// ready (or its command cannot run) and are not restarted; Reason says
+	// why, with the last lines of the log.
+	Failed bool
+	Reason string
+	// Restarts counts starts that followed an exit.
+	Restarts int
+	// Replicas are the replicas, by index.
+	Replicas []ReplicaStatus
+}
+
+// ReplicaStatus is one replica in a Status.
+type ReplicaStatus struct {
+	// Index numbers the replica; its log is DATADIR/logs/MODEL-Index.log.
+	Index int
+	State ReplicaState
+	// Pid is the process's id, 0 when none runs.
+	Pid int
+	// Addr is the host:port the gateway talks to, "" when none.
+	Addr string
+	// Started is when the current (or last) process started.
+	Started time.Time
+	// LastExit says how the previous process ended, "" if none did.
+	LastExit string
+}
+
+// ErrStopped is returned by SetReplicas after Run has returned.
+var ErrStopped = errors.New("supervisor: stopped")
+
+type runState uint8
+
+const (
+	notRun runState = iota
+	running
+	stopped
+)
+
+// Supervisor runs one model's runtime replicas; see the package doc. Its
+// methods are safe for concurrent use.
+type Supervisor struct {
+	opts   Options
+	cmd    *command // nil: the built-in runtime
+	policy policy
+	log    *slog.Logger
+	logDir string
+	wake   chan struct{}
+
+	mu       sync.Mutex
+	state    runState
+	desired  int
+	failed   bool
+	failedAt int // desired when the model failed
+	reason   string
+	restarts int
+	replicas []*replica
+}
+
+// New returns a Supervisor for opts with no replica; it starts nothing.
+// Call SetReplicas for replicas and Run to start them.
+func New(opts Options) (*Supervisor, error) {
+	if opts.Model == "" {
+		return nil, errors.New("supervisor: Options.Model is empty")
+	}
+	if opts.Pool == nil {
+		return nil, fmt.Errorf("supervisor: model %q: Options.Pool is nil", opts.Model)
+	}
+	if opts.MaxReplicas < 0 {
+		return nil, fmt.Errorf("supervisor: model %q: Options.MaxReplicas %d is negative", opts.Model, opts.MaxReplicas)
+	}
+	switch opts.Protocol {
+	case 0:
+		opts.Protocol = runtimes.REST
+	case runtimes.REST, runtimes.GRPC:
+	default:
+		return nil, fmt.Errorf("supervisor: model %q: protocol %s is not rest or grpc", opts.Model, opts.Protocol)
+	}
+	s := &Supervisor{wake: make(chan struct{}, 1)}
+	if len(opts.Command) > 0 {
+		c, err := parseCommand(opts.Command)
+		if err != nil {
+			return nil, fmt.Errorf("model %q: %w", opts.Model, err)
+		}
+		s.cmd = c
+	} else {
+		if opts.ModelPath == "" {
+			return nil, fmt.Errorf("supervisor: model %q: Options.ModelPath is empty (the built-in runtime needs the model)", opts.Model)
+		}
+		if opts.Executable == "" {
+			exe, err := os.Executable()
+			if err != nil {
+				return nil, fmt.Errorf("supervisor: own executable: %w", err)
+			}
+			opts.Executable = exe
+		}
+	}
+	if opts.DataDir == "" {
+		opts.DataDir = "data"
+	}
+	dataDir, err := filepath.Abs(opts.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: data dir: %w", err)
+	}
+	opts.DataDir = dataDir
+	if opts.Host == "" {
+		opts.Host = "127.0.0.1"
+	}
+	setDefault(&opts.ProbeInterval, 500*time.Millisecond)
+	setDefault(&opts.ProbeTimeout, time.Second)
+	setDefault(&opts.StartTimeout, 2*time.Minute)
+	setDefault(&opts.BackoffInitial, time.Second)
+	setDefault(&opts.BackoffMax, 30*time.Second)
+	setDefault(&opts.BackoffReset, time.Minute)
+	setDefault(&opts.DrainTimeout, 30*time.Second)
+	setDefault(&opts.StopGrace, 10*time.Second)
+	if opts.BackoffMax < opts.BackoffInitial {
+		opts.BackoffMax = opts.BackoffInitial
+	}
+	if opts.MaxStartFailures <= 0 {
+		opts.MaxStartFailures = 5
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s.opts = opts
+	s.log = opts.Logger.With("model", opts.Model)
+	s.logDir = filepath.Join(opts.DataDir, "logs")
+	s.policy = policy{initial: opts.BackoffInitial, max: opts.BackoffMax, reset: opts.BackoffReset, maxFailures: opts.MaxStartFailures}
+	return s, nil
+}
+
+func setDefault(d *time.Duration, v time.Duration) {
+	if *d <= 0 {
+		*d = v
+	}
+}
+
+// Model returns the model's name.
+func (s *Supervisor) Model() string { return s.opts.Model }
+
+// SetReplicas asks for n replicas (0 stops them all) and returns without
+// waiting for them to start or drain: Run does that, and Status or the pool
+// show the progress. It may be called before Run (Run starts n) and while
+// Run runs; after Run returned it returns ErrStopped. A failed model is
+// restarted by a call with a count other than the one it failed at (0 then
+// n included), not by one that repeats it, so that a scaler re-asserting
+// its count does not restart a crash loop. ctx bounds only the call.
+func (s *Supervisor) SetReplicas(ctx context.Context, n int) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if n < 0 {
+		return fmt.Errorf("supervisor: model %q: %d replicas is negative", s.opts.Model, n)
+	}
+	if s.opts.MaxReplicas > 0 && n > s.opts.MaxReplicas {
+		return fmt.Errorf("supervisor: model %q: %d replicas is more than maxReplicas (%d)", s.opts.Model, n, s.opts.MaxReplicas)
+	}
+	s.mu.Lock()
+	if s.state == stopped {
+		s.mu.Unlock()
+		return ErrStopped
+	}
+	if n != s.desired {
+		s.log.Info("replicas", "from", s.desired, "to", n)
+	}
+	s.desired = n
+	if s.failed && n != s.failedAt {
+		s.failed, s.reason = false, ""
+		s.log.Info("restarting failed model", "replicas", n)
+	}
+	s.mu.Unlock()
+	s.poke()
+	return nil
+}
+
+func (s *Supervisor) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Status returns the supervisor's state now.
+func (s *Supervisor) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Status{
+		Model:    s.opts.Model,
+		Desired:  s.desired,
+		Failed:   s.failed,
+		Reason:   s.reason,
+		Restarts: s.restarts,
+	}
+	for _, r := range s.replicas {
+		rs := r.status
+		if rs.Pid != 0 {
+			st.Running++
+		}
+		if rs.State == StateReady {
+			st.Ready++
+		}
+		st.Replicas = append(st.Replicas, rs)
+	}
+	slices.SortFunc(st.Replicas, func(a, b ReplicaStatus) int { return cmp.Compare(a.Index, b.Index) })
+	return st
+}
+
+// Run starts and stops replicas to match SetReplicas, restarts those that
+// exit, and probes their readiness, until ctx is done. Then it withdraws
+// every replica from the pool at once (the gateway drains before it cancels
+// ctx), stops their process groups, waits for them to exit and returns nil.
+// Run may be called once.
+func (s *Supervisor) Run(ctx context.Context) error {
+	s.mu.Lock()
+	if s.state != notRun {
+		s.mu.Unlock()
+		return fmt.Errorf("supervisor: model %q: Run called twice", s.opts.Model)
+	}
+	s.state = running
+	s.mu.Unlock()
+
+	var wg sync.WaitGroup
+	for {
+		s.reconcile(ctx, &wg)
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			s.mu.Lock()
+			s.state = stopped
+			s.mu.Unlock()
+			return nil
+		case <-s.wake:
+		}
+	}
+}
+
+// reconcile starts replicas up to the desired count, unless the model
+// failed, and asks the surplus to stop: first those not ready, then the
+// newest.
+func (s *Supervisor) reconcile(ctx context.Context, wg *sync.WaitGroup) {
+	if ctx.Err() != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var live []*replica
+	for _, r := range s.replicas {
+		if !r.stopping {
+			live = append(live, r)
+		}
+	}
+	for len(live) < s.desired && !s.failed {
+		r := s.newReplica(ctx)
+		live = append(live, r)
+		wg.Go(func() { s.runReplica(ctx, r) })
+	}
+	if len(live) <= s.desired {
+		return
+	}
+	slices.SortFunc(live, func(a, b *replica) int {
+		ar, br := a.status.State == StateReady, b.status.State == StateReady
+		if ar != br {
+			if ar {
+				return 1
+			}
+			return -1
+		}
+		return cmp.Compare(b.index, a.index)
+	})
+	for _, r := range live[:len(live)-s.desired] {
+		r.stopping = true
+		r.stop()
+	}
+}
+
+// newReplica adds a replica with the lowest free index. s.mu is held.
+func (s *Supervisor) newReplica(ctx context.Context) *replica {
+	idx := 0
+	for slices.ContainsFunc(s.replicas, func(r *replica) bool { return r.index == idx }) {
+		idx++
+	}
+	down, stop := context.WithCancel(ctx)
+	r := &replica{index: idx, down: down, stop: stop, status: ReplicaStatus{Index: idx, State: StateStarting}}
+	s.replicas = append(s.replicas, r)
+	return r
+}
+
+// forget removes r once its goroutine is done, and lets Run reconcile.
+func (s *Supervisor) forget(r *replica) {
+	r.stop()
+	s.mu.Lock()
+	s.replicas = slices.DeleteFunc(s.replicas, func(x *replica) bool { return x == r })
+	s.mu.Unlock()
+	s.poke()
+}
+
+// Set is a group of Supervisors by model name: what `infergate serve`
+// runs, and the Scaler an autoscaler drives. It is immutable after NewSet
+// and safe for concurrent use.
+type Set struct {
+	byModel map[string]*Supervisor
+	order   []*Supervisor
+}
+
+// NewSet returns a Set of sups; two for one model are an error.
+func NewSet(sups ...*Supervisor) (*Set, error) {
+	set := &Set{byModel: make(map[string]*Supervisor, len(sups))}
+	for _, s := range sups {
+		if _, dup := set.byModel[s.Model()]; dup {
+			return nil, fmt.Errorf("supervisor: two supervisors for model %q", s.Model())
+		}
+		set.byModel[s.Model()] = s
+		set.order = append(set.order, s)
+	}
+	return set, nil
+}
+
+// ErrUnknownModel is in the chain of SetReplicas's error for a model the
+// Set does not supervise.
+var ErrUnknownModel = errors.New("model not supervised")
+
+// Get returns the model's Supervisor, nil if none.
+func (set *Set) Get(model string) *Supervisor { return set.byModel[model] }
+
+// SetReplicas asks model's Supervisor for n replicas; see
+// Supervisor.SetReplicas.
+func (set *Set) SetReplicas(ctx context.Context, model string, n int) error {
+	s := set.byModel[model]
+	if s == nil {
+		return fmt.Errorf("supervisor: %q: %w", model, ErrUnknownModel)
+	}
+	return s.SetReplicas(ctx, n)
+}
+
+// Run runs every Supervisor until ctx is done and they have all stopped
+// their replicas.
+func (set *Set) Run(ctx context.Context) error {
+	errs := make([]error, len(set.order))
+	var wg sync.WaitGroup
+	for i, s := range set.order {
+		wg.Go(func() { errs[i] = s.Run(ctx) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Status returns every Supervisor's Status, in the order given to NewSet.
+func (set *Set) Status() []Status {
+	out := make([]Status, 0, len(set.order))
+	for _, s := range set.order {
+		out = append(out, s.Status())
+	}
+	return out
+}

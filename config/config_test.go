@@ -352,7 +352,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown infergate annotation",
 			yaml: doc(`name: iris, annotations: {infergate.io/endpoint: "http://h:1"}`, "", onnxModel),
-			want: "m.yaml: document 1: metadata.annotations[infergate.io/endpoint]: unknown infergate annotation (known: infergate.io/command, infergate.io/endpoints)",
+			want: "m.yaml: document 1: metadata.annotations[infergate.io/endpoint]: unknown infergate annotation (known: infergate.io/command, infergate.io/endpoints, infergate.io/pipeline)",
 		},
 
 		// The endpoints annotation.
@@ -460,12 +460,12 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "protocol v1",
 			yaml: doc(irisMeta, "", onnxModel+", protocolVersion: v1"),
-			want: `m.yaml: document 1: spec.predictor.model.protocolVersion: "v1" is KServe's v1 protocol; infergate speaks the Open Inference Protocol (v2 or grpc-v2)`,
+			want: `m.yaml: document 1: spec.predictor.model.protocolVersion: "v1" (KServe's v1 protocol) is supported only for runtimes at URLs (annotation infergate.io/endpoints); runtimes infergate starts speak v2 or grpc-v2`,
 		},
 		{
 			name: "protocol grpc-v1",
 			yaml: doc(irisMeta, "", onnxModel+", protocolVersion: grpc-v1"),
-			want: `m.yaml: document 1: spec.predictor.model.protocolVersion: "grpc-v1" is KServe's v1 protocol; infergate speaks the Open Inference Protocol (v2 or grpc-v2)`,
+			want: `m.yaml: document 1: spec.predictor.model.protocolVersion: "grpc-v1" is not supported; use v1 (REST), v2 or grpc-v2`,
 		},
 		{
 			name: "protocol unknown",
@@ -796,5 +796,58 @@ func TestLoadPathEmptyDir(t *testing.T) {
 	got, err := config.LoadPath(t.TempDir())
 	if err != nil || got != nil {
 		t.Errorf("LoadPath(empty dir) = %v, %v; want nil, nil", got, err)
+	}
+}
+
+func TestProtocolV1AndPipeline(t *testing.T) {
+	tests := []struct {
+		name, meta, model string
+		want              []config.Endpoint
+		wantErr           string
+	}{
+		{
+			name:  "v1 at a URL",
+			meta:  `name: iris, annotations: {infergate.io/endpoints: "http://127.0.0.1:9000"}`,
+			model: "modelFormat: {name: sklearn}, protocolVersion: v1",
+			want:  []config.Endpoint{{URL: "http://127.0.0.1:9000", Protocol: config.ProtocolKServeV1, Address: "127.0.0.1:9000"}},
+		},
+		{
+			name:    "v1 over grpc",
+			meta:    `name: iris, annotations: {infergate.io/endpoints: "grpc://127.0.0.1:9000"}`,
+			model:   "modelFormat: {name: sklearn}, protocolVersion: v1",
+			wantErr: `metadata.annotations[infergate.io/endpoints]: "grpc://127.0.0.1:9000": protocolVersion v1 runtimes are reached over http`,
+		},
+		{
+			name:  "pipeline on REST only",
+			meta:  `name: iris, annotations: {infergate.io/endpoints: "http://127.0.0.1:9000, grpc://127.0.0.1:9001", infergate.io/pipeline: "true"}`,
+			model: "modelFormat: {name: onnx}",
+			want: []config.Endpoint{
+				{URL: "http://127.0.0.1:9000", Protocol: config.ProtocolREST, Address: "127.0.0.1:9000", Pipeline: true},
+				{URL: "grpc://127.0.0.1:9001", Protocol: config.ProtocolGRPC, Address: "127.0.0.1:9001"},
+			},
+		},
+		{
+			name:    "pipeline not a bool",
+			meta:    `name: iris, annotations: {infergate.io/endpoints: "http://127.0.0.1:9000", infergate.io/pipeline: "yes"}`,
+			model:   "modelFormat: {name: onnx}",
+			wantErr: `metadata.annotations[infergate.io/pipeline]: "yes" is not true or false`,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			models, err := config.Parse("m.yaml", []byte(doc(tc.meta, "", tc.model)), "")
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Parse error = %v, want it to contain %s", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, models[0].Endpoints); diff != "" {
+				t.Errorf("endpoints (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -54,6 +54,16 @@ func toModel(isvc *InferenceService, d *docProblems, baseDir string) Model {
 		m.Command = parseCommand(rawCommand, ms != nil && ms.StorageURI != "", d)
 	}
 	readPredictor(&m, &isvc.Spec.Predictor, d)
+	for i := range m.Endpoints {
+		e := &m.Endpoints[i]
+		switch {
+		case m.Protocol == ProtocolKServeV1 && e.Protocol == ProtocolGRPC:
+			d.addf(annotationField(AnnotationEndpoints), "%s: protocolVersion v1 runtimes are reached over http", quote(e.URL))
+		case m.Protocol == ProtocolKServeV1:
+			e.Protocol = ProtocolKServeV1
+		}
+		e.Pipeline = m.Pipeline && e.Protocol == ProtocolREST
+	}
 	return m
 }
 
@@ -76,6 +86,13 @@ func readMetadata(m *Model, meta ObjectMeta, d *docProblems) {
 	if raw, ok := meta.Annotations[AnnotationEndpoints]; ok {
 		m.Endpoints = parseEndpoints(raw, d)
 	}
+	if raw, ok := meta.Annotations[AnnotationPipeline]; ok {
+		v, err := strconv.ParseBool(raw)
+		if err != nil {
+			d.addf(annotationField(AnnotationPipeline), "%s is not true or false", quote(raw))
+		}
+		m.Pipeline = v
+	}
 }
 
 // readModel reads spec.predictor.model. remote says the model is served at
@@ -85,7 +102,7 @@ func readMetadata(m *Model, meta ObjectMeta, d *docProblems) {
 func readModel(m *Model, ms *ModelSpec, remote, custom bool, baseDir string, d *docProblems) {
 	m.Format = ms.ModelFormat.Name
 	m.FormatVersion = ms.ModelFormat.Version
-	m.Protocol = parseProtocol(ms.ProtocolVersion, d)
+	m.Protocol = parseProtocol(ms.ProtocolVersion, remote, d)
 	if ms.ModelFormat.Name == "" {
 		d.addf(fFormatName, "required")
 	}
@@ -250,16 +267,22 @@ func annotationField(key string) string {
 	return "metadata.annotations[" + key + "]"
 }
 
-// parseProtocol reads protocolVersion. KServe's v1 protocols are refused:
-// infergate speaks only the Open Inference Protocol.
-func parseProtocol(v string, d *docProblems) Protocol {
+// parseProtocol reads protocolVersion. KServe's v1 REST protocol is
+// accepted for runtimes at URLs (the gateway adapts it to OIP); the runtimes
+// infergate starts speak OIP, and v1 over gRPC is not supported.
+func parseProtocol(v string, remote bool, d *docProblems) Protocol {
 	switch v {
 	case "", "v2":
 		return ProtocolREST
 	case "grpc-v2":
 		return ProtocolGRPC
-	case "v1", "grpc-v1":
-		d.addf(fProtocol, "%s is KServe's v1 protocol; infergate speaks the Open Inference Protocol (v2 or grpc-v2)", quote(v))
+	case "v1":
+		if remote {
+			return ProtocolKServeV1
+		}
+		d.addf(fProtocol, "%s (KServe's v1 protocol) is supported only for runtimes at URLs (annotation %s); runtimes infergate starts speak v2 or grpc-v2", quote(v), AnnotationEndpoints)
+	case "grpc-v1":
+		d.addf(fProtocol, "%s is not supported; use v1 (REST), v2 or grpc-v2", quote(v))
 	default:
 		d.addf(fProtocol, "%s is not v2 or grpc-v2", quote(v))
 	}

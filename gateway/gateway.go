@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -272,6 +273,9 @@ func (g *Gateway) grpcServer() *grpc.Server {
 		grpc.MaxRecvMsgSize(g.opts.MaxBodyBytes),
 		grpc.MaxSendMsgSize(g.opts.MaxBodyBytes),
 		grpc.ForceServerCodecV2(oip.Codec{}),
+		// Reused handler goroutines keep their grown stacks: without them
+		// every call starts a goroutine whose stack is grown anew.
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 	)
 	srv.RegisterService(serviceDesc(), grpcService{g: g})
 	healthpb.RegisterHealthServer(srv, g.health)

@@ -307,8 +307,10 @@ func endpointClients(m config.Model) ([]runtimes.Client, error) {
 			err = fmt.Errorf("%s: model %q: endpoint %s: TLS to runtimes is not supported yet; use http:// or grpc:// on a trusted network", m.Source, m.Name, e.URL)
 		case e.Protocol == config.ProtocolGRPC:
 			c, err = runtimes.NewGRPCClient(runtimes.GRPCOptions{Addr: e.Address})
+		case e.Protocol == config.ProtocolKServeV1:
+			c, err = runtimes.NewKServeV1Client(runtimes.KServeV1Options{Addr: e.Address})
 		default:
-			c, err = runtimes.NewRESTClient(runtimes.RESTOptions{Addr: e.Address})
+			c, err = runtimes.NewRESTClient(runtimes.RESTOptions{Addr: e.Address, Pipeline: e.Pipeline})
 		}
 		if err != nil {
 			return nil, err

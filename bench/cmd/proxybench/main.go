@@ -42,9 +42,12 @@ import (
 
 // The models the gateway routes: one to the upstream's REST port, one to
 // its gRPC port. nginx and haproxy forward whatever path they get.
+// pipeModel is routed to the REST port with HTTP/1.1 pipelining
+// (infergate.io/pipeline).
 const (
 	restModel = "iris"
 	grpcModel = "iris-grpc"
+	pipeModel = "iris-pipelined"
 )
 
 type flags struct {
@@ -92,7 +95,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&f.gatewayEnv, "gateway-env", "KEY=VALUE added to the gateway's environment (GOMAXPROCS, GOGC, GODEBUG...); repeatable")
 	fs.BoolVar(&f.keep, "keep", false, "keep the temporary directory (configs and logs)")
 	fs.BoolVar(&f.upstream, "upstream", false, "internal: run as the trivial runtime")
-	fs.StringVar(&f.upstreamModels, "upstream-models", restModel+","+grpcModel, "internal: models the trivial runtime serves")
+	fs.StringVar(&f.upstreamModels, "upstream-models", restModel+","+grpcModel+","+pipeModel, "internal: models the trivial runtime serves")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -142,13 +145,14 @@ func runUpstream(models string, stdout io.Writer) error {
 const (
 	tDirectREST  = "direct-rest"
 	tGatewayREST = "gateway-rest"
+	tGatewayPipe = "gateway-rest-pipelined"
 	tNginx       = "nginx"
 	tHAProxy     = "haproxy"
 	tDirectGRPC  = "direct-grpc"
 	tGatewayGRPC = "gateway-grpc"
 )
 
-var allTargets = []string{tDirectREST, tGatewayREST, tNginx, tHAProxy, tDirectGRPC, tGatewayGRPC}
+var allTargets = []string{tDirectREST, tGatewayREST, tGatewayPipe, tNginx, tHAProxy, tDirectGRPC, tGatewayGRPC}
 
 // target is one way to reach the runtime.
 type target struct {
@@ -289,16 +293,16 @@ func (d *driver) started(p *proc, err error) error {
 func (d *driver) start(ctx context.Context) error {
 	f := d.f
 	var err error
-	d.upstream, d.upREST, d.upGRPC, err = startUpstream(ctx, filepath.Join(d.dir, "upstream.log"), []string{restModel, grpcModel})
+	d.upstream, d.upREST, d.upGRPC, err = startUpstream(ctx, filepath.Join(d.dir, "upstream.log"), []string{restModel, grpcModel, pipeModel})
 	if err := d.started(d.upstream, err); err != nil {
 		return err
 	}
 	if d.want[tDirectREST] {
-		if err := d.addREST(tDirectREST, "direct REST", nil, d.upREST); err != nil {
+		if err := d.addREST(tDirectREST, "direct REST", nil, d.upREST, restModel); err != nil {
 			return err
 		}
 	}
-	if d.want[tGatewayREST] || d.want[tGatewayGRPC] || f.profileDir != "" {
+	if d.want[tGatewayREST] || d.want[tGatewayPipe] || d.want[tGatewayGRPC] || f.profileDir != "" {
 		if _, err := os.Stat(f.infergate); err != nil {
 			return fmt.Errorf("-infergate %s: %w (run make build)", f.infergate, err)
 		}
@@ -311,7 +315,12 @@ func (d *driver) start(ctx context.Context) error {
 			return err
 		}
 		if d.want[tGatewayREST] {
-			if err := d.addREST(tGatewayREST, "gateway REST", d.gateway, d.gwAddrs.rest); err != nil {
+			if err := d.addREST(tGatewayREST, "gateway REST", d.gateway, d.gwAddrs.rest, restModel); err != nil {
+				return err
+			}
+		}
+		if d.want[tGatewayPipe] {
+			if err := d.addREST(tGatewayPipe, "gateway REST pipelined", d.gateway, d.gwAddrs.rest, pipeModel); err != nil {
 				return err
 			}
 		}
@@ -326,7 +335,7 @@ func (d *driver) start(ctx context.Context) error {
 			if err := d.started(d.nginx, err); err != nil {
 				return err
 			}
-			if err := d.addREST(tNginx, "nginx", d.nginx, a.rest); err != nil {
+			if err := d.addREST(tNginx, "nginx", d.nginx, a.rest, restModel); err != nil {
 				return err
 			}
 		}
@@ -341,7 +350,7 @@ func (d *driver) start(ctx context.Context) error {
 			if err := d.started(d.haproxy, err); err != nil {
 				return err
 			}
-			if err := d.addREST(tHAProxy, "haproxy", d.haproxy, a.rest); err != nil {
+			if err := d.addREST(tHAProxy, "haproxy", d.haproxy, a.rest, restModel); err != nil {
 				return err
 			}
 		}
@@ -369,10 +378,10 @@ func (d *driver) start(ctx context.Context) error {
 
 // addREST adds a REST target whose every answer must be the runtime's,
 // byte for byte.
-func (d *driver) addREST(key, label string, p *proc, addr string) error {
-	want := bench.IrisResponseJSON(restModel)
+func (d *driver) addREST(key, label string, p *proc, addr, model string) error {
+	want := bench.IrisResponseJSON(model)
 	rt, err := bench.NewRESTTarget(bench.RESTOptions{
-		Addr: addr, Model: restModel, Body: bench.IrisRequestJSON(), Timeout: d.f.timeout,
+		Addr: addr, Model: model, Body: bench.IrisRequestJSON(), Timeout: d.f.timeout,
 		Check: func(status int, body []byte) error {
 			if status != 200 {
 				return &bench.StatusError{Code: status}

@@ -100,6 +100,18 @@ spec:
     model:
       modelFormat: {name: onnx}
       protocolVersion: grpc-v2
+---
+apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata:
+  name: {{.PipeModel}}
+  annotations:
+    infergate.io/endpoints: "http://{{.UpstreamREST}}"
+    infergate.io/pipeline: "true"
+spec:
+  predictor:
+    model:
+      modelFormat: {name: onnx}
 `))
 
 func writeTemplate(path string, t *template.Template, data any) error {
@@ -177,7 +189,7 @@ func startGateway(ctx context.Context, bin, dir, upREST, upGRPC string, env []st
 		return nil, a, err
 	}
 	err := writeTemplate(filepath.Join(cfgDir, "models.yaml"), gatewayConf, map[string]string{
-		"RESTModel": restModel, "GRPCModel": grpcModel, "UpstreamREST": upREST, "UpstreamGRPC": upGRPC,
+		"RESTModel": restModel, "GRPCModel": grpcModel, "PipeModel": pipeModel, "UpstreamREST": upREST, "UpstreamGRPC": upGRPC,
 	})
 	if err != nil {
 		return nil, a, err

@@ -288,21 +288,7 @@ func appendJSONData(dst []byte, dt DataType, data []byte) []byte {
 	le := binary.LittleEndian
 	switch dt {
 	case FP32:
-		// The hot path: each element is written in place, comma and all,
-		// and the last comma is dropped.
-		for i := 0; i+4 <= len(data); i += 4 {
-			if cap(dst)-len(dst) < float32Room+1 {
-				dst = slices.Grow(dst, float32Room+1+(len(data)-i)/4*12)
-			}
-			n := len(dst)
-			b := dst[n : n+float32Room+1]
-			w := putFloat32(b[:float32Room], math.Float32frombits(le.Uint32(data[i:])))
-			b[w] = ','
-			dst = dst[:n+w+1]
-		}
-		if len(data) > 0 {
-			dst = dst[:len(dst)-1]
-		}
+		dst = appendFloat32s(dst, data)
 	case FP64:
 		for i := 0; i+8 <= len(data); i += 8 {
 			if i > 0 {
@@ -384,9 +370,126 @@ func appendJSONInts(dst []byte, dt DataType, data []byte) []byte {
 	return dst
 }
 
-// float32Room is the most bytes putFloat32 writes: a sign, nine digits,
-// a point and four zeros ("-0.000012345678") or an exponent.
-const float32Room = 32
+// appendFloat32s appends the little-endian float32s of data as
+// comma-separated JSON values, each as appendFloat32 would append it.
+//
+// This is the hot path of JSON encoding, so the common case, a normal
+// float32 that is not a power of two, is handled inline: schubfach32
+// without its irregular case, writing in place, comma and all. Every other
+// value goes through putFloat32.
+func appendFloat32s(dst, data []byte) []byte {
+	if len(data) < 4 {
+		return dst
+	}
+	le := binary.LittleEndian
+	// Reserve the worst case, 16 bytes an element, once: the loop then
+	// keeps only an offset into buf.
+	dst = slices.Grow(dst, len(data)/4*16+float32Room)
+	buf := dst[:cap(dst)]
+	n := len(dst)
+	for i := 0; i < len(data)-3; i += 4 {
+		b := (*[float32Room]byte)(buf[n : n+float32Room])
+		u := le.Uint32(data[i : i+4])
+		bq := int(u>>23) & 0xff
+		frac := u & (1<<23 - 1)
+		var w int
+		if bq == 0 || bq == 0xff || frac == 0 {
+			w = putFloat32(b, math.Float32frombits(u))
+		} else {
+			// schubfach32 inlined, for c·2^q with c > 2^23.
+			b[0] = '-'
+			o := int(u>>31) & 1 // the digits start after the sign, if any
+			cb := uint64(1<<23|frac) << 2
+			out := uint64(frac & 1)
+			e := &schubfachQ32[(bq-1)&255]
+			g, k, h := e.g, int(e.k), uint(e.h)&63
+			hi, lo := bits.Mul64(g, cb<<h)
+			dlo, dhi := g<<((h+1)&63), g>>((63-h)&63)
+			_, carry := bits.Add64(lo, dlo, 0)
+			rhi, _ := bits.Add64(hi, dhi, carry)
+			_, borrow := bits.Sub64(lo, dlo, 0)
+			lhi, _ := bits.Sub64(hi, dhi, borrow)
+			vb, vbl, vbr := rop32(hi), rop32(lhi), rop32(rhi)
+			// schubfach32's choices, made without branches: for random
+			// data they are coin tosses the branch predictor loses.
+			s := vb >> 2
+			sp := s / 10
+			upin := b2u(vbl+out <= sp*40)
+			wpin := b2u((sp+1)*40+out <= vbr)
+			short := b2u(s >= 10) & (upin ^ wpin) // one digit fewer will do
+			uin := b2u(vbl+out <= s<<2)
+			win := b2u((s+1)<<2+out <= vbr)
+			mid := s<<2 + 2 // vb at the midpoint of s and s+1
+			closer := b2u(vb > mid) | b2u(vb == mid)&s&1
+			full := s + win&(uin^1|closer)
+			dec := full ^ (full^(sp+wpin))&-short
+			// putDecimal inlined for the %f layouts.
+			dec32, e10 := uint32(dec), k+int(short)
+			top := dec32 / 1e8
+			z := swar8(dec32 - top*1e8)
+			t := bits.Len32(dec32) * 1233 >> 12
+			nd := t + 1 - int((uint64(dec32)-uint64(pow10u32[t&15]))>>63)
+			dp := nd + e10
+			if dp < -3 || dp > 6 {
+				w = o + putDecimal((*[32]byte)(b[o:o+32]), dec32, e10)
+			} else {
+				zc := z + 0x3030303030303030
+				lo, hi := uint64('0'+top)|zc<<8, zc>>56
+				if sh := uint(8 * (9 - nd)); sh < 64 {
+					lo, hi = lo>>(sh&63)|hi<<1<<((63-sh)&63), hi>>(sh&63)
+				} else {
+					lo, hi = hi, 0
+				}
+				if z != 0 {
+					nd -= bits.LeadingZeros64(z) >> 3
+				} else {
+					nd -= 8
+				}
+				switch {
+				case dp <= 0: // 0.000ddd
+					p := o + (2-dp)&7
+					le.PutUint64(b[o:o+8], 0x3030303030302e30) // "0.000000"
+					le.PutUint64(b[p:p+8], lo)
+					le.PutUint64(b[p+8:p+16], hi)
+					w = p + nd
+				case dp >= nd: // ddd000
+					le.PutUint64(b[o:o+8], lo)
+					le.PutUint64(b[o+8:o+16], hi)
+					p := o + nd&15
+					le.PutUint64(b[p:p+8], 0x3030303030303030)
+					w = o + dp
+				default: // ddd.ddd
+					le.PutUint64(b[o:o+8], lo)
+					le.PutUint64(b[o+8:o+16], hi)
+					p := o + dp&7
+					sh := uint(8*dp) & 63
+					le.PutUint64(b[p+1:p+9], lo>>sh|hi<<1<<((63-sh)&63))
+					le.PutUint64(b[p+9:p+17], hi>>sh)
+					b[p] = '.'
+					w = o + nd + 1
+				}
+			}
+		}
+		w &= 31
+		b[w] = ','
+		n += w + 1
+	}
+	return buf[:n-1] // without the last comma
+}
+
+// b2u returns 1 for true and 0 for false, without a branch.
+func b2u(b bool) uint64 {
+	var u uint64
+	if b {
+		u = 1
+	}
+	return u
+}
+
+// float32Room is the room putFloat32 needs: at most 15 bytes of output
+// ("-0.000012345678" or "-1.2345678e-38") and scribbling room after it for
+// 8-byte stores.
+const float32Room = 40
 
 // appendFloat32 appends f exactly as strconv.AppendFloat(dst, float64(f),
 // 'g', -1, 32) would, except that non-finite values become the JSON
@@ -394,57 +497,46 @@ const float32Room = 32
 func appendFloat32(dst []byte, f float32) []byte {
 	dst = slices.Grow(dst, float32Room)
 	n := len(dst)
-	return dst[:n+putFloat32(dst[n:n+float32Room], f)]
+	return dst[:n+putFloat32((*[float32Room]byte)(dst[n:n+float32Room]), f)]
 }
 
-// putFloat32 writes f as appendFloat32 appends it to the start of b, which
-// must be float32Room long, and returns how many bytes it wrote. It finds
-// the shortest decimal with Raffaello Giulietti's Schubfach algorithm ("The
-// Schubfach way to render doubles", 2020) specialised to float32, which
-// takes three 64×64-bit multiplications and no loops, and lays the digits
-// out in place: about three times faster than strconv.AppendFloat.
-func putFloat32(b []byte, f float32) int {
-	_ = b[float32Room-1]
+// putFloat32 writes f as appendFloat32 appends it to the start of b and
+// returns how many bytes it wrote; it may scribble on the bytes after them.
+// It finds the shortest decimal with Raffaello Giulietti's Schubfach
+// algorithm ("The Schubfach way to render doubles", 2020) specialised to
+// float32, and lays the digits out with a few 8-byte stores: about twice
+// as fast as strconv.AppendFloat. appendFloat32s inlines the common case.
+func putFloat32(b *[float32Room]byte, f float32) int {
 	bits := math.Float32bits(f)
 	if bits&0x7f800000 == 0x7f800000 {
 		switch {
 		case bits&0x7fffff != 0:
-			return copy(b, `"NaN"`)
+			return copy(b[:], `"NaN"`)
 		case bits>>31 != 0:
-			return copy(b, `"-Infinity"`)
+			return copy(b[:], `"-Infinity"`)
 		}
-		return copy(b, `"Infinity"`)
+		return copy(b[:], `"Infinity"`)
 	}
-	o := 0
-	if bits>>31 != 0 {
-		b[0] = '-'
-		o = 1
-	}
+	b[0] = '-'
+	o := int(bits >> 31) // the digits start after the sign, if any
 	frac := bits & (1<<23 - 1)
 	bq := int(bits>>23) & 0xff
-	var dec uint64
-	e10 := 0
-	switch {
-	case bq != 0: // normal: f = c·2^q with q = bq-150
-		mq := 150 - bq
-		c := 1<<23 | frac
-		if 0 < mq && mq < 24 && c>>mq<<mq == c { // a small integer
-			dec = uint64(c >> mq)
-		} else {
-			dec, e10 = schubfach32(-mq, c)
+	q, c := bq-150, 1<<23|frac // f = c·2^q
+	if bq == 0 {
+		if frac < 8 {
+			// Zero, or one of the seven tiniest subnormals, for which
+			// Schubfach lacks the precision (Java scales them by 10 and
+			// then prints two digits where strconv prints one).
+			if frac == 0 {
+				b[o] = '0'
+				return o + 1
+			}
+			return o + len(strconv.AppendFloat(b[o:o], float64(math.Float32frombits(frac)), 'g', -1, 32))
 		}
-	case frac == 0:
-		b[o] = '0'
-		return o + 1
-	case frac < 8:
-		// Schubfach lacks the precision for the seven tiniest
-		// subnormals (Java scales them by 10 and then prints two digits
-		// where strconv prints one), so leave them to strconv.
-		return o + len(strconv.AppendFloat(b[o:o], float64(math.Float32frombits(frac)), 'g', -1, 32))
-	default:
-		dec, e10 = schubfach32(-149, frac)
+		q, c = -149, frac
 	}
-	return o + putDecimal(b[o:], uint32(dec), e10)
+	dec, e10 := schubfach32(q, c)
+	return o + putDecimal((*[32]byte)(b[o&1:o&1+32]), uint32(dec), e10)
 }
 
 // schubfachG32 holds g1(k) for k in [-45, 31]: the top 63 bits of
@@ -474,13 +566,14 @@ var schubfachG32 = [...]uint64{
 }
 
 // schubfachQ32 holds, for each binary exponent q in [-149, 104] of a
-// float32 with the regular spacing, what schubfach32 needs: k =
-// floor(log10(2^q)), h = q + floor(log2(10^-k)) + 33 and g = g1(k)+1.
-var schubfachQ32 = func() (t [254]struct {
+// float32 with the regular spacing (at index q+149), what schubfach32
+// needs: k = floor(log10(2^q)), h = q + floor(log2(10^-k)) + 33 and
+// g = g1(k)+1.
+var schubfachQ32 = func() (t [256]struct {
 	g    uint64
 	k, h int32
 }) {
-	for i := range t {
+	for i := range 254 {
 		q := i - 149
 		k := int(int64(q) * 661971961083 >> 41)
 		t[i].g = schubfachG32[k+45] + 1
@@ -496,12 +589,12 @@ var schubfachQ32 = func() (t [254]struct {
 func schubfach32(q int, c uint32) (dec uint64, e10 int) {
 	out := uint64(c & 1) // an odd c has an open rounding interval
 	cb := uint64(c) << 2 // the bounds are cb-2 (or cb-1 below a power of two) and cb+2
-	e := &schubfachQ32[uint(q+149)%uint(len(schubfachQ32))]
-	g, k, h := e.g, int(e.k), uint(e.h)
+	e := &schubfachQ32[(q+149)&255]
+	g, k, h := e.g, int(e.k), uint(e.h)&63 // h is in [29, 37]
 	irregular := c == 1<<23 && q != -149
 	if irregular { // at a power of two the interval below is half as wide
 		k = int((int64(q)*661971961083 - 274743187321) >> 41) // floor(log10(3/4·2^q))
-		h = uint(q+int(int64(-k)*913124641741>>38)) + 33
+		h = uint(q+int(int64(-k)*913124641741>>38)+33) & 63
 		g = schubfachG32[k+45] + 1
 	}
 	// vb, vbl and vbr are the top bits of g·(cb<<h), g·(cbl<<h) and
@@ -509,11 +602,11 @@ func schubfach32(q int, c uint32) (dec uint64, e10 int) {
 	// products differ from the first by g<<(h+1) (or g<<h): one
 	// multiplication and two 128-bit additions give all three exactly.
 	hi, lo := bits.Mul64(g, cb<<h)
-	_, carry := bits.Add64(lo, g<<(h+1), 0)
-	rhi, _ := bits.Add64(hi, g>>(63-h), carry)
-	dlo, dhi := g<<(h+1), g>>(63-h)
+	dlo, dhi := g<<((h+1)&63), g>>((63-h)&63)
+	_, carry := bits.Add64(lo, dlo, 0)
+	rhi, _ := bits.Add64(hi, dhi, carry)
 	if irregular {
-		dlo, dhi = g<<h, g>>(64-h)
+		dlo, dhi = g<<h, g>>((64-h)&63)
 	}
 	_, borrow := bits.Sub64(lo, dlo, 0)
 	lhi, _ := bits.Sub64(hi, dhi, borrow)
@@ -560,72 +653,80 @@ const digitPairs = "000102030405060708091011121314151617181920212223242526272829
 
 var pow10u32 = [16]uint32{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9}
 
-// putDecimal writes dec·10^e10 (0 < dec < 10^9) to the start of b, which
-// must be float32Room-1 long, as strconv's 'g' format does for shortest
-// output: %e when the exponent is < -4 or >= 6 (with at least two exponent
-// digits), %f otherwise. It returns how many bytes it wrote, and may
-// scribble on the bytes after them.
+// putDecimal writes dec·10^e10 (0 < dec < 10^9) to the start of b as
+// strconv's 'g' format does for shortest output: %e when the exponent is
+// < -4 or >= 6 (with at least two exponent digits), %f otherwise. It
+// returns how many bytes it wrote, at most 14, and may scribble on the
+// bytes after them.
 //
 // The digits are made in parallel with SWAR arithmetic, held in two
 // registers as a 16-byte string, and placed with 8-byte stores: no
 // division loop, no branch on the digit count, and no reloading of bytes
-// just stored (which would stall store-to-load forwarding).
-func putDecimal(b []byte, dec uint32, e10 int) int {
-	_ = b[float32Room-2]
+// just stored (which would stall store-to-load forwarding). Offsets are
+// masked to their known ranges so the compiler can drop bounds checks.
+func putDecimal(b *[32]byte, dec uint32, e10 int) int {
 	top := dec / 1e8 // the ninth digit from the right, if any
 	z := swar8(dec - top*1e8)
 	t := bits.Len32(dec) * 1233 >> 12 // log10 estimate, at most one short
 	nd := t + 1 - int((uint64(dec)-uint64(pow10u32[t&15]))>>63)
 	dp := nd + e10 // position of the decimal point
+	// lo,hi: the digits of dec, first in the lowest byte of lo, made by
+	// shifting the nine-digit string top,z right past its leading zeros.
+	zc := z + 0x3030303030303030
+	lo, hi := uint64('0'+top)|zc<<8, zc>>56
+	if sh := uint(8 * (9 - nd)); sh < 64 {
+		lo, hi = lo>>(sh&63)|hi<<1<<((63-sh)&63), hi>>(sh&63)
+	} else {
+		lo, hi = hi, 0
+	}
 	// Trailing zero digits are the zero bytes at the top of z.
 	if z != 0 {
 		nd -= bits.LeadingZeros64(z) >> 3
 	} else {
 		nd -= 8 // dec = top·10^8 with top < 10
 	}
-	// The digits of dec, first in the lowest byte of lo: the nine-digit
-	// string top,z shifted right past its leading zeros.
-	z += 0x3030303030303030
-	sh := uint(8 * (9 - (t + 1 - int((uint64(dec)-uint64(pow10u32[t&15]))>>63))))
-	lo9, hi9 := uint64('0'+top)|z<<8, z>>56
-	lo, hi := lo9>>sh|hi9<<(64-sh), hi9>>sh
 	le := binary.LittleEndian
-	switch x := dp - 1; {
-	case x < -4 || x >= 6: // d.ddde±xx
+	x := dp - 1
+	if x < -4 || x >= 6 { // d.ddde±xx
 		b[0] = byte(lo)
 		n := 1
 		if nd > 1 {
 			b[1] = '.'
-			le.PutUint64(b[2:], lo>>8|hi<<56)
-			le.PutUint64(b[10:], hi>>8)
+			le.PutUint64(b[2:10], lo>>8|hi<<56)
 			n = nd + 1
 		}
+		n &= 15
 		b[n] = 'e'
 		b[n+1] = '+'
 		if x < 0 {
 			b[n+1] = '-'
 			x = -x
 		}
-		b[n+2], b[n+3] = digitPairs[2*x%200], digitPairs[2*x%200+1] // float32 exponents are below 100
+		x = x % 100 * 2 // float32 exponents are below 100
+		b[n+2], b[n+3] = digitPairs[x], digitPairs[x+1]
 		return n + 4
+	}
+	switch {
 	case dp <= 0: // 0.000ddd
-		le.PutUint64(b, 0x3030303030302e30) // "0.000000"
-		le.PutUint64(b[2-dp:], lo)
-		le.PutUint64(b[10-dp:], hi)
-		return 2 - dp + nd
+		p := (2 - dp) & 7
+		le.PutUint64(b[0:8], 0x3030303030302e30) // "0.000000"
+		le.PutUint64(b[p:p+8], lo)
+		le.PutUint64(b[p+8:p+16], hi)
+		return p + nd
 	case dp >= nd: // ddd000
-		le.PutUint64(b, lo)
-		le.PutUint64(b[8:], hi)
-		le.PutUint64(b[nd:], 0x3030303030303030)
+		le.PutUint64(b[0:8], lo)
+		le.PutUint64(b[8:16], hi)
+		le.PutUint64(b[nd&15:nd&15+8], 0x3030303030303030)
 		return dp
 	}
 	// ddd.ddd
-	le.PutUint64(b, lo)
-	le.PutUint64(b[8:], hi)
-	s := uint(8 * dp)
-	le.PutUint64(b[dp+1:], lo>>s|hi<<(64-s))
-	le.PutUint64(b[dp+9:], hi>>s)
-	b[dp] = '.'
+	le.PutUint64(b[0:8], lo)
+	le.PutUint64(b[8:16], hi)
+	p := dp & 7
+	sh := uint(8*p) & 63
+	le.PutUint64(b[p+1:p+9], lo>>sh|hi<<1<<((63-sh)&63))
+	le.PutUint64(b[p+9:p+17], hi>>sh)
+	b[p] = '.'
 	return nd + 1
 }
 

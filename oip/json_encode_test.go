@@ -22,6 +22,26 @@ import (
 var updateGolden = flag.Bool("update", false, "rewrite the golden files under testdata/golden")
 
 func TestAppendFloat32MatchesStrconv(t *testing.T) {
+	// Values go one at a time through appendFloat32 and in batches
+	// through appendFloat32s, the inlined hot path.
+	var batch []float32
+	var batchData []byte
+	var batchWant []byte
+	flush := func() bool {
+		got := appendFloat32s(nil, batchData)
+		ok := bytes.Equal(got, batchWant)
+		if !ok {
+			gs, ws := strings.Split(string(got), ","), strings.Split(string(batchWant), ",")
+			for i := range min(len(gs), len(ws)) {
+				if gs[i] != ws[i] {
+					t.Errorf("appendFloat32s: element %#08x = %s, want %s", math.Float32bits(batch[i]), gs[i], ws[i])
+					break
+				}
+			}
+		}
+		batch, batchData, batchWant = batch[:0], batchData[:0], batchWant[:0]
+		return ok
+	}
 	check := func(f float32) bool {
 		got := appendFloat32(nil, f)
 		var want []byte
@@ -39,8 +59,18 @@ func TestAppendFloat32MatchesStrconv(t *testing.T) {
 			t.Errorf("appendFloat32(%#08x) = %s, want %s", math.Float32bits(f), got, want)
 			return false
 		}
+		if len(batch) > 0 {
+			batchWant = append(batchWant, ',')
+		}
+		batch = append(batch, f)
+		batchData = binary.LittleEndian.AppendUint32(batchData, math.Float32bits(f))
+		batchWant = append(batchWant, want...)
+		if len(batch) == 1024 {
+			return flush()
+		}
 		return true
 	}
+	defer flush()
 	// Every power of two (the irregular case), its neighbours, every
 	// subnormal below 2^-140 and every small integer.
 	for e := range uint32(256) {
@@ -102,6 +132,18 @@ func TestSchubfachTable(t *testing.T) {
 		x := new(big.Rat).Mul(pow2(q), big.NewRat(3, 4))
 		if got, want := int((int64(q)*661971961083-274743187321)>>41), log10(x); got != want {
 			t.Errorf("floor(log10(3/4 2^%d)) = %d, want %d", q, got, want)
+		}
+	}
+	// The shifts in schubfach32 are masked to 63 bits, which is exact
+	// only if h stays well inside [1, 63) for every q, irregular or not.
+	for q := -149; q <= 104; q++ {
+		for _, k := range []int{int(int64(q) * 661971961083 >> 41), int((int64(q)*661971961083 - 274743187321) >> 41)} {
+			if h := q + int(int64(-k)*913124641741>>38) + 33; h < 2 || h > 61 {
+				t.Errorf("q=%d, k=%d: h=%d is outside [2, 61]", q, k, h)
+			}
+		}
+		if e := schubfachQ32[q+149]; e.g != schubfachG32[int(e.k)+45]+1 || int(e.k) != int(int64(q)*661971961083>>41) {
+			t.Errorf("schubfachQ32[q=%d] = %+v is inconsistent", q, e)
 		}
 	}
 	for k := -45; k <= 31; k++ {

@@ -295,8 +295,8 @@ func (c *RESTClient) Infer(ctx context.Context, r *oip.InferRequest) (*oip.Infer
 		headerLen = n
 	}
 	out := new(oip.InferResponse)
-	// The response body is pooled: copy it so out's slices stay valid.
-	if err := oip.DecodeInferResponse(append([]byte(nil), resp.Body()...), headerLen, out); err != nil {
+	// The decoder copies what it keeps, so the pooled body may be reused.
+	if err := oip.DecodeInferResponse(resp.Body(), headerLen, out); err != nil {
 		return nil, &oip.Error{Kind: oip.KindInternal, Msg: "runtime " + c.addr + " sent a malformed response", Err: err}
 	}
 	return out, nil

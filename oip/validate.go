@@ -45,7 +45,7 @@ func ValidateRequest(req *InferRequest, md *ModelMetadata) error {
 				return Errorf(KindInvalidArgument, "input %q: shape %s has a negative dimension", t.Name, formatShape(t.Shape))
 			}
 		}
-		if !shapeMatches(t.Shape, m.Shape) {
+		if !ShapeMatches(t.Shape, m.Shape) {
 			return Errorf(KindInvalidArgument, "input %q: shape %s, model expects %s", t.Name, formatShape(t.Shape), formatShape(m.Shape))
 		}
 		if err := checkData(t); err != nil {
@@ -111,9 +111,10 @@ func hasInput(ts []Tensor, name string) bool {
 	return false
 }
 
-// shapeMatches reports whether shape has the rank of want and each of its
-// fixed dimensions; a negative dimension in want matches any size.
-func shapeMatches(shape, want []int64) bool {
+// ShapeMatches reports whether shape has the rank of want and each of its
+// fixed dimensions; a negative dimension in want (as in model metadata)
+// matches any size.
+func ShapeMatches(shape, want []int64) bool {
 	if len(shape) != len(want) {
 		return false
 	}

@@ -505,7 +505,7 @@ func (c *KServeV1Client) decodePredictions(body []byte, n int64) (oip.Tensor, er
 		leaf = a[0]
 	}
 	shape := append([]int64{n}, dims...)
-	if c.outShape != nil && !v1ShapeFits(shape, c.outShape) {
+	if c.outShape != nil && !oip.ShapeMatches(shape, c.outShape) {
 		return oip.Tensor{}, oip.Errorf(oip.KindInternal, "runtime %s: predictions have shape %s, output %q is declared %s", c.rc.addr, v1Shape(shape), c.outName, v1Shape(c.outShape))
 	}
 	dt := c.outType
@@ -530,20 +530,6 @@ func (c *KServeV1Client) decodePredictions(body []byte, n int64) (oip.Tensor, er
 		}
 	}
 	return oip.Tensor{Name: c.outName, Datatype: dt, Shape: shape, Data: d.data}, nil
-}
-
-// v1ShapeFits reports whether shape has the rank of want and each of its
-// fixed dimensions; a negative dimension in want matches any size.
-func v1ShapeFits(shape, want []int64) bool {
-	if len(shape) != len(want) {
-		return false
-	}
-	for i, d := range want {
-		if d >= 0 && shape[i] != d {
-			return false
-		}
-	}
-	return true
 }
 
 // v1Decoder converts predictions, decoded with json.Decoder.UseNumber, to

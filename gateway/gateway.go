@@ -41,6 +41,11 @@ type Route struct {
 	Pool *runtimes.Pool
 	// Timeout is the deadline of requests that bring none (default 60s).
 	Timeout time.Duration
+	// Serving, when set, reports whether the model is as ready as it is
+	// meant to be for the gateway to count as ready: its owner (a
+	// supervisor) knows when replicas are wanted but not up yet. Without
+	// it a model counts when its pool is empty or has a ready replica.
+	Serving func() bool
 }
 
 // Options configures a Gateway. Zero fields take the documented defaults.
@@ -174,12 +179,19 @@ func (g *Gateway) lookup(name []byte) (*route, error) {
 	return nil, oip.Errorf(oip.KindNotFound, "model %q not found; served models: %s", name, strings.Join(t.names, ", "))
 }
 
-// Ready reports whether every routed model that has replicas has a ready
-// one. A model with none (scaled to zero, or failed and withdrawn) does not
-// hold the gateway back: its requests get their own answer, and taking the
-// whole gateway out of rotation for it would fail every other model too.
+// Ready reports whether every routed model is serving as meant (see
+// Route.Serving). A model meant to have no replica (scaled to zero, or
+// failed) does not hold the gateway back: its requests get their own
+// answer, and taking the whole gateway out of rotation for it would fail
+// every other model too.
 func (g *Gateway) Ready() bool {
 	for _, r := range g.table.Load().routes {
+		if r.Serving != nil {
+			if !r.Serving() {
+				return false
+			}
+			continue
+		}
 		if len(r.Pool.Replicas()) > 0 && !r.Pool.Ready() {
 			return false
 		}

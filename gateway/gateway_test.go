@@ -271,3 +271,29 @@ func TestRESTPassThroughAllocs(t *testing.T) {
 		t.Errorf("REST pass-through allocates %v times per request, want 0", n)
 	}
 }
+
+func TestReadyFollowsServing(t *testing.T) {
+	rt := newFakeRuntime(t, "a")
+	serving := false
+	empty, err := runtimes.NewPool(runtimes.PoolOptions{Model: "later", Logger: slog.New(slog.DiscardHandler)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newTestGateway(t,
+		Route{Model: "m", Pool: readyPool(t, "m", rt.client(t))},
+		Route{Model: "later", Pool: empty, Serving: func() bool { return serving }},
+	)
+	if g.Ready() {
+		t.Error("ready while a supervised model has no replica up yet")
+	}
+	serving = true
+	if !g.Ready() {
+		t.Error("not ready once every model serves")
+	}
+	if err := g.SetRoutes([]Route{{Model: "zero", Pool: empty}}); err != nil {
+		t.Fatal(err)
+	}
+	if !g.Ready() {
+		t.Error("a model with an empty pool and no Serving func holds readiness back")
+	}
+}

@@ -252,6 +252,12 @@ func (l *localRuntimes) routes(models []config.Model, withRuntimes bool) ([]gate
 			return nil, nil, nil, err
 		}
 		sups = append(sups, sup)
+		// Ready once a wanted replica is ready, or none is wanted, or the
+		// model failed: not before its first replica is up.
+		routes[len(routes)-1].Serving = func() bool {
+			st := sup.Status()
+			return st.Desired == 0 || st.Failed || st.Ready > 0
+		}
 	}
 	set, err := supervisor.NewSet(sups...)
 	if err != nil {

@@ -6,6 +6,13 @@
 // backend, so it builds with CGO_ENABLED=0 and needs no XLA, no ONNX Runtime
 // and no Python.
 //
+// Before converting, Load rewrites the operators SimpleGo runs slowly into
+// equivalent ones it runs fast (see rewrite.go): Conv becomes an im2col
+// (strided Slices, a Concat and a matrix product), MaxPool the Max of strided
+// Slices, and a mean of embeddings followed by a linear layer gathers rows of
+// the precomputed product instead. The rewritten graph computes the same
+// values, summed in a different order.
+//
 // Execution is compiled per input shape. A model whose only dynamic dimension
 // is the leading one of every input (the batch) is compiled for a few batch
 // sizes, the buckets: a request is padded with zeros up to the next bucket,

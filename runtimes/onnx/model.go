@@ -54,6 +54,10 @@ type Options struct {
 	// bucketed models only: for the others the leading dimension need not
 	// be a batch.
 	MaxBatchSize int
+
+	// noRewrite keeps the graph as the file has it, for tests comparing a
+	// rewritten graph with the original.
+	noRewrite bool
 }
 
 // aheadBuckets are the buckets compiled at Load (when configured): a lone
@@ -77,6 +81,7 @@ type Model struct {
 	consts   []string                   // graph inputs fed from initializers
 	buckets  []int                      // ascending; nil when not bucketed
 	maxBatch int
+	rewrites int // nodes replaced by rewriteModel
 
 	buildMu sync.Mutex // serializes graph building: onnx-gomlx is not documented as concurrent-safe
 
@@ -130,7 +135,7 @@ func Load(path string, opts Options) (_ *Model, err error) {
 			err = fmt.Errorf("onnx: load %s: %w", path, err)
 		}
 	}()
-	if err := m.parse(contents); err != nil {
+	if err := m.parse(contents, !opts.noRewrite); err != nil {
 		return nil, err
 	}
 	if err := m.loadVariables(); err != nil {
@@ -165,8 +170,9 @@ func Load(path string, opts Options) (_ *Model, err error) {
 	return m, nil
 }
 
-// parse converts the ONNX file and derives the input and output specs.
-func (m *Model) parse(contents []byte) (err error) {
+// parse converts the ONNX file, rewrites the operators SimpleGo runs slowly
+// when rewrite is set, and derives the input and output specs.
+func (m *Model) parse(contents []byte, rewrite bool) (err error) {
 	if len(contents) == 0 {
 		return errors.New("file is empty")
 	}
@@ -179,6 +185,11 @@ func (m *Model) parse(contents []byte) (err error) {
 	}
 	if om.Proto.Graph == nil {
 		return errors.New("file holds no graph")
+	}
+	if rewrite {
+		if om, m.rewrites, err = rewriteModel(om); err != nil {
+			return err
+		}
 	}
 	m.onnx = om
 	initializers := make(map[string]bool, len(om.Proto.Graph.Initializer))
@@ -466,13 +477,16 @@ func recoverError(err *error, what string) {
 }
 
 // engine returns the SimpleGo backend all models share, so that its buffer
-// pools and worker limit are shared too. It runs the ops of one execution
-// one after another: SimpleGo's default runs them on goroutines when a
-// single execution is live, which costs more than it saves on models of
-// this size, and concurrent requests already fill the cores. Large matrix
-// products still use the backend's workers.
+// pools are shared too. It runs the ops of one execution one after another,
+// each on the calling goroutine: SimpleGo's default runs ops on goroutines
+// when a single execution is live, and splits every matrix product across
+// goroutines, which costs more than it saves on models of this size (a
+// goroutine per product doubled iris's latency at batch 1), while
+// concurrent requests already fill the cores. The price is that one large
+// request on an idle server uses one core. SimpleGo prints a line to stdout
+// when it is configured so, once per process.
 var engine = sync.OnceValue(func() backends.Backend {
-	b, err := simplego.New("ops_sequential")
+	b, err := simplego.New("ops_sequential,parallelism=0")
 	if err != nil {
 		panic(err) // only on an unknown option, a programming error
 	}

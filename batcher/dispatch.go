@@ -1,0 +1,225 @@
+package batcher
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/infergate/infergate/oip"
+)
+
+// candidate is the batch a group would send now: its requests in dispatch
+// order, as many as fit in MaxBatchSize without skipping one.
+type candidate struct {
+	items      []*item // aliases Batcher.scratch until dispatched
+	rows       int64
+	saturated  bool      // MaxBatchSize reached, or the next request does not fit
+	preferredN int       // requests in the longest prefix of a preferred size
+	oldest     time.Time // earliest arrival
+	due        time.Time // earliest dueBy; zero when none
+}
+
+// fill returns g's candidate. The group of requests sent alone yields its
+// first request only. b.mu is held.
+func (b *Batcher) fill(g *group) candidate {
+	c := candidate{items: b.scratch[:0]}
+	action := b.opts.DefaultQueuePolicy.TimeoutAction
+	maxRows := b.opts.MaxBatchSize
+levels:
+	for l := range g.levels {
+		for it := g.levels[l].head; it != nil; it = it.next {
+			if g.key == "" && len(c.items) == 1 {
+				break levels
+			}
+			if g.key != "" && c.rows+it.rows > maxRows {
+				c.saturated = true
+				break levels
+			}
+			c.items = append(c.items, it)
+			c.rows += it.rows
+			if slices.Contains(b.opts.PreferredBatchSizes, c.rows) {
+				c.preferredN = len(c.items)
+			}
+			if c.oldest.IsZero() || it.enqueued.Before(c.oldest) {
+				c.oldest = it.enqueued
+			}
+			c.due = earliest(c.due, it.dueBy(action))
+		}
+	}
+	if c.rows >= maxRows {
+		c.saturated = true
+	}
+	b.scratch = c.items[:0]
+	return c
+}
+
+// ready returns how many requests of g's candidate go now, or 0 and when
+// that may change. A slot for a batch in flight is free. The rules, the
+// first that holds deciding:
+//
+//  1. a request sent alone goes at once;
+//  2. a candidate that cannot grow (MaxBatchSize reached, or the next
+//     queued request does not fit) goes whole;
+//  3. otherwise the longest prefix of a preferred size goes;
+//  4. a lone request, with nothing compatible queued behind it, goes at
+//     once: waiting could only delay it;
+//  5. the candidate goes whole once its oldest request has waited
+//     MaxQueueDelay;
+//  6. or once waiting longer would miss its earliest deadline: when now is
+//     past that deadline less the service time learned for its size.
+//
+// b.mu is held.
+func (b *Batcher) ready(g *group, now time.Time) (int, time.Time) {
+	c := b.fill(g)
+	switch {
+	case g.key == "":
+		return len(c.items), time.Time{}
+	case c.saturated:
+		return len(c.items), time.Time{}
+	case c.preferredN > 0:
+		return c.preferredN, time.Time{}
+	case g.n == 1:
+		return 1, time.Time{}
+	}
+	wake := c.oldest.Add(b.opts.MaxQueueDelay)
+	if !now.Before(wake) {
+		return len(c.items), time.Time{}
+	}
+	if !c.due.IsZero() {
+		at := c.due.Add(-b.service.estimate(c.rows))
+		if !now.Before(at) {
+			return len(c.items), time.Time{}
+		}
+		wake = earliest(wake, at)
+	}
+	return 0, wake
+}
+
+// dispatch takes the first n requests of g's candidate out of the queue and
+// sends them upstream as one batch in a goroutine. b.mu is held.
+func (b *Batcher) dispatch(g *group, n int, now time.Time) {
+	c := b.fill(g)
+	bt := &batch{
+		items:    slices.Clone(c.items[:n]),
+		reqs:     make([]*oip.InferRequest, n),
+		ids:      make([]string, n),
+		rows:     make([]int64, n),
+		seq:      b.dispatched,
+		released: make(chan struct{}),
+	}
+	b.dispatched++
+	var latest time.Time
+	allDeadlines := true
+	for i, it := range bt.items {
+		b.dequeue(it)
+		it.state = stateInFlight
+		it.bt = bt
+		bt.reqs[i] = it.req
+		bt.ids[i] = it.req.ID
+		bt.rows[i] = it.rows
+		bt.total += it.rows
+		b.metrics.queueDelay.Observe(now.Sub(it.enqueued).Seconds())
+		if it.deadline.IsZero() {
+			allDeadlines = false
+		} else if it.deadline.After(latest) {
+			latest = it.deadline
+		}
+	}
+	clear(c.items) // the scratch must not keep requests alive
+	b.metrics.batchSize.Observe(float64(bt.total))
+	if allDeadlines {
+		bt.ctx, bt.cancel = context.WithDeadline(b.runCtx, latest)
+	} else {
+		bt.ctx, bt.cancel = context.WithCancel(b.runCtx)
+	}
+	bt.waiting = n
+	b.inFlight++
+	b.wg.Add(1)
+	go b.execute(bt)
+}
+
+// execute makes the upstream call of bt and hands its answer back. A batch
+// of one is sent and answered unchanged; a larger one is merged and split.
+func (b *Batcher) execute(bt *batch) {
+	defer b.wg.Done()
+	single := len(bt.reqs) == 1
+	req := bt.reqs[0]
+	if !single {
+		req = merge(bt.reqs, bt.total)
+		close(bt.released)
+	}
+	start := b.opts.Clock.Now()
+	resp, err := b.opts.Dispatch(bt.ctx, req)
+	elapsed := b.opts.Clock.Now().Sub(start)
+	bt.cancel()
+	if single {
+		close(bt.released)
+	}
+
+	results := make([]result, len(bt.items))
+	ok := err == nil && resp != nil
+	switch {
+	case err != nil:
+		for i := range results {
+			results[i].err = err
+		}
+	case resp == nil:
+		err := oip.Errorf(oip.KindInternal, "model %q: runtime returned no response and no error", b.opts.Model)
+		for i := range results {
+			results[i].err = err
+		}
+	case single:
+		results[0].resp = resp
+	default:
+		if err := checkResponse(resp, bt.total, req.Outputs, b.opts.Model); err != nil {
+			ok = false
+			b.opts.Logger.Warn("batcher: runtime answer does not match the batch; failing every request in it",
+				"model", b.opts.Model, "requests", len(bt.reqs), "rows", bt.total, "error", err)
+			for i := range results {
+				results[i].err = err
+			}
+			break
+		}
+		for i, r := range split(resp, bt.ids, bt.rows) {
+			results[i].resp = r
+		}
+	}
+	b.complete(bt, results, ok, elapsed)
+}
+
+// complete frees bt's slot, learns from its service time, and delivers
+// its answers, in dispatch order under PreserveOrdering.
+func (b *Batcher) complete(bt *batch, results []result, ok bool, elapsed time.Duration) {
+	b.mu.Lock()
+	b.inFlight--
+	if ok {
+		b.service.observe(bt.total, elapsed)
+	}
+	bt.results = results
+	if !b.opts.PreserveOrdering {
+		deliver(bt)
+	} else {
+		b.held[bt.seq] = bt
+		for {
+			next, found := b.held[b.delivered]
+			if !found {
+				break
+			}
+			delete(b.held, b.delivered)
+			deliver(next)
+			b.delivered++
+		}
+	}
+	b.mu.Unlock()
+	b.poke()
+}
+
+// deliver hands each caller of bt its result; the channels are buffered,
+// so it never blocks, whether or not the caller still waits. b.mu is held.
+func deliver(bt *batch) {
+	for i, it := range bt.items {
+		it.state = stateDone
+		it.bt = nil
+		it.done <- bt.results[i]
+	}
+}

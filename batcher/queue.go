@@ -1,0 +1,232 @@
+package batcher
+
+import (
+	"container/heap"
+	"time"
+
+	"github.com/infergate/infergate/oip"
+)
+
+// itemState is where a request is; it changes only under Batcher.mu.
+type itemState uint8
+
+const (
+	stateQueued    itemState = iota
+	stateInFlight            // in a batch sent upstream
+	stateAbandoned           // in flight, but the caller has given up
+	stateDone                // answered
+)
+
+// result is a caller's answer.
+type result struct {
+	resp *oip.InferResponse
+	err  error
+}
+
+// item is one request known to the batcher. Its fields after done are
+// guarded by Batcher.mu.
+type item struct {
+	req      *oip.InferRequest
+	rows     int64
+	alone    bool   // sent alone, unmerged: in the group of key ""
+	level    int    // priority index, 0 the highest; delayedLevel once delayed
+	seq      uint64 // arrival order
+	enqueued time.Time
+	deadline time.Time // the context's; zero when none
+	timeout  time.Time // the queue policy's; zero when none or spent
+	done     chan result
+
+	state      itemState
+	grp        *group
+	prev, next *item // in grp.levels[level]
+	heapIdx    int   // in Batcher.timeouts; -1 when not there
+	bt         *batch
+}
+
+// expiry returns when the scheduler must next look at it: the earlier of
+// its deadline and its queue timeout, or zero.
+func (it *item) expiry() time.Time {
+	return earliest(it.deadline, it.timeout)
+}
+
+// dueBy returns the time by which it must be answered to be of use: its
+// deadline, or its queue timeout when that rejects.
+func (it *item) dueBy(action TimeoutAction) time.Time {
+	if action == TimeoutReject {
+		return earliest(it.deadline, it.timeout)
+	}
+	return it.deadline
+}
+
+// earliest returns the earlier of two times, where zero means never.
+func earliest(a, b time.Time) time.Time {
+	switch {
+	case a.IsZero():
+		return b
+	case b.IsZero() || a.Before(b):
+		return a
+	}
+	return b
+}
+
+// list is an intrusive FIFO of items.
+type list struct{ head, tail *item }
+
+func (l *list) push(it *item) {
+	it.prev, it.next = l.tail, nil
+	if l.tail == nil {
+		l.head = it
+	} else {
+		l.tail.next = it
+	}
+	l.tail = it
+}
+
+func (l *list) remove(it *item) {
+	if it.prev == nil {
+		l.head = it.next
+	} else {
+		it.prev.next = it.next
+	}
+	if it.next == nil {
+		l.tail = it.prev
+	} else {
+		it.next.prev = it.prev
+	}
+	it.prev, it.next = nil, nil
+}
+
+// group holds the queued requests of one compatibility key, one FIFO per
+// priority level and a last one for requests delayed by their queue
+// policy. The group of requests sent alone has the key "" and is never
+// merged.
+type group struct {
+	key    string
+	levels []list
+	n      int // queued items
+	idx    int // in Batcher.groups; -1 when empty
+}
+
+// maxCachedGroups bounds the groups kept for reuse once empty, so that a
+// steady stream of requests does not allocate a group for each.
+const maxCachedGroups = 64
+
+// each calls f on the group's items in dispatch order (priority, then
+// arrival; delayed last) until f returns false.
+func (g *group) each(f func(*item) bool) {
+	for l := range g.levels {
+		for it := g.levels[l].head; it != nil; it = it.next {
+			if !f(it) {
+				return
+			}
+		}
+	}
+}
+
+// head returns the item the group would send first.
+func (g *group) head() *item {
+	for l := range g.levels {
+		if h := g.levels[l].head; h != nil {
+			return h
+		}
+	}
+	return nil
+}
+
+// before reports whether a goes before b between groups: higher priority,
+// then earlier arrival.
+func before(a, b *item) bool {
+	if a.level != b.level {
+		return a.level < b.level
+	}
+	return a.seq < b.seq
+}
+
+// timeoutHeap orders queued items with an expiry by it, earliest first.
+type timeoutHeap []*item
+
+func (h timeoutHeap) Len() int           { return len(h) }
+func (h timeoutHeap) Less(i, j int) bool { return h[i].expiry().Before(h[j].expiry()) }
+func (h timeoutHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx = i
+	h[j].heapIdx = j
+}
+func (h *timeoutHeap) Push(x any) {
+	it := x.(*item)
+	it.heapIdx = len(*h)
+	*h = append(*h, it)
+}
+func (h *timeoutHeap) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	it.heapIdx = -1
+	return it
+}
+
+// enqueue adds it to the group of key (empty for a request sent alone),
+// creating or reviving the group, and to the timeouts. b.mu is held.
+func (b *Batcher) enqueue(it *item, key []byte) {
+	g := b.byKey[string(key)]
+	if g == nil {
+		g = &group{key: string(key), levels: make([]list, b.opts.PriorityLevels+1), idx: -1}
+		b.byKey[g.key] = g
+	}
+	if g.idx < 0 {
+		g.idx = len(b.groups)
+		b.groups = append(b.groups, g)
+	}
+	it.grp = g
+	g.levels[it.level].push(it)
+	g.n++
+	it.heapIdx = -1
+	if !it.expiry().IsZero() {
+		heap.Push(&b.timeouts, it)
+	}
+	b.queued++
+	b.metrics.depth.Set(float64(b.queued))
+}
+
+// dequeue removes a queued item from its group and the timeouts, dropping
+// the group when it empties. b.mu is held.
+func (b *Batcher) dequeue(it *item) {
+	g := it.grp
+	g.levels[it.level].remove(it)
+	g.n--
+	it.grp = nil
+	if it.heapIdx >= 0 {
+		heap.Remove(&b.timeouts, it.heapIdx)
+	}
+	if g.n == 0 {
+		last := b.groups[len(b.groups)-1]
+		b.groups[g.idx] = last
+		last.idx = g.idx
+		b.groups[len(b.groups)-1] = nil
+		b.groups = b.groups[:len(b.groups)-1]
+		g.idx = -1
+		if len(b.byKey) > maxCachedGroups {
+			delete(b.byKey, g.key)
+		}
+	}
+	b.queued--
+	b.metrics.depth.Set(float64(b.queued))
+}
+
+// delay moves a queued item whose queue timeout passed behind every
+// undelayed request, as TimeoutDelay says. b.mu is held.
+func (b *Batcher) delay(it *item) {
+	g := it.grp
+	g.levels[it.level].remove(it)
+	it.level = len(g.levels) - 1
+	g.levels[it.level].push(it)
+	it.timeout = time.Time{}
+	if it.heapIdx >= 0 {
+		if it.deadline.IsZero() {
+			heap.Remove(&b.timeouts, it.heapIdx)
+		} else {
+			heap.Fix(&b.timeouts, it.heapIdx)
+		}
+	}
+}

@@ -73,7 +73,7 @@ func TestParseValid(t *testing.T) {
 			name: "batcher defaults",
 			yaml: doc(irisMeta, "batcher: {},", onnxModel),
 			want: []config.Model{with(func(m *config.Model) {
-				m.Batcher = &config.Batcher{MaxBatchSize: 32, MaxLatency: 5 * time.Second, Timeout: 60 * time.Second}
+				m.Batcher = &config.Batcher{MaxBatchSize: 32, MaxLatency: 5 * time.Millisecond, Timeout: 60 * time.Second}
 			})},
 		},
 		{

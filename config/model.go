@@ -31,15 +31,18 @@ var knownAnnotations = map[string]bool{
 // runtimes.RESTOptions.Pipeline.
 const AnnotationPipeline = "infergate.io/pipeline"
 
-// Defaults applied to a declaration that does not set the field. The batcher
-// defaults are KServe's, so a manifest batches here as it does on a cluster.
+// Defaults applied to a declaration that does not set the field. The batch
+// size and call timeout are KServe's; maxLatency is not: KServe's 5000 ms
+// would hold requests from fewer concurrent clients than maxBatchSize for
+// five seconds, so a batch here waits at most 5 ms unless the manifest says
+// otherwise.
 const (
 	DefaultMinReplicas  = 1
 	DefaultTimeout      = 60 * time.Second
 	DefaultScaleMetric  = MetricConcurrency
 	DefaultProtocol     = "v2"
 	DefaultMaxBatchSize = 32
-	DefaultMaxLatency   = 5000 * time.Millisecond
+	DefaultMaxLatency   = 5 * time.Millisecond
 	DefaultBatchTimeout = 60 * time.Second
 )
 

@@ -21,6 +21,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/oip"
 	pb "github.com/infergate/infergate/oip/inferencepb"
 	"github.com/infergate/infergate/oip/rest"
@@ -41,6 +42,11 @@ type Route struct {
 	Pool *runtimes.Pool
 	// Timeout is the deadline of requests that bring none (default 60s).
 	Timeout time.Duration
+	// Batcher, when set, batches the model's inference requests: the
+	// gateway decodes each request and submits it, and the batcher calls
+	// the pool with merged requests (see NewBatcher). Its Run is the
+	// caller's to start.
+	Batcher *batcher.Batcher
 	// Serving, when set, reports whether the model is as ready as it is
 	// meant to be for the gateway to count as ready: its owner (a
 	// supervisor) knows when replicas are wanted but not up yet. Without

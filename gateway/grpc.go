@@ -117,6 +117,9 @@ func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame) (*oip.
 func (s grpcService) infer(ctx context.Context, r *route, in *oip.RawFrame) (*oip.RawFrame, error) {
 	ctx, cancel := withDefaultTimeout(ctx, r.Timeout)
 	defer cancel()
+	if r.Batcher != nil {
+		return s.batched(ctx, r, in)
+	}
 	var (
 		resp    *oip.RawFrame
 		msg     *pb.ModelInferRequest
@@ -156,6 +159,28 @@ func (s grpcService) infer(ctx context.Context, r *route, in *oip.RawFrame) (*oi
 		return nil, err
 	}
 	return resp, nil
+}
+
+// batched decodes a ModelInferRequest and hands it to the model's batcher,
+// answering in the request's form (raw or typed contents).
+func (s grpcService) batched(ctx context.Context, r *route, in *oip.RawFrame) (*oip.RawFrame, error) {
+	msg := new(pb.ModelInferRequest)
+	if err := proto.Unmarshal(in.Bytes, msg); err != nil {
+		return nil, oip.Errorf(oip.KindInvalidArgument, "malformed ModelInferRequest: %v", err)
+	}
+	var req oip.InferRequest
+	if err := oip.RequestFromProto(msg, &req); err != nil {
+		return nil, err
+	}
+	resp, err := r.Batcher.Submit(ctx, &req)
+	if err != nil {
+		return nil, err
+	}
+	b, err := proto.Marshal(oip.ResponseToProto(resp, len(msg.GetRawInputContents()) > 0))
+	if err != nil {
+		return nil, oip.Errorf(oip.KindInternal, "encoding response: %v", err)
+	}
+	return &oip.RawFrame{Bytes: b}, nil
 }
 
 // withDefaultTimeout gives ctx the route's timeout when the client sent no

@@ -100,6 +100,10 @@ func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, r *route, version []byte, 
 			requestPool.Put(decoded)
 		}
 	}()
+	if r.Batcher != nil {
+		g.restBatched(ctx, r, version, deadline)
+		return
+	}
 	// The pass-through needs only the deadline; a context (two allocations
 	// and a timer) is made only when the request is translated.
 	err := r.Pool.Do(context.Background(), func(cl runtimes.Client) error {
@@ -147,4 +151,26 @@ func (g *Gateway) countUpstream(r *route, t0 time.Time, err error, status int) {
 		code = statusLabel(status)
 	}
 	r.upstreamRequests.with(code).Inc()
+}
+
+// restBatched decodes a REST request and hands it to the model's batcher.
+func (g *Gateway) restBatched(ctx *fasthttp.RequestCtx, r *route, version []byte, deadline time.Time) {
+	req := requestPool.Get().(*oip.InferRequest)
+	defer func() {
+		req.Reset()
+		requestPool.Put(req)
+	}()
+	if err := rest.DecodeInferRequest(ctx, req); err != nil {
+		rest.WriteError(ctx, err)
+		return
+	}
+	req.ModelName, req.ModelVersion = r.Model, string(version)
+	c, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	resp, err := r.Batcher.Submit(c, req)
+	if err != nil {
+		rest.WriteError(ctx, err)
+		return
+	}
+	rest.WriteInferResponse(ctx, resp, req.BinaryOutput)
 }

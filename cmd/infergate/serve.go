@@ -22,9 +22,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/config"
 	samples "github.com/infergate/infergate/examples/models"
 	"github.com/infergate/infergate/gateway"
+	"github.com/infergate/infergate/oip"
 	"github.com/infergate/infergate/runtimes"
 	"github.com/infergate/infergate/runtimes/supervisor"
 )
@@ -130,6 +132,13 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	if err != nil {
 		return err
 	}
+	// Batchers run until the gateway has drained, like the runtimes.
+	batchCtx, stopBatchers := context.WithCancel(context.Background())
+	defer stopBatchers()
+	batchers, err := startBatchers(batchCtx, gw, routes, models, reg, log)
+	if err != nil {
+		return err
+	}
 	admin := &http.Server{
 		Handler:           gateway.AdminHandler(gateway.AdminOptions{Gatherer: reg, PprofFromAnywhere: f.pprofAnywhere, Ready: gw.Ready}),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -154,9 +163,58 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 		return admin.Shutdown(sctx)
 	})
 	err = eg.Wait()
+	stopBatchers()
+	batchers.Wait()
 	stopRuntimes()
 	log.Info("infergate stopped")
 	return err
+}
+
+// startBatchers creates a batcher for each model whose InferenceService
+// sets spec.predictor.batcher, swaps the routes to use them, and runs them
+// until ctx ends; wait on the returned group after cancelling ctx.
+func startBatchers(ctx context.Context, gw *gateway.Gateway, routes []gateway.Route, models []config.Model, reg prometheus.Registerer, log *slog.Logger) (*sync.WaitGroup, error) {
+	var wg sync.WaitGroup
+	batched := false
+	for i, m := range models {
+		if m.Batcher == nil {
+			continue
+		}
+		pool := routes[i].Pool
+		dispatch := gw.Dispatcher(m.Name, pool)
+		callTimeout := m.Batcher.Timeout
+		b, err := batcher.New(batcher.Options{
+			Model:              m.Name,
+			MaxBatchSize:       int64(m.Batcher.MaxBatchSize),
+			MaxQueueDelay:      m.Batcher.MaxLatency,
+			MaxBatchesInFlight: gateway.ReadyReplicas(pool),
+			// Triton's per-request timeout parameter may shorten a wait.
+			DefaultQueuePolicy: batcher.QueuePolicy{AllowTimeoutOverride: true},
+			Dispatch: func(ctx context.Context, req *oip.InferRequest) (*oip.InferResponse, error) {
+				ctx, cancel := context.WithTimeout(ctx, callTimeout)
+				defer cancel()
+				return dispatch(ctx, req)
+			},
+			Registerer: reg,
+			Logger:     log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("%s: batcher: %w", m.Source, err)
+		}
+		routes[i].Batcher = b
+		batched = true
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = b.Run(ctx) // returns nil once ctx ends, answering what is queued
+		}()
+	}
+	if batched {
+		if err := gw.SetRoutes(routes); err != nil {
+			return nil, err
+		}
+	}
+	return &wg, nil
 }
 
 // startSupervisors runs the supervisors until the returned function is

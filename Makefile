@@ -5,7 +5,7 @@ TOOLS     := $(CURDIR)/bin/tools
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all build run test test-long fuzz bench proto models vet fmt clean
+.PHONY: all build run test test-long fuzz bench bench-generator proto models vet fmt clean
 
 all: build
 
@@ -31,10 +31,16 @@ fuzz:
 	$(GO) test ./oip -run '^$$' -fuzz '^FuzzCountBytesElements$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./config -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 
-# End-to-end comparisons on loopback (see bench/README.md). Bounded in time.
+# End-to-end comparisons on loopback (see bench/README.md), bounded in
+# time: the load generator's own cost and its one-core rate against wrk,
+# then the gateway against nginx and haproxy.
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./oip/... ./runtimes/...
 	./scripts/bench.sh
+
+# Only the one-core rate of `infergate bench` against wrk.
+bench-generator: build
+	./scripts/bench.sh generator
 
 # Regenerates oip/inferencepb from oip/proto with pinned generators.
 proto:

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/infergate/infergate/oip"
 	pb "github.com/infergate/infergate/oip/inferencepb"
 )
 
@@ -21,9 +22,12 @@ import (
 type GRPCOptions struct {
 	// Addr is the server's host:port. Required.
 	Addr string
-	// Request is the ModelInferRequest sent by every call. Required; it is
-	// encoded once, so changing it later changes nothing.
+	// Request is the ModelInferRequest sent by every call when Requests is
+	// empty. It is encoded once, so changing it later changes nothing.
 	Request *pb.ModelInferRequest
+	// Requests, when not empty, are sent in turn instead of Request, each
+	// encoded once.
+	Requests []*pb.ModelInferRequest
 	// Timeout bounds one call (default 10s).
 	Timeout time.Duration
 	// Conns is the number of HTTP/2 connections; calls take them in turn
@@ -36,15 +40,18 @@ type GRPCOptions struct {
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
-// GRPCTarget calls ModelInfer with one fixed request over plaintext HTTP/2.
-// The request is encoded once and the response is not decoded (a call
-// succeeds when its status is OK), so the target costs little more than
-// gRPC's own transport. It is safe for concurrent use.
+// GRPCTarget calls ModelInfer with prepared requests over plaintext HTTP/2.
+// Requests are encoded once and responses are not decoded (a call succeeds
+// when its status is OK), so the target costs little more than gRPC's own
+// transport. It counts the bytes moved on its connections (ByteCounter). It
+// is safe for concurrent use.
 type GRPCTarget struct {
 	conns   []*grpc.ClientConn
 	next    atomic.Uint32
 	timeout time.Duration
-	req     *rawMessage
+	reqs    []*rawMessage
+	first   *pb.ModelInferRequest
+	bytes   connCounter
 }
 
 // rawMessage is a message already in wire form.
@@ -95,8 +102,11 @@ func NewGRPCTarget(opts GRPCOptions) (*GRPCTarget, error) {
 	if _, _, err := net.SplitHostPort(opts.Addr); err != nil {
 		return nil, fmt.Errorf("bench: GRPCOptions.Addr %q: %w", opts.Addr, err)
 	}
-	if opts.Request == nil {
-		return nil, errors.New("bench: GRPCOptions.Request is nil")
+	if len(opts.Requests) == 0 {
+		if opts.Request == nil {
+			return nil, errors.New("bench: GRPCOptions.Request is nil")
+		}
+		opts.Requests = []*pb.ModelInferRequest{opts.Request}
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = defaultTimeout
@@ -107,9 +117,21 @@ func NewGRPCTarget(opts GRPCOptions) (*GRPCTarget, error) {
 	if opts.MaxMessageSize <= 0 {
 		opts.MaxMessageSize = 64 << 20
 	}
-	b, err := proto.Marshal(opts.Request)
-	if err != nil {
-		return nil, fmt.Errorf("bench: encoding the request: %w", err)
+	t := &GRPCTarget{timeout: opts.Timeout, first: opts.Requests[0]}
+	for i, r := range opts.Requests {
+		if r == nil {
+			return nil, fmt.Errorf("bench: GRPCOptions.Requests[%d] is nil", i)
+		}
+		b, err := proto.Marshal(r)
+		if err != nil {
+			return nil, fmt.Errorf("bench: encoding request %d: %w", i, err)
+		}
+		t.reqs = append(t.reqs, &rawMessage{data: mem.BufferSlice{mem.SliceBuffer(b)}})
+	}
+	dial := opts.Dial
+	if dial == nil {
+		var d net.Dialer
+		dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
 	}
 	dialOpts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -117,10 +139,13 @@ func NewGRPCTarget(opts GRPCOptions) (*GRPCTarget, error) {
 			grpc.ForceCodecV2(rawCodec{}),
 			grpc.MaxCallRecvMsgSize(opts.MaxMessageSize)),
 	}
-	if opts.Dial != nil {
-		dialOpts = append(dialOpts, grpc.WithContextDialer(opts.Dial))
-	}
-	t := &GRPCTarget{timeout: opts.Timeout, req: &rawMessage{data: mem.BufferSlice{mem.SliceBuffer(b)}}}
+	dialOpts = append(dialOpts, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+		c, err := dial(ctx, addr)
+		if err != nil {
+			return nil, err
+		}
+		return t.bytes.wrap(c), nil
+	}))
 	for range opts.Conns {
 		conn, err := grpc.NewClient("passthrough:///"+opts.Addr, dialOpts...)
 		if err != nil {
@@ -132,14 +157,24 @@ func NewGRPCTarget(opts GRPCOptions) (*GRPCTarget, error) {
 	return t, nil
 }
 
-// Do calls ModelInfer once; any status but OK is an error.
+// Do calls ModelInfer once with the next request; any status but OK is an
+// error (a gRPC status error).
 func (t *GRPCTarget) Do(ctx context.Context) error {
-	conn := t.conns[int(t.next.Add(1))%len(t.conns)]
+	n := int(t.next.Add(1))
+	conn := t.conns[n%len(t.conns)]
+	req := t.reqs[0]
+	if len(t.reqs) > 1 {
+		req = t.reqs[n%len(t.reqs)]
+	}
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
-	err := conn.Invoke(ctx, pb.GRPCInferenceService_ModelInfer_FullMethodName, t.req, &sink)
+	err := conn.Invoke(ctx, pb.GRPCInferenceService_ModelInfer_FullMethodName, req, &sink)
 	cancel()
 	return err
 }
+
+// BytesMoved returns the bytes sent and received on the target's
+// connections so far, HTTP/2 framing included.
+func (t *GRPCTarget) BytesMoved() (sent, received int64) { return t.bytes.total() }
 
 // Conn returns the target's first connection, for ordinary calls (a
 // readiness check, a typed call to look at an answer).
@@ -152,4 +187,24 @@ func (t *GRPCTarget) Close() error {
 		errs = append(errs, c.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// Probe sends the target's first request once as a typed call and checks
+// that the answer converts to an OIP inference response, so that a server
+// answering something else fails before a run.
+func (t *GRPCTarget) Probe(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	resp, err := pb.NewGRPCInferenceServiceClient(t.conns[0]).ModelInfer(ctx, t.first)
+	if err != nil {
+		return err
+	}
+	var out oip.InferResponse
+	if err := oip.ResponseFromProto(resp, &out); err != nil {
+		return fmt.Errorf("bench: the answer is not a valid OIP inference response: %s", oip.Message(err))
+	}
+	if len(out.Outputs) == 0 {
+		return errors.New("bench: the answer is not an OIP inference response: it has no outputs")
+	}
+	return nil
 }

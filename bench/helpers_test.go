@@ -55,7 +55,15 @@ func (c *countingHandler) handle(ctx *fasthttp.RequestCtx) {
 
 func newMemRESTTarget(t testing.TB, h fasthttp.RequestHandler) *RESTTarget {
 	t.Helper()
-	rt, err := NewRESTTarget(RESTOptions{Addr: "mem:80", Body: IrisRequestJSON(), Dial: memServer(t, h), Timeout: 5 * time.Second})
+	return newMemRESTTargetOpts(t, h, RESTOptions{Body: IrisRequestJSON()})
+}
+
+// newMemRESTTargetOpts is newMemRESTTarget with opts (Addr, Dial and
+// Timeout are set here).
+func newMemRESTTargetOpts(t testing.TB, h fasthttp.RequestHandler, opts RESTOptions) *RESTTarget {
+	t.Helper()
+	opts.Addr, opts.Dial, opts.Timeout = "mem:80", memServer(t, h), 5*time.Second
+	rt, err := NewRESTTarget(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,69 +30,23 @@ type LoopOptions struct {
 	// ends may take before ctx given to Target.Do is cancelled (default
 	// 10s).
 	StopTimeout time.Duration
-}
-
-// Result is what a run measured.
-type Result struct {
-	// Concurrency is the run's number of workers.
-	Concurrency int `json:"concurrency"`
-	// Requests counts the requests sent in the measured window that
-	// completed, errors included.
-	Requests int64 `json:"requests"`
-	// Errors counts those that failed; FirstError is the first failure.
-	Errors     int64  `json:"errors"`
-	FirstError string `json:"first_error,omitempty"`
-	// Elapsed runs from the start of the measured window until the last
-	// request finished.
-	Elapsed time.Duration `json:"elapsed_ns"`
-	// RPS is successful requests per second of Elapsed.
-	RPS float64 `json:"rps"`
-	// Latency quantiles of the successful requests, in nanoseconds.
-	P50  time.Duration `json:"p50_ns"`
-	P90  time.Duration `json:"p90_ns"`
-	P99  time.Duration `json:"p99_ns"`
-	Max  time.Duration `json:"max_ns"`
-	Mean time.Duration `json:"mean_ns"`
-	// Latency holds every successful request's latency.
-	Latency *Histogram `json:"-"`
-}
-
-// Merge adds o to r, as if both had run one after the other: counts,
-// elapsed time and latencies add up, and the figures are recomputed.
-func (r *Result) Merge(o *Result) {
-	if r.Latency == nil {
-		r.Latency = new(Histogram)
-	}
-	if r.Concurrency == 0 {
-		r.Concurrency = o.Concurrency
-	}
-	r.Requests += o.Requests
-	r.Errors += o.Errors
-	if r.FirstError == "" {
-		r.FirstError = o.FirstError
-	}
-	r.Elapsed += o.Elapsed
-	if o.Latency != nil {
-		r.Latency.Merge(o.Latency)
-	}
-	r.summarize()
-}
-
-func (r *Result) summarize() {
-	r.RPS = 0
-	if r.Elapsed > 0 {
-		r.RPS = float64(r.Requests-r.Errors) / r.Elapsed.Seconds()
-	}
-	h := r.Latency
-	r.P50, r.P90, r.P99, r.Max, r.Mean = h.Quantile(0.5), h.Quantile(0.9), h.Quantile(0.99), h.Max(), h.Mean()
+	// TimelineInterval is the resolution of Result.Timeline (default
+	// DefaultTimelineInterval); long runs merge intervals so that the
+	// timeline has at most 200 points.
+	TimelineInterval time.Duration
+	// Progress, when set, is called every ProgressInterval (default
+	// DefaultProgressInterval) from a goroutine of the loop's own.
+	Progress         func(Progress)
+	ProgressInterval time.Duration
 }
 
 // RunClosedLoop drives t with opts.Concurrency workers until the measured
 // window ends, opts.Requests were sent, or ctx is done, and returns what it
-// measured. Each worker records into its own histogram, so the loop adds no
-// allocation and no shared write per request beyond a count when
-// opts.Requests is set. Requests that fail because ctx was cancelled are
-// not counted. It returns an error only for invalid options.
+// measured. Each worker records into its own shard of histograms, so the
+// loop adds no allocation and no contended write per request beyond a
+// count when opts.Requests is set. Requests that fail because ctx was
+// cancelled are not counted: a cancelled run returns what it measured
+// until then. It returns an error only for invalid options.
 func RunClosedLoop(ctx context.Context, t Target, opts LoopOptions) (*Result, error) {
 	if t == nil {
 		return nil, errors.New("bench: RunClosedLoop: target is nil")
@@ -121,47 +75,25 @@ func RunClosedLoop(ctx context.Context, t Target, opts LoopOptions) (*Result, er
 		budget = new(atomic.Int64)
 		budget.Store(opts.Requests)
 	}
-	workers := make([]worker, opts.Concurrency)
+	rec := newRecorder(opts.Concurrency, measureAt, false, 0, opts.TimelineInterval)
+	bytes := startBytes(t, measureAt)
+	stopProgress := reportProgress(ctx, opts.Progress, opts.ProgressInterval, start, measureAt, rec)
 	var wg sync.WaitGroup
-	for i := range workers {
-		w := &workers[i]
-		w.hist = new(Histogram)
-		wg.Go(func() { w.run(ctx, t, measureAt, endAt, budget) })
+	for i := range opts.Concurrency {
+		wg.Go(func() { closedWorker(ctx, t, rec, i, measureAt, endAt, budget) })
 	}
 	wg.Wait()
+	stopProgress()
 
-	res := &Result{Concurrency: opts.Concurrency, Latency: new(Histogram)}
-	var last time.Time
-	for i := range workers {
-		w := &workers[i]
-		res.Requests += w.requests
-		res.Errors += w.errors
-		if res.FirstError == "" && w.firstErr != nil {
-			res.FirstError = w.firstErr.Error()
-		}
-		res.Latency.Merge(w.hist)
-		if w.last.After(last) {
-			last = w.last
-		}
-	}
-	if last.After(measureAt) {
-		res.Elapsed = last.Sub(measureAt)
-	}
-	res.summarize()
+	res := rec.result()
+	res.Mode = ModeClosed
+	res.Concurrency = opts.Concurrency
+	bytes.finish(res)
 	return res, nil
 }
 
-// worker is one closed loop. Its fields are written by its goroutine only
-// and read after it ends.
-type worker struct {
-	hist     *Histogram
-	requests int64
-	errors   int64
-	firstErr error
-	last     time.Time // when its last measured request finished
-}
-
-func (w *worker) run(ctx context.Context, t Target, measureAt, endAt time.Time, budget *atomic.Int64) {
+// closedWorker is one closed loop, recording into its own shard.
+func closedWorker(ctx context.Context, t Target, rec *recorder, shard int, measureAt, endAt time.Time, budget *atomic.Int64) {
 	done := ctx.Done()
 	for {
 		select {
@@ -185,15 +117,6 @@ func (w *worker) run(ctx context.Context, t Target, measureAt, endAt time.Time, 
 		if err != nil && ctx.Err() != nil {
 			return // cancelled, not failed
 		}
-		w.requests++
-		w.last = t1
-		if err != nil {
-			w.errors++
-			if w.firstErr == nil {
-				w.firstErr = err
-			}
-			continue
-		}
-		w.hist.Record(t1.Sub(t0))
+		rec.record(shard, t0, t0, t1, err)
 	}
 }

@@ -22,6 +22,7 @@ Usage:
   infergate serve [flags]        gateway + built-in runtimes, embedded defaults
   infergate gateway [flags]      data plane only, runtimes at URLs
   infergate modelserver [flags]  built-in OIP model server for ONNX models
+  infergate bench [flags]        load-test any OIP server over REST or gRPC
   infergate version              print the version
 
 Run "infergate <command> -h" for a command's flags.
@@ -48,6 +49,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runServe(rest, stderr, false)
 	case "modelserver":
 		return runModelServer(rest, stdout, stderr)
+	case "bench":
+		return runBench(rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "infergate", version)
 		return nil

@@ -254,6 +254,9 @@ func BenchmarkRESTPassThrough(b *testing.B) {
 
 // TestRESTPassThroughAllocs guards the fast path's allocation budget.
 func TestRESTPassThroughAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector's sync.Pool allocates")
+	}
 	rt := newFakeRuntime(t, "a")
 	g := newTestGateway(t, Route{Model: "m", Pool: readyPool(t, "m", rt.client(t))})
 	body := []byte(`{"inputs":[]}`)
@@ -295,5 +298,39 @@ func TestReadyFollowsServing(t *testing.T) {
 	}
 	if !g.Ready() {
 		t.Error("a model with an empty pool and no Serving func holds readiness back")
+	}
+}
+
+// TestRuntime5xxPassesThroughAndCounts: a runtime's 5xx answer reaches the
+// client as the runtime wrote it, and the pool sees it as a failure.
+func TestRuntime5xxPassesThroughAndCounts(t *testing.T) {
+	ln := fasthttputil.NewInmemoryListener()
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if bytes.HasSuffix(ctx.Path(), []byte("/ready")) {
+			return
+		}
+		ctx.SetStatusCode(500)
+		ctx.SetBodyString(`{"error":"model exploded"}`)
+	}}
+	go srv.Serve(ln) //nolint:errcheck
+	t.Cleanup(func() { ln.Close() })
+	c, err := runtimes.NewRESTClient(runtimes.RESTOptions{Addr: "127.0.0.1:1", Dial: func(string) (net.Conn, error) { return ln.Dial() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := runtimes.NewPool(runtimes.PoolOptions{Model: "m", Logger: slog.New(slog.DiscardHandler), EjectFailures: -1, BreakerFailures: 3}, []runtimes.Client{c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.Probe(context.Background())
+	g := newTestGateway(t, Route{Model: "m", Pool: pool})
+	for i := 0; i < 3; i++ {
+		ctx := serveOnce(g, "POST", "/v2/models/m/infer", `{}`)
+		if ctx.Response.StatusCode() != 500 || string(ctx.Response.Body()) != `{"error":"model exploded"}` {
+			t.Fatalf("answer %d = %d %s, want the runtime's own 500", i, ctx.Response.StatusCode(), ctx.Response.Body())
+		}
+	}
+	if st := pool.Stats(); st.BreakerOpens != 1 {
+		t.Errorf("breaker opens = %d after 3 runtime 500s, want 1", st.BreakerOpens)
 	}
 }

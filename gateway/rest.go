@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -111,7 +112,13 @@ func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, r *route, version []byte, 
 		var err error
 		if rc, ok := cl.(*runtimes.RESTClient); ok {
 			err = rc.Forward(&ctx.Request, &ctx.Response, deadline)
-			g.countUpstream(r, t0, err, ctx.Response.StatusCode())
+			code := ctx.Response.StatusCode()
+			g.countUpstream(r, t0, err, code)
+			if err == nil && code >= fasthttp.StatusInternalServerError {
+				// The pool's breaker, ejection and retries must see a
+				// runtime's 5xx; the client still gets the runtime's answer.
+				return &oip.Error{Kind: oip.KindFromHTTPStatus(code), Msg: "runtime answered HTTP " + statusLabel(code), Err: errRuntimeAnswered}
+			}
 			return err
 		}
 		if decoded == nil {
@@ -131,13 +138,17 @@ func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, r *route, version []byte, 
 		rest.WriteInferResponse(ctx, resp, decoded.BinaryOutput)
 		return nil
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, errRuntimeAnswered) {
 		ctx.Response.Reset()
 		rest.WriteError(ctx, err)
 		return
 	}
 	ctx.Response.Header.Del("Connection")
 }
+
+// errRuntimeAnswered marks an error made from a runtime's own error answer,
+// which is passed to the client as the runtime wrote it.
+var errRuntimeAnswered = errors.New("runtime answered with an error status")
 
 // countUpstream records one upstream call: by HTTP status when the call got
 // an answer, by error kind when it did not.

@@ -22,18 +22,139 @@ type PoolOptions struct {
 	ProbeInterval time.Duration
 	// ProbeTimeout bounds one probe (default 1s).
 	ProbeTimeout time.Duration
-	// Logger receives readiness changes (default slog.Default()).
+	// Logger receives readiness changes and ejections (default
+	// slog.Default()).
 	Logger *slog.Logger
+
+	// BreakerFailures is the run of consecutive failures that opens a
+	// replica's circuit breaker (default 5; negative: no breaker).
+	// Failures are 5xx-class: unavailable, unreachable, internal, deadline
+	// exceeded. Client errors (invalid argument, not found, too large,
+	// unimplemented) count as successes; canceled and resource exhausted
+	// count as neither.
+	BreakerFailures int
+	// BreakerOpenTimeout is how long an open breaker rejects calls before
+	// it half-opens (default 5s).
+	BreakerOpenTimeout time.Duration
+	// BreakerHalfOpenRequests is how many calls a half-open breaker lets
+	// through at once; that many successes close it and one failure opens
+	// it again (default 1).
+	BreakerHalfOpenRequests int
+
+	// EjectFailures is the run of consecutive failures, counted as for the
+	// breaker, that ejects a replica (default 5; negative: no ejection).
+	EjectFailures int
+	// BaseEjectionTime is how long a first ejection lasts; the n-th lasts n
+	// times as long, and each BaseEjectionTime a replica then spends back
+	// in the pool takes one off n (default 30s).
+	BaseEjectionTime time.Duration
+	// MaxEjectionTime caps one ejection (default 300s, and at least
+	// BaseEjectionTime).
+	MaxEjectionTime time.Duration
+	// MaxEjectionPercent bounds the share of the pool's replicas ejected at
+	// once (default 50; above 100 means 100). Whatever it says, the last
+	// replica able to take calls is never ejected.
+	MaxEjectionPercent int
+
+	// RetryBudgetPercent bounds the retries in flight to this percentage
+	// of the pool's active calls (default 20; negative: 0, leaving only
+	// MinRetryConcurrency).
+	RetryBudgetPercent float64
+	// MinRetryConcurrency is the number of retries in flight the budget
+	// always allows, however few calls are active (default 3; negative:
+	// 0). Both budget fields negative turn retries off.
+	MinRetryConcurrency int
+	// NonIdempotent says that running a call twice may do harm: Do then
+	// retries only calls that never reached a runtime (ErrUnreachable).
+	// By default a model is taken as idempotent, and unavailable answers
+	// (503) and connections broken before an answer are retried too.
+	NonIdempotent bool
+
+	// Now is the clock for ejections and deadlines (default time.Now).
+	// Breakers keep gobreaker's own clock, time.Now.
+	Now func() time.Time
+	// Seed, when not zero, makes the replica choice a deterministic
+	// sequence for a sequential caller (tests). Zero uses the runtime's
+	// per-thread random source.
+	Seed uint64
+}
+
+// setDefaults fills opts' zero fields with the documented defaults.
+func (o *PoolOptions) setDefaults() {
+	if o.ProbeInterval <= 0 {
+		o.ProbeInterval = time.Second
+	}
+	if o.ProbeTimeout <= 0 {
+		o.ProbeTimeout = time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.BreakerFailures == 0 {
+		o.BreakerFailures = 5
+	}
+	if o.BreakerOpenTimeout <= 0 {
+		o.BreakerOpenTimeout = 5 * time.Second
+	}
+	if o.BreakerHalfOpenRequests <= 0 {
+		o.BreakerHalfOpenRequests = 1
+	}
+	if o.EjectFailures == 0 {
+		o.EjectFailures = 5
+	}
+	if o.BaseEjectionTime <= 0 {
+		o.BaseEjectionTime = 30 * time.Second
+	}
+	if o.MaxEjectionTime <= 0 {
+		o.MaxEjectionTime = 300 * time.Second
+	}
+	o.MaxEjectionTime = max(o.MaxEjectionTime, o.BaseEjectionTime)
+	switch {
+	case o.MaxEjectionPercent <= 0:
+		o.MaxEjectionPercent = 50
+	case o.MaxEjectionPercent > 100:
+		o.MaxEjectionPercent = 100
+	}
+	switch {
+	case o.RetryBudgetPercent == 0:
+		o.RetryBudgetPercent = 20
+	case o.RetryBudgetPercent < 0:
+		o.RetryBudgetPercent = 0
+	}
+	switch {
+	case o.MinRetryConcurrency == 0:
+		o.MinRetryConcurrency = 3
+	case o.MinRetryConcurrency < 0:
+		o.MinRetryConcurrency = 0
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 }
 
 // Replica is one runtime endpoint in a pool, with the readiness the pool's
-// prober last saw and the calls in flight on it.
+// prober last saw, the calls in flight on it, and its health as the pool's
+// calls found it (breaker, ejection).
 type Replica struct {
-	Client   Client
-	ready    atomic.Bool
-	draining atomic.Bool
+	Client Client
+
+	// Read on every choice, written rarely.
+	ready        atomic.Bool
+	draining     atomic.Bool
+	ejectedUntil atomic.Int64  // PoolOptions.Now UnixNano; 0 when not ejected
+	brk          *breaker      // nil when breakers are off
+	idle         chan struct{} // signalled when inflight drops to 0 while draining
+
+	// Under Pool.ejectMu.
+	ejections    int   // the multiplier of the next ejection time
+	lastEjectEnd int64 // when the last ejection ended or ends (UnixNano)
+
+	// Written by every call; kept off the line above.
+	_        [64]byte
 	inflight atomic.Int64
-	idle     chan struct{} // signalled when inflight drops to 0 while draining
+	calls    atomic.Uint64 // calls started, to break ties between equals
+	fails    atomic.Int32  // consecutive failures, reset by a success
+	ejectRun atomic.Int32  // the same, also reset by an ejection
 }
 
 // Ready reports whether the last probe or call found the model ready there.
@@ -55,16 +176,25 @@ func (r *Replica) done() {
 }
 
 // Pool is the set of runtime replicas serving one model. It probes them for
-// readiness, caches the model's metadata from the runtime, and picks a ready
-// replica per call, round robin. (Load-aware choice and breakers come with
-// the router.) A Pool is safe for concurrent use.
+// readiness, caches the model's metadata from the runtime, and chooses a
+// replica per call: power of two choices on calls in flight, among replicas
+// that are ready, not draining, not ejected as outliers and whose circuit
+// breaker is not open (see balance.go, breaker.go, outlier.go); a call that
+// failed before the runtime could act is retried on another replica within
+// a retry budget (retry.go). A Pool is safe for concurrent use.
 type Pool struct {
 	opts     PoolOptions
 	replicas atomic.Pointer[[]*Replica] // copy-on-write under mu
 	mu       sync.Mutex
-	next     atomic.Uint32
 	md       atomic.Pointer[oip.ModelMetadata]
 	mdMu     sync.Mutex // serializes metadata fetches
+	rng      rng
+	now      func() time.Time
+	ejectMu  sync.Mutex   // serializes ejection decisions
+	retrying atomic.Int64 // retry attempts in flight
+	stats    struct {
+		ejections, breakerOpens, retries, budgetExhausted atomic.Uint64
+	}
 }
 
 // NewPool returns a pool over clients, which may be empty when replicas are
@@ -74,33 +204,43 @@ func NewPool(opts PoolOptions, clients []Client) (*Pool, error) {
 	if opts.Model == "" {
 		return nil, errors.New("runtimes: PoolOptions.Model is empty")
 	}
-	if opts.ProbeInterval <= 0 {
-		opts.ProbeInterval = time.Second
+	opts.setDefaults()
+	p := &Pool{opts: opts, now: opts.Now}
+	if opts.Seed != 0 {
+		p.rng.seeded = true
+		p.rng.state.Store(opts.Seed)
 	}
-	if opts.ProbeTimeout <= 0 {
-		opts.ProbeTimeout = time.Second
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-	p := &Pool{opts: opts}
 	rs := make([]*Replica, 0, len(clients))
 	for _, c := range clients {
-		rs = append(rs, newReplica(c))
+		rs = append(rs, p.newReplica(c))
 	}
 	p.replicas.Store(&rs)
 	return p, nil
 }
 
-func newReplica(c Client) *Replica { return &Replica{Client: c, idle: make(chan struct{}, 1)} }
+func (p *Pool) newReplica(c Client) *Replica {
+	r := &Replica{Client: c, idle: make(chan struct{}, 1)}
+	if p.opts.BreakerFailures > 0 {
+		r.brk = newBreaker(p.opts.Model+"@"+addrOf(c), &p.opts, func() {
+			p.stats.breakerOpens.Add(1)
+			p.opts.Logger.Warn("replica circuit breaker open", "model", p.opts.Model, "replica", addrOf(c))
+		})
+	}
+	return r
+}
 
 // Add puts a replica for c in the pool, not ready until a probe or SetReady
 // says so, and returns it.
 func (p *Pool) Add(c Client) *Replica {
-	r := newReplica(c)
+	r := p.newReplica(c)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	old := *p.replicas.Load()
+	// Start level with the busiest, or ties would send the newcomer every
+	// call of a quiet pool until it caught up.
+	for _, x := range old {
+		r.calls.Store(max(r.calls.Load(), x.calls.Load()))
+	}
 	rs := append(append(make([]*Replica, 0, len(old)+1), old...), r)
 	p.replicas.Store(&rs)
 	return r
@@ -230,45 +370,196 @@ func (p *Pool) Metadata(ctx context.Context) (*oip.ModelMetadata, error) {
 	return p.md.Load(), nil
 }
 
-// Do calls fn with a ready replica's client. When fn fails because the
-// replica could not be reached (the request was never sent), the replica is
-// marked not ready and the next one is tried, each at most once. With no
-// ready replica Do returns an unavailable error naming the model.
+// Do calls fn with the client of a replica chosen for the call, and
+// returns fn's error. When fn fails in a way that running it again on
+// another replica cannot harm (see retry.go), and the retry budget and ctx
+// allow, Do calls fn again with another replica's client, each replica at
+// most once; fn must therefore leave what it reuses (a request body) fit
+// for another call. A replica that could not be reached is marked not
+// ready. With no replica able to take the call, Do returns an unavailable
+// error naming the model.
+//
+// Do reads ctx only to decide retries: fn itself carries the deadline to
+// the runtime.
 func (p *Pool) Do(ctx context.Context, fn func(Client) error) error {
 	rs := p.Replicas()
-	n := len(rs)
-	tried := false
-	var last error
-	start := 0
-	if n > 0 {
-		start = int(p.next.Add(1)) % n
-	}
-	for i := 0; i < n; i++ {
-		r := rs[(start+i)%n]
-		if !r.ready.Load() || r.draining.Load() {
-			continue
+	var (
+		t     tried
+		last  error
+		retry bool // this attempt holds a place in the retry budget
+	)
+	for {
+		r, done := p.take(rs, &t)
+		if r == nil {
+			if retry {
+				p.releaseRetry()
+			}
+			break
 		}
+		if retry {
+			p.stats.retries.Add(1)
+		}
+		err := p.call(rs, r, done, fn)
+		if retry {
+			p.releaseRetry()
+			retry = false
+		}
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, ErrUnreachable) {
+			r.ready.Store(false)
+		}
+		if !p.retryable(r, err) {
+			return err
+		}
+		last = err
+		if !p.beforeDeadline(ctx) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return p.lastError(last, "and the deadline has passed")
+		}
+		if t.count() >= len(rs) {
+			break
+		}
+		if !p.acquireRetry(rs) {
+			return p.lastError(last, "and the retry budget is spent")
+		}
+		retry = true
+	}
+	if last != nil {
+		return p.lastError(last, "")
+	}
+	return p.noReplicaError()
+}
+
+// take chooses a replica for a call, skipping those in t and adding the
+// one it returns, counts the call in flight on it, and passes the breaker's
+// first step. It returns nil when no replica may take the call.
+func (p *Pool) take(rs []*Replica, t *tried) (*Replica, func(error)) {
+	for range len(rs) {
+		i := p.pick(rs, t)
+		if i < 0 {
+			return nil, nil
+		}
+		t.add(i)
+		r := rs[i]
 		r.inflight.Add(1)
-		if r.draining.Load() { // Remove began between the checks
+		r.calls.Add(1)
+		if r.draining.Load() { // Remove began after the choice
 			r.done()
 			continue
 		}
-		tried = true
-		err := fn(r.Client)
-		r.done()
-		if err == nil || !errors.Is(err, ErrUnreachable) {
-			return err
+		if r.brk == nil {
+			return r, nil
 		}
-		r.ready.Store(false)
-		last = err
-		if ctx.Err() != nil {
-			return ctx.Err()
+		done, ok := r.brk.before()
+		if !ok { // half-open and already probing, or open again
+			r.done()
+			continue
 		}
+		return r, done
 	}
-	if tried {
-		return &oip.Error{Kind: oip.KindUnavailable, Msg: fmt.Sprintf("model %q: no replica could be reached", p.opts.Model), Err: last}
+	return nil, nil
+}
+
+// errAbandoned is the outcome a breaker gets for a call that ended without
+// an answer (fn panicked): it counts neither way.
+var errAbandoned = &oip.Error{Kind: oip.KindCanceled, Msg: "call abandoned"}
+
+// call runs fn on r and records what its error says about r.
+func (p *Pool) call(rs []*Replica, r *Replica, done func(error), fn func(Client) error) error {
+	finished := false
+	defer func() {
+		if !finished { // fn panicked: free the replica and a half-open slot
+			r.done()
+			if done != nil {
+				done(errAbandoned)
+			}
+		}
+	}()
+	err := fn(r.Client)
+	finished = true
+	r.done()
+	p.observe(rs, r, done, err)
+	return err
+}
+
+// observe records a call's outcome on r: its runs of failures (for the
+// breaker and for ejection) and the breaker's second step.
+func (p *Pool) observe(rs []*Replica, r *Replica, done func(error), err error) {
+	o := classify(err)
+	endedRun := false
+	switch o {
+	case outcomeOK:
+		if r.fails.Load() != 0 {
+			endedRun = r.fails.Swap(0) != 0
+			r.ejectRun.Store(0)
+		}
+	case outcomeFailure:
+		r.fails.Add(1)
+		p.noteFailure(rs, r)
+	}
+	if r.brk != nil {
+		r.brk.after(done, err, o, endedRun)
+	}
+}
+
+// lastError is the error Do returns when it stops retrying after last:
+// last itself when the runtime answered, or an unavailable error naming the
+// model when no replica could be reached.
+func (p *Pool) lastError(last error, why string) error {
+	if !errors.Is(last, ErrUnreachable) {
+		return last
+	}
+	msg := fmt.Sprintf("model %q: no replica could be reached", p.opts.Model)
+	if why != "" {
+		msg += " " + why
+	}
+	return &oip.Error{Kind: oip.KindUnavailable, Msg: msg, Err: last}
+}
+
+// noReplicaError says why no replica could take a call.
+func (p *Pool) noReplicaError() error {
+	for _, r := range p.Replicas() {
+		if r.ready.Load() && !r.draining.Load() {
+			return &oip.Error{Kind: oip.KindUnavailable, Msg: fmt.Sprintf("model %q: every ready replica's circuit breaker is open", p.opts.Model)}
+		}
 	}
 	return &oip.Error{Kind: oip.KindUnavailable, Msg: fmt.Sprintf("model %q has no ready replica", p.opts.Model)}
+}
+
+// PoolStats counts what the pool did to keep calls off sick replicas, for
+// the gateway to export. Counters only grow; Ejected and BreakersOpen are
+// the state when Stats was called.
+type PoolStats struct {
+	Ejections            uint64 // replicas ejected as outliers
+	BreakerOpens         uint64 // circuit breakers opened (again after a failed half-open probe too)
+	Retries              uint64 // retry attempts started on another replica
+	RetryBudgetExhausted uint64 // retries the budget refused
+	Ejected              int    // replicas ejected now
+	BreakersOpen         int    // replicas whose breaker is open now
+}
+
+// Stats returns the pool's counters.
+func (p *Pool) Stats() PoolStats {
+	s := PoolStats{
+		Ejections:            p.stats.ejections.Load(),
+		BreakerOpens:         p.stats.breakerOpens.Load(),
+		Retries:              p.stats.retries.Load(),
+		RetryBudgetExhausted: p.stats.budgetExhausted.Load(),
+	}
+	now := p.now().UnixNano()
+	for _, r := range p.Replicas() {
+		if r.ejected(now) {
+			s.Ejected++
+		}
+		if r.brk != nil && r.brk.open() {
+			s.BreakersOpen++
+		}
+	}
+	return s
 }
 
 // Close closes every replica's client.

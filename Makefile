@@ -5,7 +5,7 @@ TOOLS     := $(CURDIR)/bin/tools
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all build run test test-long fuzz bench bench-generator proto models vet fmt clean
+.PHONY: all build run test test-long fuzz bench bench-generator bench-batching proto models vet fmt clean
 
 all: build
 
@@ -41,6 +41,11 @@ bench: build
 # Only the one-core rate of `infergate bench` against wrk.
 bench-generator: build
 	./scripts/bench.sh generator
+
+# Only the batcher's table: a simulated GPU-like model with and without
+# dynamic batching, closed loop at concurrency 1, 8, 64 and 256.
+bench-batching: build
+	./scripts/bench.sh batching
 
 # Regenerates oip/inferencepb from oip/proto with pinned generators.
 proto:

@@ -53,6 +53,21 @@ func defaults() config.Model {
 	}
 }
 
+// batcherWith is a Batcher with KServe's three fields set and every other
+// field defaulted.
+func batcherWith(size int, latency, timeout time.Duration) *config.Batcher {
+	return &config.Batcher{
+		MaxBatchSize:    size,
+		MaxLatency:      latency,
+		Timeout:         timeout,
+		MaxQueueSize:    1024,
+		PriorityLevels:  1,
+		DefaultPriority: 1,
+		QueuePolicy:     config.QueuePolicy{TimeoutAction: config.TimeoutReject, AllowTimeoutOverride: true},
+		Oversize:        config.OversizeSendAlone,
+	}
+}
+
 func TestParseValid(t *testing.T) {
 	with := func(f func(m *config.Model)) config.Model {
 		m := defaults()
@@ -73,7 +88,32 @@ func TestParseValid(t *testing.T) {
 			name: "batcher defaults",
 			yaml: doc(irisMeta, "batcher: {},", onnxModel),
 			want: []config.Model{with(func(m *config.Model) {
-				m.Batcher = &config.Batcher{MaxBatchSize: 32, MaxLatency: 5 * time.Millisecond, Timeout: 60 * time.Second}
+				m.Batcher = batcherWith(32, 5*time.Millisecond, 60*time.Second)
+			})},
+		},
+		{
+			name: "batcher with Triton's fields",
+			yaml: doc(irisMeta, "batcher: {maxBatchSize: 64, preferredBatchSizes: [32, 8], maxQueueSize: 100, priorityLevels: 4, defaultPriority: 4, "+
+				"queuePolicy: {timeoutAction: DELAY, defaultTimeoutMicroseconds: 2500, allowTimeoutOverride: false}, preserveOrdering: true, maxBatchesInFlight: 3, oversize: reject},", onnxModel),
+			want: []config.Model{with(func(m *config.Model) {
+				b := batcherWith(64, 5*time.Millisecond, 60*time.Second)
+				b.PreferredBatchSizes = []int{32, 8}
+				b.MaxQueueSize = 100
+				b.PriorityLevels, b.DefaultPriority = 4, 4
+				b.QueuePolicy = config.QueuePolicy{TimeoutAction: config.TimeoutDelay, DefaultTimeout: 2500 * time.Microsecond}
+				b.PreserveOrdering = true
+				b.MaxBatchesInFlight = 3
+				b.Oversize = config.OversizeReject
+				m.Batcher = b
+			})},
+		},
+		{
+			name: "batcher default priority is the middle level",
+			yaml: doc(irisMeta, "batcher: {priorityLevels: 5, queuePolicy: {}, maxBatchesInFlight: 0, oversize: send-alone},", onnxModel),
+			want: []config.Model{with(func(m *config.Model) {
+				b := batcherWith(32, 5*time.Millisecond, 60*time.Second)
+				b.PriorityLevels, b.DefaultPriority = 5, 3
+				m.Batcher = b
 			})},
 		},
 		{
@@ -493,6 +533,26 @@ func TestParseErrors(t *testing.T) {
 		{name: "batch latency negative", yaml: doc(irisMeta, "batcher: {maxLatency: -5},", onnxModel), want: "m.yaml: document 1: spec.predictor.batcher.maxLatency: -5 is not positive"},
 		{name: "batch latency too long", yaml: doc(irisMeta, "batcher: {maxLatency: 86400001},", onnxModel), want: "m.yaml: document 1: spec.predictor.batcher.maxLatency: 86400001 is more than 86400000 (24h in milliseconds)"},
 		{name: "batch timeout zero", yaml: doc(irisMeta, "batcher: {timeout: 0},", onnxModel), want: "m.yaml: document 1: spec.predictor.batcher.timeout: 0 is not positive"},
+		{name: "preferred size zero", yaml: doc(irisMeta, "batcher: {preferredBatchSizes: [0]},", onnxModel), want: `m.yaml: document 1: spec.predictor.batcher.preferredBatchSizes[0]: 0 is not positive`},
+		{name: "preferred size above max", yaml: doc(irisMeta, "batcher: {maxBatchSize: 16, preferredBatchSizes: [8, 17]},", onnxModel), want: `m.yaml: document 1: spec.predictor.batcher.preferredBatchSizes[1]: 17 is more than maxBatchSize (16)`},
+		{name: "preferred size above default max", yaml: doc(irisMeta, "batcher: {preferredBatchSizes: [33]},", onnxModel), want: `m.yaml: document 1: spec.predictor.batcher.preferredBatchSizes[0]: 33 is more than maxBatchSize (32)`},
+		{name: "preferred size twice", yaml: doc(irisMeta, "batcher: {preferredBatchSizes: [4, 8, 4]},", onnxModel), want: `m.yaml: document 1: spec.predictor.batcher.preferredBatchSizes[2]: 4 is listed twice`},
+		{name: "preferred sizes not a list", yaml: doc(irisMeta, "batcher: {preferredBatchSizes: 8},", onnxModel), want: `m.yaml: document 1: spec.predictor.batcher.preferredBatchSizes: want a list, got 8`},
+		{name: "max queue size zero", yaml: doc(irisMeta, "batcher: {maxQueueSize: 0},", onnxModel), want: `m.yaml: document 1: spec.predictor.batcher.maxQueueSize: 0 is not positive`},
+		{name: "priority levels zero", yaml: doc(irisMeta, "batcher: {priorityLevels: 0},", onnxModel), want: `m.yaml: document 1: spec.predictor.batcher.priorityLevels: 0 is not positive`},
+		{name: "priority levels too many", yaml: doc(irisMeta, "batcher: {priorityLevels: 1001},", onnxModel), want: `m.yaml: document 1: spec.predictor.batcher.priorityLevels: 1001 is more than 1000`},
+		{name: "default priority above levels", yaml: doc(irisMeta, "batcher: {priorityLevels: 3, defaultPriority: 4},", onnxModel), want: `m.yaml: document 1: spec.predictor.batcher.defaultPriority: 4 is not between 1 and priorityLevels (3)`},
+		{name: "default priority above default levels", yaml: doc(irisMeta, "batcher: {defaultPriority: 2},", onnxModel), want: `m.yaml: document 1: spec.predictor.batcher.defaultPriority: 2 is not between 1 and priorityLevels (1)`},
+		{name: "default priority zero", yaml: doc(irisMeta, "batcher: {priorityLevels: 2, defaultPriority: 0},", onnxModel), want: `m.yaml: document 1: spec.predictor.batcher.defaultPriority: 0 is not between 1 and priorityLevels (2)`},
+		{name: "timeout action unknown", yaml: doc(irisMeta, "batcher: {queuePolicy: {timeoutAction: reject}},", onnxModel), want: `m.yaml: document 1: spec.predictor.batcher.queuePolicy.timeoutAction: "reject" is not REJECT or DELAY`},
+		{name: "queue timeout negative", yaml: doc(irisMeta, "batcher: {queuePolicy: {defaultTimeoutMicroseconds: -1}},", onnxModel), want: `m.yaml: document 1: spec.predictor.batcher.queuePolicy.defaultTimeoutMicroseconds: -1 is negative`},
+		{name: "queue timeout too long", yaml: doc(irisMeta, "batcher: {queuePolicy: {defaultTimeoutMicroseconds: 86400000001}},", onnxModel), want: `m.yaml: document 1: spec.predictor.batcher.queuePolicy.defaultTimeoutMicroseconds: 86400000001 is more than 86400000000 (24h in microseconds)`},
+		{name: "timeout override not a bool", yaml: doc(irisMeta, "batcher: {queuePolicy: {allowTimeoutOverride: 1}},", onnxModel), want: `m.yaml: document 1: spec.predictor.batcher.queuePolicy.allowTimeoutOverride: want true or false, got 1`},
+		{name: "queue policy unknown field", yaml: doc(irisMeta, "batcher: {queuePolicy: {timeout: 5}},", onnxModel), want: `m.yaml: document 1: spec.predictor.batcher.queuePolicy.timeout: unknown field`},
+		{name: "preserve ordering not a bool", yaml: doc(irisMeta, "batcher: {preserveOrdering: \"true\"},", onnxModel), want: `m.yaml: document 1: spec.predictor.batcher.preserveOrdering: want true or false, got "true"`},
+		{name: "batches in flight negative", yaml: doc(irisMeta, "batcher: {maxBatchesInFlight: -1},", onnxModel), want: `m.yaml: document 1: spec.predictor.batcher.maxBatchesInFlight: -1 is negative (0 means one per ready replica)`},
+		{name: "oversize unknown", yaml: doc(irisMeta, "batcher: {oversize: split},", onnxModel), want: `m.yaml: document 1: spec.predictor.batcher.oversize: "split" is not send-alone or reject`},
+		{name: "batcher unknown field", yaml: doc(irisMeta, "batcher: {maxQueueDelay: 5},", onnxModel), want: `m.yaml: document 1: spec.predictor.batcher.maxQueueDelay: unknown field`},
 
 		// Across documents.
 		{
@@ -652,7 +712,7 @@ func TestParseFile(t *testing.T) {
 		Timeout:              30 * time.Second,
 		ContainerConcurrency: 16,
 		CanaryTrafficPercent: ptr[int64](10),
-		Batcher:              &config.Batcher{MaxBatchSize: 64, MaxLatency: 20 * time.Millisecond, Timeout: 5 * time.Second},
+		Batcher:              batcherWith(64, 20*time.Millisecond, 5*time.Second),
 		Labels:               map[string]string{"team": "search"},
 		Annotations:          map[string]string{"serving.kserve.io/deploymentMode": "Serverless"},
 		Spec:                 spec,

@@ -243,6 +243,10 @@ func checkShape(v any, t reflect.Type, path string, d *docProblems) {
 			}
 			d.addf(path, "want a string, got %s%s", describe(v), hint)
 		}
+	case reflect.Bool:
+		if _, ok := v.(bool); !ok {
+			d.addf(path, "want true or false, got %s", describe(v))
+		}
 	case reflect.Int, reflect.Int64:
 		n, ok := v.(json.Number)
 		if !ok {

@@ -44,7 +44,15 @@ const (
 	DefaultMaxBatchSize = 32
 	DefaultMaxLatency   = 5 * time.Millisecond
 	DefaultBatchTimeout = 60 * time.Second
+	// DefaultMaxQueueSize is batcher.maxQueueSize when not set.
+	DefaultMaxQueueSize = 1024
+	// DefaultPriorityLevels is batcher.priorityLevels when not set.
+	DefaultPriorityLevels = 1
 )
+
+// MaxPriorityLevels bounds batcher.priorityLevels: the batcher keeps a queue
+// per level.
+const MaxPriorityLevels = 1000
 
 // MaxTimeoutSeconds bounds spec.predictor.timeout and batcher.timeout.
 const MaxTimeoutSeconds = 24 * 60 * 60
@@ -149,4 +157,68 @@ type Batcher struct {
 	MaxLatency time.Duration
 	// Timeout bounds one batched call; positive.
 	Timeout time.Duration
+
+	// PreferredBatchSizes are sizes, each in [1, MaxBatchSize] and none
+	// listed twice, at which a batch goes at once without waiting for
+	// MaxLatency; in the order written, nil when not set.
+	PreferredBatchSizes []int
+	// MaxQueueSize bounds the requests queued (not in flight); one more is
+	// answered with 429 / RESOURCE_EXHAUSTED. Positive; default
+	// DefaultMaxQueueSize.
+	MaxQueueSize int
+	// PriorityLevels is the number of priority levels, 1 the highest; in
+	// [1, MaxPriorityLevels], default 1.
+	PriorityLevels int
+	// DefaultPriority is the level of requests without a priority
+	// parameter; in [1, PriorityLevels], default the middle level,
+	// (PriorityLevels+1)/2.
+	DefaultPriority int
+	// QueuePolicy applies to every priority level.
+	QueuePolicy QueuePolicy
+	// PreserveOrdering answers batches in the order they were sent
+	// (default false).
+	PreserveOrdering bool
+	// MaxBatchesInFlight is how many batches may be upstream at once; 0
+	// (the default) means one per ready replica.
+	MaxBatchesInFlight int
+	// Oversize says what happens to a request larger than MaxBatchSize on
+	// its own (default OversizeSendAlone).
+	Oversize OversizePolicy
 }
+
+// QueuePolicy is batcher.queuePolicy with defaults applied.
+type QueuePolicy struct {
+	// TimeoutAction applies when a request's queue timeout passes (default
+	// TimeoutReject).
+	TimeoutAction TimeoutAction
+	// DefaultTimeout is the queue timeout of every request; 0 (the
+	// default) means none, so only the request's deadline applies.
+	DefaultTimeout time.Duration
+	// AllowTimeoutOverride lets a request's timeout parameter (Triton's,
+	// in microseconds) shorten DefaultTimeout (default true).
+	AllowTimeoutOverride bool
+}
+
+// TimeoutAction is batcher.queuePolicy.timeoutAction.
+type TimeoutAction string
+
+// The timeout actions, as Triton spells them.
+const (
+	// TimeoutReject answers a request whose queue timeout passed with 504 /
+	// DEADLINE_EXCEEDED.
+	TimeoutReject TimeoutAction = "REJECT"
+	// TimeoutDelay moves it behind every request whose timeout has not
+	// passed.
+	TimeoutDelay TimeoutAction = "DELAY"
+)
+
+// OversizePolicy is batcher.oversize.
+type OversizePolicy string
+
+// The oversize policies.
+const (
+	// OversizeSendAlone sends a request larger than maxBatchSize alone.
+	OversizeSendAlone OversizePolicy = "send-alone"
+	// OversizeReject answers it with 400 / INVALID_ARGUMENT.
+	OversizeReject OversizePolicy = "reject"
+)

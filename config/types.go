@@ -95,6 +95,38 @@ type BatcherSpec struct {
 	MaxLatency *int `json:"maxLatency,omitempty"`
 	// Timeout is the timeout, in seconds, of a batched call.
 	Timeout *int `json:"timeout,omitempty"`
+
+	// The fields below are infergate's, after Triton's dynamic batcher;
+	// see Batcher for their meaning and defaults.
+
+	// PreferredBatchSizes are sizes at which a batch goes without waiting.
+	PreferredBatchSizes []int `json:"preferredBatchSizes,omitempty"`
+	// MaxQueueSize bounds the requests queued.
+	MaxQueueSize *int `json:"maxQueueSize,omitempty"`
+	// PriorityLevels is the number of priority levels, 1 the highest.
+	PriorityLevels *int `json:"priorityLevels,omitempty"`
+	// DefaultPriority is the level of requests that name none.
+	DefaultPriority *int `json:"defaultPriority,omitempty"`
+	// QueuePolicy is Triton's default queue policy.
+	QueuePolicy *QueuePolicySpec `json:"queuePolicy,omitempty"`
+	// PreserveOrdering answers batches in the order they were sent.
+	PreserveOrdering *bool `json:"preserveOrdering,omitempty"`
+	// MaxBatchesInFlight bounds the batches upstream at once; 0 means one
+	// per ready replica.
+	MaxBatchesInFlight *int `json:"maxBatchesInFlight,omitempty"`
+	// Oversize is send-alone or reject.
+	Oversize *string `json:"oversize,omitempty"`
+}
+
+// QueuePolicySpec is Triton's ModelQueuePolicy as written.
+type QueuePolicySpec struct {
+	// TimeoutAction is REJECT or DELAY.
+	TimeoutAction *string `json:"timeoutAction,omitempty"`
+	// DefaultTimeoutMicroseconds is the queue timeout of every request;
+	// 0 means none.
+	DefaultTimeoutMicroseconds *int64 `json:"defaultTimeoutMicroseconds,omitempty"`
+	// AllowTimeoutOverride lets a request's timeout parameter shorten it.
+	AllowTimeoutOverride *bool `json:"allowTimeoutOverride,omitempty"`
 }
 
 // ModelSpec is KServe's ModelSpec with the fields of its inline

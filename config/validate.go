@@ -31,6 +31,7 @@ const (
 	fBatchSize    = "spec.predictor.batcher.maxBatchSize"
 	fBatchLatency = "spec.predictor.batcher.maxLatency"
 	fBatchTimeout = "spec.predictor.batcher.timeout"
+	fBatch        = "spec.predictor.batcher."
 )
 
 // toModel validates a decoded document and returns it as a Model with
@@ -225,7 +226,102 @@ func toBatcher(b *BatcherSpec, d *docProblems) *Batcher {
 	if b.Timeout != nil {
 		out.Timeout = seconds(fBatchTimeout, int64(*b.Timeout), d)
 	}
+	readTritonBatcher(out, b, d)
 	return out
+}
+
+// readTritonBatcher reads the batcher fields infergate takes from Triton's
+// dynamic batcher into out, whose KServe fields are already read.
+func readTritonBatcher(out *Batcher, b *BatcherSpec, d *docProblems) {
+	if b.PreferredBatchSizes != nil {
+		out.PreferredBatchSizes = slices.Clone(b.PreferredBatchSizes)
+	}
+	seen := make(map[int]bool, len(b.PreferredBatchSizes))
+	for i, n := range b.PreferredBatchSizes {
+		field := fmt.Sprintf("%spreferredBatchSizes[%d]", fBatch, i)
+		switch {
+		case n <= 0:
+			d.addf(field, "%d is not positive", n)
+		case out.MaxBatchSize > 0 && n > out.MaxBatchSize:
+			d.addf(field, "%d is more than maxBatchSize (%d)", n, out.MaxBatchSize)
+		case seen[n]:
+			d.addf(field, "%d is listed twice", n)
+		}
+		seen[n] = true
+	}
+
+	out.MaxQueueSize = DefaultMaxQueueSize
+	if b.MaxQueueSize != nil {
+		out.MaxQueueSize = *b.MaxQueueSize
+		if out.MaxQueueSize <= 0 {
+			d.addf(fBatch+"maxQueueSize", "%d is not positive", out.MaxQueueSize)
+		}
+	}
+
+	out.PriorityLevels = DefaultPriorityLevels
+	levelsOK := true
+	if b.PriorityLevels != nil {
+		out.PriorityLevels = *b.PriorityLevels
+		switch {
+		case out.PriorityLevels <= 0:
+			d.addf(fBatch+"priorityLevels", "%d is not positive", out.PriorityLevels)
+			levelsOK = false
+		case out.PriorityLevels > MaxPriorityLevels:
+			d.addf(fBatch+"priorityLevels", "%d is more than %d", out.PriorityLevels, MaxPriorityLevels)
+			levelsOK = false
+		}
+	}
+	out.DefaultPriority = (out.PriorityLevels + 1) / 2
+	if b.DefaultPriority != nil {
+		out.DefaultPriority = *b.DefaultPriority
+		if levelsOK && (out.DefaultPriority < 1 || out.DefaultPriority > out.PriorityLevels) {
+			d.addf(fBatch+"defaultPriority", "%d is not between 1 and priorityLevels (%d)", out.DefaultPriority, out.PriorityLevels)
+		}
+	}
+
+	out.QueuePolicy = QueuePolicy{TimeoutAction: TimeoutReject, AllowTimeoutOverride: true}
+	if qp := b.QueuePolicy; qp != nil {
+		if a := qp.TimeoutAction; a != nil {
+			out.QueuePolicy.TimeoutAction = TimeoutAction(*a)
+			switch out.QueuePolicy.TimeoutAction {
+			case TimeoutReject, TimeoutDelay:
+			default:
+				d.addf(fBatch+"queuePolicy.timeoutAction", "%s is not %s or %s", quote(*a), TimeoutReject, TimeoutDelay)
+			}
+		}
+		if us := qp.DefaultTimeoutMicroseconds; us != nil {
+			const maxMicros = MaxTimeoutSeconds * 1_000_000
+			switch {
+			case *us < 0:
+				d.addf(fBatch+"queuePolicy.defaultTimeoutMicroseconds", "%d is negative", *us)
+			case *us > maxMicros:
+				d.addf(fBatch+"queuePolicy.defaultTimeoutMicroseconds", "%d is more than %d (24h in microseconds)", *us, int64(maxMicros))
+			}
+			out.QueuePolicy.DefaultTimeout = time.Duration(*us) * time.Microsecond
+		}
+		if o := qp.AllowTimeoutOverride; o != nil {
+			out.QueuePolicy.AllowTimeoutOverride = *o
+		}
+	}
+
+	if p := b.PreserveOrdering; p != nil {
+		out.PreserveOrdering = *p
+	}
+	if n := b.MaxBatchesInFlight; n != nil {
+		out.MaxBatchesInFlight = *n
+		if *n < 0 {
+			d.addf(fBatch+"maxBatchesInFlight", "%d is negative (0 means one per ready replica)", *n)
+		}
+	}
+	out.Oversize = OversizeSendAlone
+	if o := b.Oversize; o != nil {
+		out.Oversize = OversizePolicy(*o)
+		switch out.Oversize {
+		case OversizeSendAlone, OversizeReject:
+		default:
+			d.addf(fBatch+"oversize", "%s is not %s or %s", quote(*o), OversizeSendAlone, OversizeReject)
+		}
+	}
 }
 
 // checkName reports a name that is not a DNS-1123 label. A model name must

@@ -3,11 +3,16 @@
 # micro-benchmarks, on loopback only and bounded in time (about three
 # minutes with the defaults). See bench/README.md.
 #
-#   scripts/bench.sh [all|generator|proxies]
+#   scripts/bench.sh [all|generator|batching|proxies]
 #
 #   generator  the load generator's own rate from one core: `infergate bench`
 #              (GOMAXPROCS=1, pinned to one core) against wrk on the same
 #              core, both driving the trivial OIP runtime pinned to another
+#   batching   the gateway's dynamic batcher against none, in one gateway
+#              serving a simulated GPU-like model (5 ms + 0.05 ms per row, one
+#              slot) twice, as sim (unbatched) and sim-batched (maxBatchSize
+#              64, maxLatency 5): closed loop at BATCH_CONCURRENCY, a table
+#              and the issue's two checks, PASS or FAIL (exit 0 either way)
 #   proxies    infergate's gateway against nginx and haproxy in front of the
 #              same trivial runtime (bench/cmd/proxybench, which drives them
 #              with the load generator of `infergate bench`)
@@ -25,12 +30,16 @@
 #   GEN_WINDOW     one measured window of the generator comparison, in whole
 #                  seconds (default 5s)
 #   GEN_ROUNDS     rounds of it, each running wrk then infergate bench (default 3)
+#   BATCH_CONCURRENCY  space-separated concurrencies of the batching part
+#                  (default "1 8 64 256")
+#   BATCH_WINDOW, BATCH_WARMUP  its measured window and warm-up per point
+#                  (default 3s, 1s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MODE=${1:-all}
-case $MODE in all | generator | proxies) ;; *)
-	echo "usage: $0 [all|generator|proxies]" >&2
+case $MODE in all | generator | batching | proxies) ;; *)
+	echo "usage: $0 [all|generator|batching|proxies]" >&2
 	exit 2
 	;;
 esac
@@ -50,7 +59,7 @@ GEN_CONNS=${GEN_CONNS:-64}
 GEN_WINDOW=${GEN_WINDOW:-5s}
 GEN_ROUNDS=${GEN_ROUNDS:-3}
 
-if [[ $MODE != generator ]]; then
+if [[ $MODE == all || $MODE == proxies ]]; then
 	echo "== bench: the load generator's own cost (package bench)"
 	"$GO" test -run '^$' -bench . -benchmem -benchtime 500ms ./bench/
 fi
@@ -59,7 +68,9 @@ mkdir -p bin
 if [[ -n ${BUILD_INFERGATE:-} ]]; then
 	"$GO" build -o "$INFERGATE" ./cmd/infergate
 fi
-"$GO" build -o bin/proxybench ./bench/cmd/proxybench
+if [[ $MODE == all || $MODE == proxies ]]; then
+	"$GO" build -o bin/proxybench ./bench/cmd/proxybench
+fi
 
 # cpu_ticks prints the user+system clock ticks (1/100 s) pid has used.
 cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
@@ -135,10 +146,123 @@ EOF
 	echo "(a runtime CPU near 100% means the runtime, not the generator, set the pace)"
 }
 
-if [[ $MODE != proxies ]]; then
+# batching_comparison runs one gateway serving a simulated model twice, with
+# and without the batcher, loads both in turn at each concurrency and prints
+# the table and the issue's checks. It is a report: it returns 0 whatever
+# the figures, and stops everything it started.
+batching_comparison() {
+	echo "== batching: one gateway, a simulated model (5 ms + 0.05 ms/row, 1 slot) as sim and sim-batched"
+	if ! command -v jq >/dev/null || ! command -v curl >/dev/null; then
+		echo "jq and curl are needed for the batching table: skipped"
+		return 0
+	fi
+	local tmp gw_pid="" base rest grpc admin c m
+	tmp=$(mktemp -d)
+	# shellcheck disable=SC2064 # expand tmp now; gw_pid is read at return.
+	trap "trap - INT TERM; [[ -n \$gw_pid ]] && kill \$gw_pid 2>/dev/null && wait \$gw_pid 2>/dev/null; rm -rf '$tmp'" RETURN
+	mkdir -p "$tmp/models/sim" "$tmp/data" "$tmp/out"
+	cat >"$tmp/models/sim/config.json" <<-'JSON'
+		{
+		  "max_batch_size": 0,
+		  "simulate": {
+		    "latency_ms": 5,
+		    "per_item_ms": 0.05,
+		    "slots": 1,
+		    "inputs":  [{"name": "x", "datatype": "FP32", "shape": [-1, 16]}],
+		    "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 16]}]
+		  }
+		}
+	JSON
+	cat >"$tmp/models.yaml" <<-YAML
+		apiVersion: serving.kserve.io/v1beta1
+		kind: InferenceService
+		metadata: {name: sim}
+		spec:
+		  predictor:
+		    model: {modelFormat: {name: onnx}, storageUri: $tmp/models/sim}
+		---
+		apiVersion: serving.kserve.io/v1beta1
+		kind: InferenceService
+		metadata: {name: sim-batched}
+		spec:
+		  predictor:
+		    batcher: {maxBatchSize: 64, maxLatency: 5}
+		    model: {modelFormat: {name: onnx}, storageUri: $tmp/models/sim}
+	YAML
+	base=$((20000 + RANDOM % 20000))
+	rest=127.0.0.1:$base grpc=127.0.0.1:$((base + 1)) admin=127.0.0.1:$((base + 2))
+	"$INFERGATE" serve -config "$tmp/models.yaml" -data-dir "$tmp/data" \
+		-rest-addr "$rest" -grpc-addr "$grpc" -admin-addr "$admin" >"$tmp/gateway.log" 2>&1 &
+	gw_pid=$!
+	# shellcheck disable=SC2064 # the pid is fixed now.
+	trap "kill $gw_pid 2>/dev/null; wait $gw_pid 2>/dev/null; rm -rf '$tmp'; exit 130" INT TERM
+	local ready=""
+	for _ in $(seq 150); do
+		if curl -fs "http://$rest/v2/models/sim/ready" >/dev/null && curl -fs "http://$rest/v2/models/sim-batched/ready" >/dev/null; then
+			ready=1
+			break
+		fi
+		kill -0 "$gw_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if [[ -z $ready ]]; then
+		echo "the gateway did not get ready; its log:"
+		tail -20 "$tmp/gateway.log"
+		return 0
+	fi
+	for c in ${BATCH_CONCURRENCY:-1 8 64 256}; do
+		for m in sim sim-batched; do
+			"$INFERGATE" bench -u "http://$rest" -m "$m" -c "$c" -duration "${BATCH_WINDOW:-3s}" \
+				-warmup "${BATCH_WARMUP:-1s}" -progress off -json "$tmp/out/$m-$c.json" >/dev/null 2>"$tmp/out/$m-$c.err" ||
+				{ echo "bench $m c$c failed:"; cat "$tmp/out/$m-$c.err"; }
+		done
+	done
+	# One line per concurrency: c, then rps p50 p99 (ms) errors of sim, of sim-batched.
+	local rows=()
+	for c in ${BATCH_CONCURRENCY:-1 8 64 256}; do
+		local row="$c"
+		for m in sim sim-batched; do
+			if [[ -s $tmp/out/$m-$c.json ]]; then
+				row+=" $(jq -r '.points[0] | "\(.rps) \(.p50_ns / 1e6) \(.p99_ns / 1e6) \(.errors)"' "$tmp/out/$m-$c.json")"
+			else
+				row+=" 0 0 0 -"
+			fi
+		done
+		rows+=("$row")
+	done
+	printf '%s\n' "${rows[@]}" | awk '
+		BEGIN {
+			printf "%11s | %10s %10s %7s | %9s %9s | %9s %9s | %6s %6s\n", "concurrency", "rps unbat", "rps batch", "ratio", "p50 unbat", "p50 batch", "p99 unbat", "p99 batch", "errs u", "errs b"
+		}
+		{
+			ratio = $2 > 0 ? $6 / $2 : 0
+			printf "%11d | %10.0f %10.0f %6.1fx | %7.2fms %7.2fms | %7.2fms %7.2fms | %6s %6s\n", $1, $2, $6, ratio, $3, $7, $4, $8, $5, $9
+			rps_u[$1] = $2; rps_b[$1] = $6; p50_u[$1] = $3; p50_b[$1] = $7; p99_b[$1] = $8
+		}
+		END {
+			# maxLatency 5 ms; a batch of 64 takes 5 + 0.05 * 64 = 8.2 ms.
+			bound = 5 + 2 * (5 + 0.05 * 64)
+			if (64 in rps_u) {
+				r = rps_u[64] > 0 ? rps_b[64] / rps_u[64] : 0
+				ok = r >= 10 && p99_b[64] > 0 && p99_b[64] <= bound
+				printf "%s  c64: batched/unbatched throughput %.1fx (want >= 10) and batched p99 %.2f ms (want <= %.1f ms: maxLatency + 2 x 8.2 ms)\n", ok ? "PASS" : "FAIL", r, p99_b[64], bound
+			}
+			if (1 in p50_u) {
+				add = p50_u[1] > 0 ? (p50_b[1] / p50_u[1] - 1) * 100 : 0
+				ok = p50_u[1] > 0 && p50_b[1] > 0 && add < 5
+				printf "%s  c1: batching adds %+.1f%% to median latency (%.2f ms -> %.2f ms; want < 5%%)\n", ok ? "PASS" : "FAIL", add, p50_u[1], p50_b[1]
+			}
+		}'
+	return 0
+}
+
+if [[ $MODE == all || $MODE == generator ]]; then
 	generator_comparison
 fi
-if [[ $MODE == generator ]]; then
+if [[ $MODE == all || $MODE == batching ]]; then
+	batching_comparison
+fi
+if [[ $MODE == generator || $MODE == batching ]]; then
 	exit 0
 fi
 

@@ -182,14 +182,40 @@ func startBatchers(ctx context.Context, gw *gateway.Gateway, routes []gateway.Ro
 		}
 		pool := routes[i].Pool
 		dispatch := gw.Dispatcher(m.Name, pool)
-		callTimeout := m.Batcher.Timeout
+		cfg := m.Batcher
+		callTimeout := cfg.Timeout
+		inFlight := gateway.ReadyReplicas(pool)
+		if n := cfg.MaxBatchesInFlight; n > 0 {
+			inFlight = func() int { return n }
+		}
+		preferred := make([]int64, len(cfg.PreferredBatchSizes))
+		for j, p := range cfg.PreferredBatchSizes {
+			preferred[j] = int64(p)
+		}
+		action := batcher.TimeoutReject
+		if cfg.QueuePolicy.TimeoutAction == config.TimeoutDelay {
+			action = batcher.TimeoutDelay
+		}
+		oversize := batcher.OversizeSendAlone
+		if cfg.Oversize == config.OversizeReject {
+			oversize = batcher.OversizeReject
+		}
 		b, err := batcher.New(batcher.Options{
-			Model:              m.Name,
-			MaxBatchSize:       int64(m.Batcher.MaxBatchSize),
-			MaxQueueDelay:      m.Batcher.MaxLatency,
-			MaxBatchesInFlight: gateway.ReadyReplicas(pool),
-			// Triton's per-request timeout parameter may shorten a wait.
-			DefaultQueuePolicy: batcher.QueuePolicy{AllowTimeoutOverride: true},
+			Model:               m.Name,
+			MaxBatchSize:        int64(cfg.MaxBatchSize),
+			PreferredBatchSizes: preferred,
+			MaxQueueDelay:       cfg.MaxLatency,
+			MaxQueueSize:        cfg.MaxQueueSize,
+			PriorityLevels:      cfg.PriorityLevels,
+			DefaultPriority:     cfg.DefaultPriority,
+			DefaultQueuePolicy: batcher.QueuePolicy{
+				TimeoutAction:        action,
+				DefaultTimeout:       cfg.QueuePolicy.DefaultTimeout,
+				AllowTimeoutOverride: cfg.QueuePolicy.AllowTimeoutOverride,
+			},
+			PreserveOrdering:   cfg.PreserveOrdering,
+			MaxBatchesInFlight: inFlight,
+			OversizePolicy:     oversize,
 			Dispatch: func(ctx context.Context, req *oip.InferRequest) (*oip.InferResponse, error) {
 				ctx, cancel := context.WithTimeout(ctx, callTimeout)
 				defer cancel()

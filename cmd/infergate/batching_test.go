@@ -175,58 +175,126 @@ func mustJSON(v any) json.RawMessage {
 }
 
 // TestServeBatchingFromYAML configures batching in InferenceService YAML
-// and sees requests go through the batcher of `infergate serve`.
+// and sends 256 concurrent clients, REST and gRPC mixed, through `infergate
+// serve` to a batched model on a supervised runtime; every answer must equal
+// the same model's unbatched answer for that client's own input.
 func TestServeBatchingFromYAML(t *testing.T) {
 	dir := t.TempDir()
 	abs, err := filepath.Abs(filepath.Join(samplesDir, "iris"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	yaml := fmt.Sprintf(`apiVersion: serving.kserve.io/v1beta1
+	doc := func(name, batcher string) string {
+		return fmt.Sprintf(`apiVersion: serving.kserve.io/v1beta1
 kind: InferenceService
 metadata:
-  name: iris
+  name: %s
 spec:
   predictor:
-    batcher: {maxBatchSize: 8, maxLatency: 2}
+    %s
     model:
       modelFormat: {name: onnx}
       storageUri: %s
-`, abs)
+`, name, batcher, abs)
+	}
+	yaml := doc("iris", "batcher: {maxBatchSize: 32, maxLatency: 2}") + "---\n" + doc("iris-unbatched", "minReplicas: 1")
 	if err := os.WriteFile(filepath.Join(dir, "iris.yaml"), []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	rest, admin := freeAddr(t), freeAddr(t)
-	cmd := exec.Command(binPath, "serve", "-config", dir, "-rest-addr", rest, "-grpc-addr", freeAddr(t), "-admin-addr", admin, "-data-dir", t.TempDir())
+	rest, grpcAddr, admin := freeAddr(t), freeAddr(t), freeAddr(t)
+	var logs bytes.Buffer
+	cmd := exec.Command(binPath, "serve", "-config", dir, "-rest-addr", rest, "-grpc-addr", grpcAddr, "-admin-addr", admin, "-data-dir", t.TempDir())
+	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("serve log:\n%s", logs.String())
+		}
 	})
 	waitHTTP(t, "http://"+rest+"/v2/health/ready", 2*time.Minute)
+
+	const n = 256
+	rng := rand.New(rand.NewPCG(3, 4))
+	inputs := make([][]float32, n)
+	want := make([][]float64, n)
+	for i := range inputs {
+		inputs[i] = []float32{4 + 4*rng.Float32(), 2 + 2*rng.Float32(), 1 + 6*rng.Float32(), 2.5 * rng.Float32()}
+		body, _ := json.Marshal(jsonRequest{Inputs: []jsonTensor{{Name: "input", Datatype: "FP32", Shape: []int64{1, 4}, Data: mustJSON(inputs[i])}}})
+		code, resp := postJSON(t, "http://"+rest+"/v2/models/iris-unbatched/infer", body, nil)
+		if code != http.StatusOK {
+			t.Fatalf("unbatched %d: %d %s", i, code, resp.Error)
+		}
+		want[i] = floatsOf(t, resp.Outputs[0].Data)
+	}
+	grpcAPI := dialGRPC(t, grpcAddr)
 	var wg sync.WaitGroup
-	for i := range 16 {
+	start := make(chan struct{})
+	errs := make(chan error, n)
+	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			code, resp := postJSON(t, "http://"+rest+"/v2/models/iris/infer",
-				[]byte(fmt.Sprintf(`{"id":"b%d","inputs":[{"name":"input","datatype":"FP32","shape":[1,4],"data":[5.1,3.5,1.4,0.2]}]}`, i)), nil)
-			if code != http.StatusOK || resp.ID != fmt.Sprintf("b%d", i) {
-				t.Errorf("request %d: %d %q id %q", i, code, resp.Error, resp.ID)
+			<-start
+			id := fmt.Sprintf("b%d", i)
+			var got []float64
+			if i%2 == 0 {
+				body, _ := json.Marshal(jsonRequest{ID: id, Inputs: []jsonTensor{{Name: "input", Datatype: "FP32", Shape: []int64{1, 4}, Data: mustJSON(inputs[i])}}})
+				resp, err := http.Post("http://"+rest+"/v2/models/iris/infer", "application/json", bytes.NewReader(body))
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer resp.Body.Close()
+				var out jsonResponse
+				if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 || out.ID != id {
+					errs <- fmt.Errorf("%s: REST %d %v %q id %q", id, resp.StatusCode, err, out.Error, out.ID)
+					return
+				}
+				if err := json.Unmarshal(out.Outputs[0].Data, &got); err != nil {
+					errs <- err
+					return
+				}
+			} else {
+				c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				resp, err := grpcAPI.ModelInfer(c, &pb.ModelInferRequest{ModelName: "iris", Id: id,
+					Inputs: []*pb.ModelInferRequest_InferInputTensor{{Name: "input", Datatype: "FP32", Shape: []int64{1, 4},
+						Contents: &pb.InferTensorContents{Fp32Contents: inputs[i]}}}})
+				if err != nil || resp.GetId() != id {
+					errs <- fmt.Errorf("%s: gRPC %v id %q", id, err, resp.GetId())
+					return
+				}
+				for _, v := range resp.GetOutputs()[0].GetContents().GetFp32Contents() {
+					got = append(got, float64(v))
+				}
+			}
+			for j := range want[i] {
+				if j >= len(got) || math.Abs(got[j]-want[i][j]) > 1e-5 {
+					errs <- fmt.Errorf("%s: got %v, unbatched %v", id, got, want[i])
+					return
+				}
 			}
 		}()
 	}
+	close(start)
 	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+
 	r, err := http.Get("http://" + admin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Body.Close()
 	metrics, _ := io.ReadAll(r.Body)
-	if !bytes.Contains(metrics, []byte(`infergate_batcher_batch_size_sum{model="iris"} 16`)) {
-		t.Errorf("metrics do not show 16 rows through the batcher:\n%s", grepLines(metrics, "infergate_batcher_batch_size"))
+	if !bytes.Contains(metrics, []byte(`infergate_batcher_batch_size_sum{model="iris"} 256`)) {
+		t.Errorf("metrics do not show 256 rows through the batcher:\n%s", grepLines(metrics, "infergate_batcher_batch_size"))
 	}
 }
 

@@ -43,7 +43,7 @@ func runModelServer(args []string, stdout, stderr io.Writer) error {
 		models   modelFlags
 		logs     logFlags
 	)
-	fs.Var(&models, "model", "NAME=PATH of one model (a model directory or model.onnx file); repeatable")
+	fs.Var(&models, "model", "NAME=PATH of one model (a model directory or model.onnx file), served as NAME whatever its config.json says; repeatable")
 	logs.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: infergate modelserver -repository DIR | -model NAME=PATH ... [flags]")
@@ -73,6 +73,10 @@ func runModelServer(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
+		// The name given on the command line wins over config.json's: the
+		// gateway names the model after its InferenceService, and several
+		// may share one model directory.
+		s.Name = name
 		sources = append(sources, s)
 	}
 	if len(sources) == 0 {

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/infergate/infergate/internal/testbin"
 	"github.com/infergate/infergate/oip"
 	"github.com/infergate/infergate/runtimes"
 	"github.com/infergate/infergate/runtimes/supervisor"
@@ -38,21 +38,7 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv(fakeRuntimeEnv); mode != "" {
 		os.Exit(fakeRuntime(mode, os.Args[1:]))
 	}
-	dir, err := os.MkdirTemp("", "infergate-supervisor-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binPath = filepath.Join(dir, "infergate")
-	build := exec.Command("go", "build", "-o", binPath, "../../cmd/infergate")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building infergate:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	testbin.Main(&binPath, m.Run)
 }
 
 // fakeRuntime serves OIP readiness on 127.0.0.1:-port as mode says:

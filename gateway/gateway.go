@@ -21,6 +21,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/infergate/infergate/autoscaler/activator"
 	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/oip"
 	pb "github.com/infergate/infergate/oip/inferencepb"
@@ -47,6 +48,10 @@ type Route struct {
 	// the pool with merged requests (see NewBatcher). Its Run is the
 	// caller's to start.
 	Batcher *batcher.Batcher
+	// Activator, when set, holds the model's requests while it has no
+	// ready replica with room (scale from zero, containerConcurrency) and
+	// counts its load for the autoscaler.
+	Activator *activator.Activator
 	// Serving, when set, reports whether the model is as ready as it is
 	// meant to be for the gateway to count as ready: its owner (a
 	// supervisor) knows when replicas are wanted but not up yet. Without

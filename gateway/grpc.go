@@ -117,6 +117,11 @@ func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame) (*oip.
 func (s grpcService) infer(ctx context.Context, r *route, in *oip.RawFrame) (*oip.RawFrame, error) {
 	ctx, cancel := withDefaultTimeout(ctx, r.Timeout)
 	defer cancel()
+	release, err := r.activateCtx(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	if r.Batcher != nil {
 		return s.batched(ctx, r, in)
 	}
@@ -125,7 +130,7 @@ func (s grpcService) infer(ctx context.Context, r *route, in *oip.RawFrame) (*oi
 		msg     *pb.ModelInferRequest
 		decoded *oip.InferRequest
 	)
-	err := r.Pool.Do(ctx, func(cl runtimes.Client) error {
+	err = r.Pool.Do(ctx, func(cl runtimes.Client) error {
 		t0 := time.Now()
 		var err error
 		if gc, ok := cl.(*runtimes.GRPCClient); ok {

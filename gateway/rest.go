@@ -101,13 +101,20 @@ func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, r *route, version []byte, 
 			requestPool.Put(decoded)
 		}
 	}()
+	release, err := r.activate(deadline)
+	if err != nil {
+		rest.WriteError(ctx, err)
+		setRetryAfter(ctx, err)
+		return
+	}
+	defer release()
 	if r.Batcher != nil {
 		g.restBatched(ctx, r, version, deadline)
 		return
 	}
 	// The pass-through needs only the deadline; a context (two allocations
 	// and a timer) is made only when the request is translated.
-	err := r.Pool.Do(context.Background(), func(cl runtimes.Client) error {
+	err = r.Pool.Do(context.Background(), func(cl runtimes.Client) error {
 		t0 := time.Now()
 		var err error
 		if rc, ok := cl.(*runtimes.RESTClient); ok {

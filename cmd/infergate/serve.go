@@ -22,6 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/infergate/infergate/autoscaler"
+	"github.com/infergate/infergate/autoscaler/activator"
 	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/config"
 	samples "github.com/infergate/infergate/examples/models"
@@ -106,7 +108,20 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 		return fmt.Errorf("admin listener: %w", err)
 	}
 
-	rt := &localRuntimes{log: log, dataDir: f.dataDir}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The activator holds requests for supervised models with no ready
+	// replica and pokes the autoscaler, which is created once the
+	// supervisors exist; poke forwards to it.
+	var scaler *autoscaler.Autoscaler
+	act, err := activator.New(activator.Options{
+		Poke:       func(model string) { scaler.Poke(model) },
+		Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	rt := &localRuntimes{log: log, dataDir: f.dataDir, act: act}
 	routes, probed, sups, err := rt.routes(models, withRuntimes)
 	if err != nil {
 		restLn.Close()
@@ -119,8 +134,10 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	stopRuntimes := startSupervisors(sups)
 	defer stopRuntimes()
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	scaler, err = newAutoscaler(models, sups, act, reg, log)
+	if err != nil {
+		return err
+	}
 	gw, err := gateway.New(gateway.Options{
 		Routes:       routes,
 		MaxBodyBytes: f.maxBody,
@@ -146,6 +163,12 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 
 	log.Info("infergate listening", "rest", restLn.Addr().String(), "grpc", grpcLn.Addr().String(), "admin", adminLn.Addr().String(), "models", len(routes))
 	eg, gctx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return scaler.Run(gctx) })
+	for _, m := range models {
+		if sup := sups.Get(m.Name); sup != nil {
+			eg.Go(func() error { watchCapacity(gctx, sup, act); return nil })
+		}
+	}
 	for _, p := range probed {
 		eg.Go(func() error { return p.Run(gctx) })
 	}
@@ -243,6 +266,79 @@ func startBatchers(ctx context.Context, gw *gateway.Gateway, routes []gateway.Ro
 	return &wg, nil
 }
 
+// newAutoscaler builds the autoscaler for the supervised models: KPA
+// settings from each InferenceService (min/max replicas, scale target and
+// metric, containerConcurrency, autoscaling.knative.dev annotations),
+// replica counts set through the supervisors, load read from the
+// activator.
+func newAutoscaler(models []config.Model, sups *supervisor.Set, act *activator.Activator, reg prometheus.Registerer, log *slog.Logger) (*autoscaler.Autoscaler, error) {
+	settings := make(map[string]autoscaler.Settings)
+	for _, m := range models {
+		if sups.Get(m.Name) == nil {
+			continue
+		}
+		s := autoscaler.DefaultSettings()
+		s.MinReplicas, s.MaxReplicas = m.MinReplicas, m.MaxReplicas
+		// minReplicas 0 starts nothing until the first request (Knative starts
+		// one and waits out the grace period); an annotation can say otherwise.
+		s.InitialScale = m.MinReplicas
+		if m.ScaleMetric == config.MetricRPS {
+			s.Metric = autoscaler.MetricRPS
+		}
+		if m.ScaleTarget > 0 {
+			s.Target = float64(m.ScaleTarget)
+		}
+		s.ContainerConcurrency = int(m.ContainerConcurrency)
+		s, err := autoscaler.SettingsFromAnnotations(s, m.Annotations)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", m.Source, err)
+		}
+		if err := s.Validate(); err != nil {
+			return nil, fmt.Errorf("%s: %w", m.Source, err)
+		}
+		settings[m.Name] = s
+	}
+	return autoscaler.New(autoscaler.Options{
+		Scaler:   sups,
+		Observer: act,
+		Ready: autoscaler.ReadyFunc(func(model string) int {
+			if s := sups.Get(model); s != nil {
+				return s.Status().Ready
+			}
+			return 0
+		}),
+		Models:     settings,
+		Registerer: reg,
+		Logger:     log,
+	})
+}
+
+// watchCapacity tells the activator how many of a supervised model's
+// replicas are ready, and when the model failed to start, until ctx ends.
+// The supervisor has no change notification, so it is polled every 20 ms:
+// that bounds what it adds to a cold start.
+func watchCapacity(ctx context.Context, sup *supervisor.Supervisor, act *activator.Activator) {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	ready, failed := -1, false
+	for {
+		st := sup.Status()
+		if st.Ready != ready {
+			ready = st.Ready
+			act.SetCapacity(st.Model, ready)
+		}
+		if st.Failed && !failed {
+			act.Fail(st.Model, errors.New(st.Reason))
+		}
+		failed = st.Failed
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // startSupervisors runs the supervisors until the returned function is
 // called; it stops their replicas and waits for them, once.
 func startSupervisors(sups *supervisor.Set) func() {
@@ -302,6 +398,7 @@ func sampleModels(dataDir string) ([]config.Model, error) {
 type localRuntimes struct {
 	log     *slog.Logger
 	dataDir string
+	act     *activator.Activator
 }
 
 // routes builds a runtime pool and a gateway route per model. It returns
@@ -336,6 +433,7 @@ func (l *localRuntimes) routes(models []config.Model, withRuntimes bool) ([]gate
 			return nil, nil, nil, err
 		}
 		sups = append(sups, sup)
+		routes[len(routes)-1].Activator = l.act
 		// Ready once a wanted replica is ready, or none is wanted, or the
 		// model failed: not before its first replica is up.
 		routes[len(routes)-1].Serving = func() bool {

@@ -326,8 +326,13 @@ spec:
 	if code, resp := postJSON(t, "http://"+rest+"/v2/models/iris/infer", body, nil); code != http.StatusOK || len(resp.Outputs) != 1 {
 		t.Fatalf("iris: status %d, error %q", code, resp.Error)
 	}
-	if code, resp := postJSON(t, "http://"+rest+"/v2/models/idle/infer", body, nil); code != http.StatusServiceUnavailable {
-		t.Errorf("model scaled to zero: status %d (%q), want 503", code, resp.Error)
+	if kids := childrenOf(t, cmd.Process.Pid); len(kids) != 1 {
+		t.Errorf("before any request to idle: %d child processes, want 1 (iris)", len(kids))
+	}
+	// A model at zero scales from zero on its first request, which is held
+	// until the replica is ready and then answered.
+	if code, resp := postJSON(t, "http://"+rest+"/v2/models/idle/infer", body, nil); code != http.StatusOK {
+		t.Errorf("model at zero: status %d (%q), want 200 after scaling from zero", code, resp.Error)
 	}
 	if b, err := os.ReadFile(filepath.Join(dataDir, "logs", "iris-0.log")); err != nil || !strings.Contains(string(b), `"msg":"model ready"`) {
 		t.Errorf("iris replica log: %v\n%s", err, b)
@@ -339,8 +344,11 @@ spec:
 	mustContain(t, "serve log", logs.String(), `model=broken reason="replica 0 cannot start: runtimes: start /nonexistent/tritonserver: cannot execute: fork/exec /nonexistent/tritonserver: no such file or directory"`)
 
 	kids := childrenOf(t, cmd.Process.Pid)
-	if len(kids) != 1 {
-		t.Errorf("serve has %d child processes, want 1 (iris)", len(kids))
+	if len(kids) != 2 {
+		t.Errorf("serve has %d child processes, want 2 (iris, and idle scaled from zero)", len(kids))
+	}
+	if code, resp := postJSON(t, "http://"+rest+"/v2/models/broken/infer", body, nil); code != http.StatusServiceUnavailable || !strings.Contains(resp.Error, "cannot execute") {
+		t.Errorf("failed model: status %d (%q), want 503 with the reason", code, resp.Error)
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

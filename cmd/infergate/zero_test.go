@@ -1,0 +1,91 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestScaleFromZeroAndBack sends 500 concurrent requests to a model with
+// no replica: the activator holds them, the autoscaler starts a replica,
+// and every request succeeds. With no traffic after that, the model
+// returns to zero replicas after its stable window and grace period.
+func TestScaleFromZeroAndBack(t *testing.T) {
+	iris, err := filepath.Abs(filepath.Join(samplesDir, "iris"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := writeConfig(t, fmt.Sprintf(`apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata:
+  name: iris
+  annotations:
+    autoscaling.knative.dev/window: "6s"
+    autoscaling.knative.dev/scale-to-zero-grace-period: "1s"
+spec:
+  predictor:
+    minReplicas: 0
+    model: {modelFormat: {name: onnx}, storageUri: %q}
+`, iris))
+	cmd, rest, exited, _ := startServe(t, "/v2/health/ready", "-config", config, "-data-dir", t.TempDir())
+	if kids := childrenOf(t, cmd.Process.Pid); len(kids) != 0 {
+		t.Fatalf("%d replicas before any request, want 0", len(kids))
+	}
+	body, err := os.ReadFile(filepath.Join(samplesDir, "iris", "request.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 500
+	var wg sync.WaitGroup
+	codes := make(chan int, n)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: n}, Timeout: time.Minute}
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := client.Post("http://"+rest+"/v2/models/iris/infer", "application/json", bytes.NewReader(body))
+			if err != nil {
+				codes <- -1
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	failed := 0
+	for c := range codes {
+		if c != http.StatusOK {
+			failed++
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d of %d requests to a model at zero failed", failed, n)
+	}
+	if kids := childrenOf(t, cmd.Process.Pid); len(kids) < 1 {
+		t.Errorf("no replica after serving from zero")
+	}
+	// Back to zero: stable window 6 s + grace 1 s after the last request.
+	deadline := time.Now().Add(45 * time.Second)
+	for len(childrenOf(t, cmd.Process.Pid)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if kids := childrenOf(t, cmd.Process.Pid); len(kids) != 0 {
+		t.Errorf("%d replicas 45 s after the last request, want 0", len(kids))
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-exited; err != nil {
+		t.Errorf("serve exited with %v, want 0", err)
+	}
+}

@@ -23,6 +23,7 @@ Usage:
   infergate gateway [flags]      data plane only, runtimes at URLs
   infergate modelserver [flags]  built-in OIP model server for ONNX models
   infergate bench [flags]        load-test any OIP server over REST or gRPC
+  infergate get models [flags]   models, replicas and autoscaler decisions of a running gateway
   infergate version              print the version
 
 Run "infergate <command> -h" for a command's flags.
@@ -47,6 +48,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runServe(rest, stderr, true)
 	case "gateway":
 		return runServe(rest, stderr, false)
+	case "get":
+		return runGet(rest, stdout, stderr)
 	case "modelserver":
 		return runModelServer(rest, stdout, stderr)
 	case "bench":

@@ -157,7 +157,7 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 		return err
 	}
 	admin := &http.Server{
-		Handler:           gateway.AdminHandler(gateway.AdminOptions{Gatherer: reg, PprofFromAnywhere: f.pprofAnywhere, Ready: gw.Ready}),
+		Handler:           adminMux(gateway.AdminHandler(gateway.AdminOptions{Gatherer: reg, PprofFromAnywhere: f.pprofAnywhere, Ready: gw.Ready}), modelsHandler(sups, scaler, modelNames(models))),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 
@@ -264,6 +264,23 @@ func startBatchers(ctx context.Context, gw *gateway.Gateway, routes []gateway.Ro
 		}
 	}
 	return &wg, nil
+}
+
+// adminMux adds the control API (GET /api/v1/models) to the gateway's
+// admin handler.
+func adminMux(base, models http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", base)
+	mux.Handle("GET /api/v1/models", models)
+	return mux
+}
+
+func modelNames(models []config.Model) []string {
+	names := make([]string, len(models))
+	for i, m := range models {
+		names[i] = m.Name
+	}
+	return names
 }
 
 // newAutoscaler builds the autoscaler for the supervised models: KPA

@@ -154,6 +154,14 @@ func TestServeEmbeddedDefault(t *testing.T) {
 		}
 	}
 
+	out, err := exec.Command(binPath, "get", "models", "-admin", admin).CombinedOutput()
+	if err != nil {
+		t.Fatalf("infergate get models: %v\n%s", err, out)
+	}
+	for _, want := range []string{"MODEL", "DESIRED", "READY", "iris", "digits", "textclass"} {
+		mustContain(t, "get models", string(out), want)
+	}
+
 	kids := childrenOf(t, cmd.Process.Pid)
 	if len(kids) != 3 {
 		t.Errorf("serve has %d child processes, want 3 model servers", len(kids))

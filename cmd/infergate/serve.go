@@ -337,23 +337,43 @@ func newAutoscaler(models []config.Model, sups *supervisor.Set, act *activator.A
 func watchCapacity(ctx context.Context, sup *supervisor.Supervisor, act *activator.Activator) {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
-	ready, failed := -1, false
+	ready, failed, restarts := -1, false, 0
 	for {
 		st := sup.Status()
 		if st.Ready != ready {
 			ready = st.Ready
 			act.SetCapacity(st.Model, ready)
 		}
-		if st.Failed && !failed {
+		switch {
+		case st.Failed && !failed:
 			act.Fail(st.Model, errors.New(st.Reason))
+		case st.Restarts > restarts && st.Ready == 0:
+			// A replica died before any was ready: requests held for it
+			// fail now with the reason, not at their deadline. The
+			// supervisor keeps restarting it with backoff.
+			act.Fail(st.Model, errors.New(lastExit(st)))
 		}
-		failed = st.Failed
+		failed, restarts = st.Failed, st.Restarts
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 	}
+}
+
+// lastExit is how the most recently started replica's process last ended.
+func lastExit(st supervisor.Status) string {
+	var last supervisor.ReplicaStatus
+	for _, r := range st.Replicas {
+		if r.LastExit != "" && !r.Started.Before(last.Started) {
+			last = r
+		}
+	}
+	if last.LastExit == "" {
+		return "replica exited before it was ready"
+	}
+	return "replica exited before it was ready: " + last.LastExit
 }
 
 // startSupervisors runs the supervisors until the returned function is

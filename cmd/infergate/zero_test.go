@@ -89,3 +89,36 @@ spec:
 		t.Errorf("serve exited with %v, want 0", err)
 	}
 }
+
+// TestCrashAtStartFailsHeldRequests: a runtime that exits at start makes
+// the requests held for it fail quickly with its reason, not at their
+// deadline.
+func TestCrashAtStartFailsHeldRequests(t *testing.T) {
+	config := writeConfig(t, `apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata:
+  name: crashy
+  annotations:
+    infergate.io/command: "sh -c 'echo model weights are corrupt >&2; exit 3'"
+spec:
+  predictor:
+    minReplicas: 0
+    model: {modelFormat: {name: custom}}
+`)
+	cmd, rest, exited, _ := startServe(t, "/v2/health/ready", "-config", config, "-data-dir", t.TempDir())
+	start := time.Now()
+	code, resp := postJSON(t, "http://"+rest+"/v2/models/crashy/infer", []byte(`{"inputs":[]}`), map[string]string{"X-Request-Timeout": "30s"})
+	if code != http.StatusServiceUnavailable {
+		t.Errorf("status %d (%q), want 503", code, resp.Error)
+	}
+	mustContain(t, "error", resp.Error, "model weights are corrupt")
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("held request failed after %s; a crash at start should fail it quickly", d)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-exited; err != nil {
+		t.Errorf("serve exited with %v, want 0", err)
+	}
+}

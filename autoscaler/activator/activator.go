@@ -109,6 +109,7 @@ type model struct {
 	mm       modelMetrics
 
 	mu          sync.Mutex
+	cc          int // containerConcurrency; -1: Options.ContainerConcurrency
 	ready       int
 	inFlight    int
 	held        int
@@ -137,7 +138,7 @@ func (a *Activator) lookup(name string) *model {
 	if m, ok := old[name]; ok {
 		return m
 	}
-	m := &model{name: name, a: a, mm: a.metrics.forModel(name)}
+	m := &model{name: name, a: a, mm: a.metrics.forModel(name), cc: -1}
 	next := make(map[string]*model, len(old)+1)
 	for k, v := range old {
 		next[k] = v
@@ -149,8 +150,23 @@ func (a *Activator) lookup(name string) *model {
 
 // hasCapacity reports whether one more request may go. Called with mu held.
 func (m *model) hasCapacity() bool {
-	cc := m.a.opts.ContainerConcurrency
+	cc := m.cc
+	if cc < 0 {
+		cc = m.a.opts.ContainerConcurrency
+	}
 	return m.ready > 0 && (cc == 0 || m.inFlight < m.ready*cc)
+}
+
+// SetContainerConcurrency sets how many requests one of model's replicas
+// takes at once (0: no limit), overriding Options.ContainerConcurrency for
+// that model; KServe's spec.predictor.containerConcurrency. Requests over
+// the limit wait in the model's queue. A negative cc restores the default.
+func (a *Activator) SetContainerConcurrency(name string, cc int) {
+	m := a.lookup(name)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cc = max(cc, -1)
+	m.admit() // a higher limit may make room for held requests
 }
 
 // Acquire admits a request for model, holding it while the model has no

@@ -568,3 +568,24 @@ func BenchmarkAcquireFastPath(b *testing.B) {
 		}
 	})
 }
+
+func TestSetContainerConcurrencyPerModel(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.SetContainerConcurrency("m", 1)
+	h.SetCapacity("m", 1)
+	h.SetCapacity("other", 1)
+	first := mustAcquire(t, h.Activator, "m")
+	second := goAcquire(context.Background(), h.Activator, "m")
+	h.waitHolds(t, "m", 1)
+	// The default (no limit) still applies to other models.
+	for range 3 {
+		mustAcquire(t, h.Activator, "other")()
+	}
+	pending(t, second)
+	// Raising the limit admits the held request at once.
+	h.SetContainerConcurrency("m", 2)
+	if r := await(t, second); r.err != nil {
+		t.Fatal(r.err)
+	}
+	first()
+}

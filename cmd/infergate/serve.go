@@ -471,6 +471,9 @@ func (l *localRuntimes) routes(models []config.Model, withRuntimes bool) ([]gate
 		}
 		sups = append(sups, sup)
 		routes[len(routes)-1].Activator = l.act
+		// Each replica takes at most containerConcurrency requests at
+		// once (0: no limit); the rest wait in the activator's queue.
+		l.act.SetContainerConcurrency(m.Name, int(m.ContainerConcurrency))
 		// Ready once a wanted replica is ready, or none is wanted, or the
 		// model failed: not before its first replica is up.
 		routes[len(routes)-1].Serving = func() bool {

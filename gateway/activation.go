@@ -16,16 +16,23 @@ import (
 // to call once the request is answered. The error is in oip form.
 func (r *route) activate(deadline time.Time) (release func(), err error) {
 	if r.Activator == nil {
-		return func() {}, nil
+		return noRelease, nil
+	}
+	// The common case, a replica with room, needs no context: one is made
+	// (with its timer) only for a request that must wait.
+	if release, ok := r.Activator.TryAcquire(r.Model); ok {
+		return release, nil
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	return r.activateCtx(ctx)
 }
 
+func noRelease() {}
+
 func (r *route) activateCtx(ctx context.Context) (release func(), err error) {
 	if r.Activator == nil {
-		return func() {}, nil
+		return noRelease, nil
 	}
 	release, err = r.Activator.Acquire(ctx, r.Model)
 	if err != nil {

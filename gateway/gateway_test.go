@@ -17,6 +17,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
 
+	"github.com/infergate/infergate/autoscaler/activator"
 	"github.com/infergate/infergate/runtimes"
 )
 
@@ -332,5 +333,38 @@ func TestRuntime5xxPassesThroughAndCounts(t *testing.T) {
 	}
 	if st := pool.Stats(); st.BreakerOpens != 1 {
 		t.Errorf("breaker opens = %d after 3 runtime 500s, want 1", st.BreakerOpens)
+	}
+}
+
+// TestActivatedPassThroughAllocs: a route with an activator and a ready
+// replica keeps the pass-through free of allocations (no context or timer
+// unless the request has to wait).
+func TestActivatedPassThroughAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector's sync.Pool allocates")
+	}
+	rt := newFakeRuntime(t, "a")
+	act, err := activator.New(activator.Options{Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	act.SetCapacity("m", 1)
+	g := newTestGateway(t, Route{Model: "m", Pool: readyPool(t, "m", rt.client(t)), Activator: act})
+	body := []byte(`{"inputs":[]}`)
+	var ctx fasthttp.RequestCtx
+	run := func() {
+		ctx.Request.Reset()
+		ctx.Response.Reset()
+		ctx.Request.Header.SetMethod("POST")
+		ctx.Request.SetRequestURI("/v2/models/m/infer")
+		ctx.Request.SetBody(body)
+		g.HandleREST(&ctx)
+	}
+	run()
+	if ctx.Response.StatusCode() != 200 {
+		t.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
+	if n := testing.AllocsPerRun(200, run); n > 0 {
+		t.Errorf("activated pass-through allocates %v times per request, want 0", n)
 	}
 }

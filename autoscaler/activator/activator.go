@@ -186,12 +186,32 @@ func (a *Activator) Acquire(ctx context.Context, name string) (release func(), e
 	m := a.lookup(name)
 	m.mu.Lock()
 	if m.hasCapacity() {
-		m.inFlight++
-		m.mu.Unlock()
-		m.requests.Add(1)
-		return m.ticket(), nil
+		return m.admitNow(), nil
 	}
 	return m.hold(ctx)
+}
+
+// TryAcquire admits a request for model only if a ready replica has room
+// now, and never holds it: ok is false otherwise, and nothing is counted.
+// It lets a caller that needs a context only for waiting (a deadline and a
+// timer per request) make one only when Acquire must hold.
+func (a *Activator) TryAcquire(name string) (release func(), ok bool) {
+	m := a.lookup(name)
+	m.mu.Lock()
+	if m.hasCapacity() {
+		return m.admitNow(), true
+	}
+	m.mu.Unlock()
+	return nil, false
+}
+
+// admitNow takes a slot for a request that found room. Called with mu
+// held; it unlocks.
+func (m *model) admitNow() func() {
+	m.inFlight++
+	m.mu.Unlock()
+	m.requests.Add(1)
+	return m.ticket()
 }
 
 // hold queues a request and waits. Called with m.mu held; it unlocks.

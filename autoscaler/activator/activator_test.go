@@ -589,3 +589,25 @@ func TestSetContainerConcurrencyPerModel(t *testing.T) {
 	}
 	first()
 }
+
+func TestTryAcquire(t *testing.T) {
+	h := newHarness(t, Options{ContainerConcurrency: 1})
+	if _, ok := h.TryAcquire("m"); ok {
+		t.Fatal("TryAcquire admitted a request with no ready replica")
+	}
+	if got := h.Requests("m"); got != 0 {
+		t.Errorf("Requests = %d after a refused TryAcquire, want 0", got)
+	}
+	h.SetCapacity("m", 1)
+	release, ok := h.TryAcquire("m")
+	if !ok {
+		t.Fatal("TryAcquire refused with room on a ready replica")
+	}
+	if _, ok := h.TryAcquire("m"); ok {
+		t.Error("TryAcquire went past containerConcurrency")
+	}
+	release()
+	if _, ok := h.TryAcquire("m"); !ok {
+		t.Error("TryAcquire refused after the slot was released")
+	}
+}

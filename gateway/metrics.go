@@ -3,6 +3,7 @@ package gateway
 import (
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -78,32 +79,39 @@ func statusLabel(code int) string {
 }
 
 // codeCounters caches the children of a counter vector for one model and
-// protocol, so counting a request neither hashes labels nor allocates once
-// a code has been seen.
+// protocol, so counting a request neither hashes labels nor takes a lock
+// once a code has been seen: readers load an immutable map; a new code
+// copies it under mu.
 type codeCounters struct {
 	vec    *prometheus.CounterVec
 	labels []string // the fixed label values before "code"
-	mu     sync.RWMutex
-	byCode map[string]prometheus.Counter
+	byCode atomic.Pointer[map[string]prometheus.Counter]
+	mu     sync.Mutex
 }
 
 func newCodeCounters(vec *prometheus.CounterVec, labels ...string) *codeCounters {
-	return &codeCounters{vec: vec, labels: labels, byCode: make(map[string]prometheus.Counter)}
+	c := &codeCounters{vec: vec, labels: labels}
+	c.byCode.Store(&map[string]prometheus.Counter{})
+	return c
 }
 
 func (c *codeCounters) with(code string) prometheus.Counter {
-	c.mu.RLock()
-	ctr, ok := c.byCode[code]
-	c.mu.RUnlock()
-	if ok {
+	if ctr, ok := (*c.byCode.Load())[code]; ok {
 		return ctr
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if ctr, ok = c.byCode[code]; !ok {
-		ctr = c.vec.WithLabelValues(append(append([]string(nil), c.labels...), code)...)
-		c.byCode[code] = ctr
+	old := *c.byCode.Load()
+	if ctr, ok := old[code]; ok {
+		return ctr
 	}
+	ctr := c.vec.WithLabelValues(append(append([]string(nil), c.labels...), code)...)
+	next := make(map[string]prometheus.Counter, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[code] = ctr
+	c.byCode.Store(&next)
 	return ctr
 }
 

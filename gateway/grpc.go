@@ -127,8 +127,7 @@ func (s grpcService) infer(ctx context.Context, r *route, in *oip.RawFrame) (*oi
 	}
 	var (
 		resp    *oip.RawFrame
-		msg     *pb.ModelInferRequest
-		decoded *oip.InferRequest
+		decoded *decodedFrame
 	)
 	err = r.Pool.Do(ctx, func(cl runtimes.Client) error {
 		t0 := time.Now()
@@ -139,26 +138,17 @@ func (s grpcService) infer(ctx context.Context, r *route, in *oip.RawFrame) (*oi
 			return err
 		}
 		if decoded == nil {
-			msg = new(pb.ModelInferRequest)
-			if err := proto.Unmarshal(in.Bytes, msg); err != nil {
-				return oip.Errorf(oip.KindInvalidArgument, "malformed ModelInferRequest: %v", err)
-			}
-			decoded = new(oip.InferRequest)
-			if err := oip.RequestFromProto(msg, decoded); err != nil {
+			if decoded, err = decodeFrame(in); err != nil {
 				return err
 			}
 		}
-		out, err := cl.Infer(ctx, decoded)
+		out, err := cl.Infer(ctx, &decoded.req)
 		s.g.countUpstream(r, t0, err, 0)
 		if err != nil {
 			return err
 		}
-		b, err := proto.Marshal(oip.ResponseToProto(out, len(msg.GetRawInputContents()) > 0))
-		if err != nil {
-			return oip.Errorf(oip.KindInternal, "encoding response: %v", err)
-		}
-		resp = &oip.RawFrame{Bytes: b}
-		return nil
+		resp, err = decoded.answer(out)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -166,26 +156,46 @@ func (s grpcService) infer(ctx context.Context, r *route, in *oip.RawFrame) (*oi
 	return resp, nil
 }
 
-// batched decodes a ModelInferRequest and hands it to the model's batcher,
-// answering in the request's form (raw or typed contents).
-func (s grpcService) batched(ctx context.Context, r *route, in *oip.RawFrame) (*oip.RawFrame, error) {
-	msg := new(pb.ModelInferRequest)
-	if err := proto.Unmarshal(in.Bytes, msg); err != nil {
+// decodedFrame is a ModelInferRequest decoded for a batcher or a runtime
+// that does not speak gRPC, remembering the form its answer must take.
+type decodedFrame struct {
+	req oip.InferRequest
+	raw bool // the request used raw_input_contents
+}
+
+func decodeFrame(in *oip.RawFrame) (*decodedFrame, error) {
+	var msg pb.ModelInferRequest
+	if err := proto.Unmarshal(in.Bytes, &msg); err != nil {
 		return nil, oip.Errorf(oip.KindInvalidArgument, "malformed ModelInferRequest: %v", err)
 	}
-	var req oip.InferRequest
-	if err := oip.RequestFromProto(msg, &req); err != nil {
+	d := &decodedFrame{raw: len(msg.GetRawInputContents()) > 0}
+	if err := oip.RequestFromProto(&msg, &d.req); err != nil {
 		return nil, err
 	}
-	resp, err := r.Batcher.Submit(ctx, &req)
-	if err != nil {
-		return nil, err
-	}
-	b, err := proto.Marshal(oip.ResponseToProto(resp, len(msg.GetRawInputContents()) > 0))
+	return d, nil
+}
+
+// answer encodes resp in the request's form (raw or typed contents).
+func (d *decodedFrame) answer(resp *oip.InferResponse) (*oip.RawFrame, error) {
+	b, err := proto.Marshal(oip.ResponseToProto(resp, d.raw))
 	if err != nil {
 		return nil, oip.Errorf(oip.KindInternal, "encoding response: %v", err)
 	}
 	return &oip.RawFrame{Bytes: b}, nil
+}
+
+// batched decodes a ModelInferRequest and hands it to the model's batcher,
+// answering in the request's form (raw or typed contents).
+func (s grpcService) batched(ctx context.Context, r *route, in *oip.RawFrame) (*oip.RawFrame, error) {
+	d, err := decodeFrame(in)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := r.Batcher.Submit(ctx, &d.req)
+	if err != nil {
+		return nil, err
+	}
+	return d.answer(resp)
 }
 
 // withDefaultTimeout gives ctx the route's timeout when the client sent no

@@ -95,12 +95,7 @@ func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, r *route, version []byte, 
 	ctx.Request.Header.Del("Connection")
 	ctx.Request.Header.Del("Keep-Alive")
 	var decoded *oip.InferRequest
-	defer func() {
-		if decoded != nil {
-			decoded.Reset()
-			requestPool.Put(decoded)
-		}
-	}()
+	defer func() { putRequest(decoded) }()
 	release, err := r.activate(deadline)
 	if err != nil {
 		rest.WriteError(ctx, err)
@@ -129,11 +124,9 @@ func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, r *route, version []byte, 
 			return err
 		}
 		if decoded == nil {
-			decoded = requestPool.Get().(*oip.InferRequest)
-			if err := rest.DecodeInferRequest(ctx, decoded); err != nil {
+			if decoded, err = decodeREST(ctx, r, version); err != nil {
 				return err
 			}
-			decoded.ModelName, decoded.ModelVersion = r.Model, string(version)
 		}
 		c, cancel := context.WithDeadline(context.Background(), deadline)
 		defer cancel()
@@ -173,16 +166,12 @@ func (g *Gateway) countUpstream(r *route, t0 time.Time, err error, status int) {
 
 // restBatched decodes a REST request and hands it to the model's batcher.
 func (g *Gateway) restBatched(ctx *fasthttp.RequestCtx, r *route, version []byte, deadline time.Time) {
-	req := requestPool.Get().(*oip.InferRequest)
-	defer func() {
-		req.Reset()
-		requestPool.Put(req)
-	}()
-	if err := rest.DecodeInferRequest(ctx, req); err != nil {
+	req, err := decodeREST(ctx, r, version)
+	defer putRequest(req)
+	if err != nil {
 		rest.WriteError(ctx, err)
 		return
 	}
-	req.ModelName, req.ModelVersion = r.Model, string(version)
 	c, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	resp, err := r.Batcher.Submit(c, req)
@@ -191,4 +180,23 @@ func (g *Gateway) restBatched(ctx *fasthttp.RequestCtx, r *route, version []byte
 		return
 	}
 	rest.WriteInferResponse(ctx, resp, req.BinaryOutput)
+}
+
+// decodeREST decodes ctx's body into a pooled request for r's model; the
+// caller returns it with putRequest, error or not.
+func decodeREST(ctx *fasthttp.RequestCtx, r *route, version []byte) (*oip.InferRequest, error) {
+	req := requestPool.Get().(*oip.InferRequest)
+	if err := rest.DecodeInferRequest(ctx, req); err != nil {
+		return req, err
+	}
+	req.ModelName, req.ModelVersion = r.Model, string(version)
+	return req, nil
+}
+
+// putRequest returns a request from decodeREST to the pool (nil is fine).
+func putRequest(req *oip.InferRequest) {
+	if req != nil {
+		req.Reset()
+		requestPool.Put(req)
+	}
 }

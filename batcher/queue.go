@@ -111,18 +111,6 @@ type group struct {
 // steady stream of requests does not allocate a group for each.
 const maxCachedGroups = 64
 
-// each calls f on the group's items in dispatch order (priority, then
-// arrival; delayed last) until f returns false.
-func (g *group) each(f func(*item) bool) {
-	for l := range g.levels {
-		for it := g.levels[l].head; it != nil; it = it.next {
-			if !f(it) {
-				return
-			}
-		}
-	}
-}
-
 // head returns the item the group would send first.
 func (g *group) head() *item {
 	for l := range g.levels {

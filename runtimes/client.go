@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/infergate/infergate/oip"
 )
@@ -49,18 +48,6 @@ type Client interface {
 	Infer(ctx context.Context, req *oip.InferRequest) (*oip.InferResponse, error)
 	// Close releases the client's connections.
 	Close() error
-}
-
-// NewClient returns a client for the runtime at rawURL: http:// (OIP REST)
-// or grpc:// (OIP gRPC) followed by host:port.
-func NewClient(rawURL string) (Client, error) {
-	switch {
-	case strings.HasPrefix(rawURL, "http://"):
-		return NewRESTClient(RESTOptions{Addr: strings.TrimSuffix(strings.TrimPrefix(rawURL, "http://"), "/")})
-	case strings.HasPrefix(rawURL, "grpc://"):
-		return NewGRPCClient(GRPCOptions{Addr: strings.TrimSuffix(strings.TrimPrefix(rawURL, "grpc://"), "/")})
-	}
-	return nil, fmt.Errorf("runtimes: runtime URL %q: want http://host:port or grpc://host:port", rawURL)
 }
 
 // ErrUnreachable is in the chain of an error for a call that never reached

@@ -69,18 +69,6 @@ func newFakePool(t testing.TB, n int, opts PoolOptions) *Pool {
 	return p
 }
 
-// indexOf returns the index of c's replica in p.
-func indexOf(t testing.TB, p *Pool, c Client) int {
-	t.Helper()
-	for i, r := range p.Replicas() {
-		if r.Client == c {
-			return i
-		}
-	}
-	t.Fatalf("client %v is in no replica", c)
-	return -1
-}
-
 // The errors a runtime's answers turn into.
 var (
 	err503      = responseError(503, []byte(`{"error":"model is loading"}`))

@@ -331,35 +331,43 @@ func newAutoscaler(models []config.Model, sups *supervisor.Set, act *activator.A
 }
 
 // watchCapacity tells the activator how many of a supervised model's
-// replicas are ready, and when the model failed to start, until ctx ends.
-// The supervisor has no change notification, so it is polled every 20 ms:
-// that bounds what it adds to a cold start.
+// replicas are ready, and when a replica died before any was ready or the
+// model failed, each time the supervisor signals a change, until ctx ends.
 func watchCapacity(ctx context.Context, sup *supervisor.Supervisor, act *activator.Activator) {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	ready, failed, restarts := -1, false, 0
+	ready, failed, crashed := -1, false, false
 	for {
 		st := sup.Status()
 		if st.Ready != ready {
 			ready = st.Ready
 			act.SetCapacity(st.Model, ready)
 		}
+		backoff := inBackoff(st)
 		switch {
 		case st.Failed && !failed:
 			act.Fail(st.Model, errors.New(st.Reason))
-		case st.Restarts > restarts && st.Ready == 0:
+		case backoff && !crashed && st.Ready == 0:
 			// A replica died before any was ready: requests held for it
 			// fail now with the reason, not at their deadline. The
-			// supervisor keeps restarting it with backoff.
+			// supervisor restarts it after its backoff.
 			act.Fail(st.Model, errors.New(lastExit(st)))
 		}
-		failed, restarts = st.Failed, st.Restarts
+		failed, crashed = st.Failed, backoff
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-sup.Changed():
 		}
 	}
+}
+
+// inBackoff reports whether a replica is waiting to restart after an exit.
+func inBackoff(st supervisor.Status) bool {
+	for _, r := range st.Replicas {
+		if r.State == supervisor.StateBackoff {
+			return true
+		}
+	}
+	return false
 }
 
 // lastExit is how the most recently started replica's process last ended.

@@ -68,6 +68,7 @@ func (s *Supervisor) runReplica(run context.Context, r *replica) {
 			r.status.State = StateBackoff
 		}
 		s.mu.Unlock()
+		s.notify()
 		if failed {
 			return
 		}
@@ -198,6 +199,7 @@ func (s *Supervisor) serve(run context.Context, r *replica, p *runtimes.Process,
 		c()
 		_ = s.opts.Pool.Remove(now, rep)
 		_ = client.Close()
+		s.notify()
 	}
 	deadline := started.Add(s.opts.StartTimeout)
 	tick := time.NewTimer(0)
@@ -234,6 +236,7 @@ func (s *Supervisor) serve(run context.Context, r *replica, p *runtimes.Process,
 						st.State = StateReady
 					}
 				})
+				s.notify()
 			}
 		}
 		if readyAt.IsZero() && time.Now().After(deadline) && pctx.Err() == nil {

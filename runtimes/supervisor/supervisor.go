@@ -163,6 +163,9 @@ type Supervisor struct {
 	log    *slog.Logger
 	logDir string
 	wake   chan struct{}
+	// changed is signalled (without blocking; capacity 1) when a replica
+	// turns ready or not ready, exits, or the model fails or recovers.
+	changed chan struct{}
 
 	mu       sync.Mutex
 	state    runState
@@ -193,7 +196,7 @@ func New(opts Options) (*Supervisor, error) {
 	default:
 		return nil, fmt.Errorf("supervisor: model %q: protocol %s is not rest or grpc", opts.Model, opts.Protocol)
 	}
-	s := &Supervisor{wake: make(chan struct{}, 1)}
+	s := &Supervisor{wake: make(chan struct{}, 1), changed: make(chan struct{}, 1)}
 	if len(opts.Command) > 0 {
 		c, err := parseCommand(opts.Command)
 		if err != nil {
@@ -288,7 +291,21 @@ func (s *Supervisor) SetReplicas(ctx context.Context, n int) error {
 	}
 	s.mu.Unlock()
 	s.poke()
+	s.notify()
 	return nil
+}
+
+// Changed is signalled when the model's readiness may have changed: a
+// replica turned ready or not ready or exited, or the model failed or was
+// asked for replicas again. Signals coalesce, so a reader calls Status
+// after each one; one reader per Supervisor.
+func (s *Supervisor) Changed() <-chan struct{} { return s.changed }
+
+func (s *Supervisor) notify() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
 }
 
 func (s *Supervisor) poke() {

@@ -697,3 +697,18 @@ func TestNewErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestChangedSignalsReadiness: a reader that waits only on Changed sees
+// the replica become ready, with no polling.
+func TestChangedSignalsReadiness(t *testing.T) {
+	r := start(t, supervisor.Options{}, 1)
+	deadline := time.After(30 * time.Second)
+	for r.Status().Ready != 1 {
+		select {
+		case <-r.Changed():
+		case <-deadline:
+			t.Fatalf("no change signal brought the replica to ready: %+v", r.Status())
+		}
+	}
+	r.stop(t)
+}

@@ -184,7 +184,7 @@ func (r *Replica) done() {
 // a retry budget (retry.go). A Pool is safe for concurrent use.
 type Pool struct {
 	opts     PoolOptions
-	replicas atomic.Pointer[[]*Replica] // copy-on-write under mu
+	set      atomic.Pointer[replicaSet] // copy-on-write under mu
 	mu       sync.Mutex
 	md       atomic.Pointer[oip.ModelMetadata]
 	mdMu     sync.Mutex // serializes metadata fetches
@@ -214,7 +214,7 @@ func NewPool(opts PoolOptions, clients []Client) (*Pool, error) {
 	for _, c := range clients {
 		rs = append(rs, p.newReplica(c))
 	}
-	p.replicas.Store(&rs)
+	p.publish(rs)
 	return p, nil
 }
 
@@ -235,14 +235,14 @@ func (p *Pool) Add(c Client) *Replica {
 	r := p.newReplica(c)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	old := *p.replicas.Load()
+	old := p.Replicas()
 	// Start level with the busiest, or ties would send the newcomer every
 	// call of a quiet pool until it caught up.
 	for _, x := range old {
 		r.calls.Store(max(r.calls.Load(), x.calls.Load()))
 	}
 	rs := append(append(make([]*Replica, 0, len(old)+1), old...), r)
-	p.replicas.Store(&rs)
+	p.publish(rs)
 	return r
 }
 
@@ -266,14 +266,14 @@ func (p *Pool) Remove(ctx context.Context, r *Replica) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	old := *p.replicas.Load()
+	old := p.Replicas()
 	rs := make([]*Replica, 0, len(old))
 	for _, x := range old {
 		if x != r {
 			rs = append(rs, x)
 		}
 	}
-	p.replicas.Store(&rs)
+	p.publish(rs)
 	return err
 }
 
@@ -281,7 +281,7 @@ func (p *Pool) Remove(ctx context.Context, r *Replica) error {
 func (p *Pool) Model() string { return p.opts.Model }
 
 // Replicas returns the pool's replicas now; the slice must not be modified.
-func (p *Pool) Replicas() []*Replica { return *p.replicas.Load() }
+func (p *Pool) Replicas() []*Replica { return p.set.Load().rs }
 
 // Ready reports whether any replica has the model ready.
 func (p *Pool) Ready() bool {

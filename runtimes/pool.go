@@ -77,6 +77,15 @@ type PoolOptions struct {
 	// sequence for a sequential caller (tests). Zero uses the runtime's
 	// per-thread random source.
 	Seed uint64
+
+	// HashBalanceFactor is c in DoKey's bounded load: a replica takes a
+	// keyed call only while its calls in flight are below
+	// ceil(c*(T+1)/m), T being the calls in flight on the m replicas able
+	// to take calls (default 1.25; must be above 1, or NewPool fails).
+	// Lower keeps load more even and moves more calls off their key's
+	// replica under load; math.Inf(1) lifts the bound (plain consistent
+	// hashing). See sticky.go.
+	HashBalanceFactor float64
 }
 
 // setDefaults fills opts' zero fields with the documented defaults.
@@ -130,6 +139,17 @@ func (o *PoolOptions) setDefaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.HashBalanceFactor == 0 {
+		o.HashBalanceFactor = 1.25
+	}
+}
+
+// validate reports the first option, after defaults, that has no meaning.
+func (o *PoolOptions) validate() error {
+	if !(o.HashBalanceFactor > 1) { // NaN too
+		return fmt.Errorf("runtimes: PoolOptions.HashBalanceFactor is %v, want above 1", o.HashBalanceFactor)
+	}
+	return nil
 }
 
 // Replica is one runtime endpoint in a pool, with the readiness the pool's
@@ -179,12 +199,14 @@ func (r *Replica) done() {
 // readiness, caches the model's metadata from the runtime, and chooses a
 // replica per call: power of two choices on calls in flight, among replicas
 // that are ready, not draining, not ejected as outliers and whose circuit
-// breaker is not open (see balance.go, breaker.go, outlier.go); a call that
-// failed before the runtime could act is retried on another replica within
-// a retry budget (retry.go). A Pool is safe for concurrent use.
+// breaker is not open (see balance.go, breaker.go, outlier.go), or for
+// DoKey the replica a key hashes to, within a bounded load (sticky.go); a
+// call that failed before the runtime could act is retried on another
+// replica within a retry budget (retry.go). A Pool is safe for concurrent
+// use.
 type Pool struct {
 	opts     PoolOptions
-	replicas atomic.Pointer[[]*Replica] // copy-on-write under mu
+	set      atomic.Pointer[replicaSet] // copy-on-write under mu
 	mu       sync.Mutex
 	md       atomic.Pointer[oip.ModelMetadata]
 	mdMu     sync.Mutex // serializes metadata fetches
@@ -205,6 +227,9 @@ func NewPool(opts PoolOptions, clients []Client) (*Pool, error) {
 		return nil, errors.New("runtimes: PoolOptions.Model is empty")
 	}
 	opts.setDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
 	p := &Pool{opts: opts, now: opts.Now}
 	if opts.Seed != 0 {
 		p.rng.seeded = true
@@ -214,7 +239,7 @@ func NewPool(opts PoolOptions, clients []Client) (*Pool, error) {
 	for _, c := range clients {
 		rs = append(rs, p.newReplica(c))
 	}
-	p.replicas.Store(&rs)
+	p.publish(rs)
 	return p, nil
 }
 
@@ -235,14 +260,14 @@ func (p *Pool) Add(c Client) *Replica {
 	r := p.newReplica(c)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	old := *p.replicas.Load()
+	old := p.Replicas()
 	// Start level with the busiest, or ties would send the newcomer every
 	// call of a quiet pool until it caught up.
 	for _, x := range old {
 		r.calls.Store(max(r.calls.Load(), x.calls.Load()))
 	}
 	rs := append(append(make([]*Replica, 0, len(old)+1), old...), r)
-	p.replicas.Store(&rs)
+	p.publish(rs)
 	return r
 }
 
@@ -266,14 +291,14 @@ func (p *Pool) Remove(ctx context.Context, r *Replica) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	old := *p.replicas.Load()
+	old := p.Replicas()
 	rs := make([]*Replica, 0, len(old))
 	for _, x := range old {
 		if x != r {
 			rs = append(rs, x)
 		}
 	}
-	p.replicas.Store(&rs)
+	p.publish(rs)
 	return err
 }
 
@@ -281,7 +306,7 @@ func (p *Pool) Remove(ctx context.Context, r *Replica) error {
 func (p *Pool) Model() string { return p.opts.Model }
 
 // Replicas returns the pool's replicas now; the slice must not be modified.
-func (p *Pool) Replicas() []*Replica { return *p.replicas.Load() }
+func (p *Pool) Replicas() []*Replica { return p.set.Load().rs }
 
 // Ready reports whether any replica has the model ready.
 func (p *Pool) Ready() bool {
@@ -382,14 +407,19 @@ func (p *Pool) Metadata(ctx context.Context) (*oip.ModelMetadata, error) {
 // Do reads ctx only to decide retries: fn itself carries the deadline to
 // the runtime.
 func (p *Pool) Do(ctx context.Context, fn func(Client) error) error {
-	rs := p.Replicas()
+	return p.do(ctx, p.Replicas(), ringWalk{}, fn)
+}
+
+// do is Do and DoKey over the replica set rs: w chooses each replica by
+// the ring when it has one, else by power of two choices.
+func (p *Pool) do(ctx context.Context, rs []*Replica, w ringWalk, fn func(Client) error) error {
 	var (
 		t     tried
 		last  error
 		retry bool // this attempt holds a place in the retry budget
 	)
 	for {
-		r, done := p.take(rs, &t)
+		r, done := p.take(rs, &t, w)
 		if r == nil {
 			if retry {
 				p.releaseRetry()
@@ -434,12 +464,18 @@ func (p *Pool) Do(ctx context.Context, fn func(Client) error) error {
 	return p.noReplicaError()
 }
 
-// take chooses a replica for a call, skipping those in t and adding the
-// one it returns, counts the call in flight on it, and passes the breaker's
-// first step. It returns nil when no replica may take the call.
-func (p *Pool) take(rs []*Replica, t *tried) (*Replica, func(error)) {
+// take chooses a replica for a call, by w's ring when it has one, skipping
+// those in t and adding the one it returns, counts the call in flight on
+// it, and passes the breaker's first step. It returns nil when no replica
+// may take the call.
+func (p *Pool) take(rs []*Replica, t *tried, w ringWalk) (*Replica, func(error)) {
 	for range len(rs) {
-		i := p.pick(rs, t)
+		var i int
+		if w.ring != nil {
+			i = p.pickKey(rs, w, t)
+		} else {
+			i = p.pick(rs, t)
+		}
 		if i < 0 {
 			return nil, nil
 		}

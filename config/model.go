@@ -22,7 +22,33 @@ var knownAnnotations = map[string]bool{
 	AnnotationEndpoints: true,
 	AnnotationCommand:   true,
 	AnnotationPipeline:  true,
+	AnnotationRollout:   true,
+
+	AnnotationMirrorPercent:  true,
+	AnnotationMirrorRevision: true,
 }
+
+// AnnotationRollout declares a progressive rollout of the model's new
+// revisions: a JSON object of steps (canary weight, minimum duration and
+// requests per step) and gates (error rate, latency), as
+//
+//	infergate.io/rollout: '{"steps":[{"weight":10,"minDuration":"30s","minRequests":100}]}'
+//
+// config only accepts the name; package controlplane reads and validates
+// the value (see controlplane.ParseRollout). It only steers traffic: a
+// change to it makes no new revision.
+const AnnotationRollout = "infergate.io/rollout"
+
+// AnnotationMirrorPercent copies that share of the model's requests, a
+// number in [0, 100] ("5", "0.5"), to the revision AnnotationMirrorRevision
+// names; the mirror's answers are discarded. Read and validated by package
+// controlplane; it makes no new revision.
+const AnnotationMirrorPercent = "infergate.io/mirror-percent"
+
+// AnnotationMirrorRevision names the revision AnnotationMirrorPercent
+// copies to: a revision name ("iris-00003"), its number ("3") or a tag
+// ("latest", the default, or "prev"). Read by package controlplane.
+const AnnotationMirrorRevision = "infergate.io/mirror-revision"
 
 // AnnotationPipeline, set to "true", has the gateway send requests to the
 // model's REST runtimes over HTTP/1.1 pipelining with coalesced writes

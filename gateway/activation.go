@@ -20,7 +20,7 @@ func (r *route) activate(deadline time.Time) (release func(), err error) {
 	}
 	// The common case, a replica with room, needs no context: one is made
 	// (with its timer) only for a request that must wait.
-	if release, ok := r.Activator.TryAcquire(r.Model); ok {
+	if release, ok := r.Activator.TryAcquire(r.Revision); ok {
 		return release, nil
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
@@ -34,7 +34,7 @@ func (r *route) activateCtx(ctx context.Context) (release func(), err error) {
 	if r.Activator == nil {
 		return noRelease, nil
 	}
-	release, err = r.Activator.Acquire(ctx, r.Model)
+	release, err = r.Activator.Acquire(ctx, r.Revision)
 	if err != nil {
 		return nil, activationError(r.Model, err)
 	}

@@ -6,22 +6,24 @@ import (
 
 	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/oip"
+	"github.com/infergate/infergate/router"
 	"github.com/infergate/infergate/runtimes"
 )
 
-// Dispatcher returns the batcher's upstream call for a model: a merged
-// request sent to one ready replica of pool, decoded on the way back.
-// Upstream calls are counted under the model like unbatched ones when a
-// gateway is given (nil for none).
-func (g *Gateway) Dispatcher(model string, pool *runtimes.Pool) batcher.DispatchFunc {
+// Dispatcher returns the batcher's upstream call for a model's revision: a
+// merged request sent to one ready replica of pool, decoded on the way
+// back. Upstream calls are counted under the revision like unbatched ones
+// while it is routed.
+func (g *Gateway) Dispatcher(model, revision string, pool *runtimes.Pool) batcher.DispatchFunc {
+	name, pin := []byte(model), []byte(revision)
 	return func(ctx context.Context, req *oip.InferRequest) (*oip.InferResponse, error) {
 		var resp *oip.InferResponse
 		err := pool.Do(ctx, func(cl runtimes.Client) error {
 			t0 := time.Now()
 			var err error
 			resp, err = cl.Infer(ctx, req)
-			if r, ok := g.table.Load().routes[model]; ok {
-				g.countUpstream(r, t0, err, 0)
+			if rev, _, rerr := g.router.Table().Resolve(router.Request{Model: name, Pin: pin}); rerr == nil {
+				g.countUpstream(rev.Backend, t0, err, 0)
 			}
 			return err
 		})

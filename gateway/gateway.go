@@ -7,10 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
-	"sort"
 	"strconv"
-	"strings"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +24,7 @@ import (
 	"github.com/infergate/infergate/oip"
 	pb "github.com/infergate/infergate/oip/inferencepb"
 	"github.com/infergate/infergate/oip/rest"
+	"github.com/infergate/infergate/router"
 	"github.com/infergate/infergate/runtimes"
 )
 
@@ -35,10 +34,35 @@ import (
 // applies. gRPC clients use grpc-timeout.
 const HeaderRequestTimeout = "X-Request-Timeout"
 
-// Route sends one model's requests to its runtime pool.
+// HeaderRevision pins a request to one of its model's revisions: a
+// revision name ("iris-00002"), its number ("2") or a tag ("latest",
+// "prev"). /v2/models/{m}/versions/{v}/... pins the same way and wins
+// over the header. gRPC clients send x-model-revision metadata or set
+// model_version.
+const HeaderRevision = "X-Model-Revision"
+
+// HeaderSessionKey keeps a caller on one revision while a model's traffic
+// is split (and on one replica where the revision asks for it): requests
+// with the same key take the same path. A cookie named CookieSession does
+// the same for browsers; gRPC clients send x-session-key metadata.
+const HeaderSessionKey = "X-Session-Key"
+
+// CookieSession is the cookie read for a session key when the request has
+// no HeaderSessionKey.
+const CookieSession = "infergate-session"
+
+// Route sends one revision's requests to its runtime pool.
 type Route struct {
 	// Model is the name clients use, which is also the name at the runtime.
 	Model string
+	// Revision names the revision: the activator's key and the metrics'
+	// revision label. SetModels sets it from the router's revision name;
+	// SetRoutes defaults it to Model.
+	Revision string
+	// StickyReplicas sends requests with a session key to the same replica
+	// (consistent hashing with bounded load) rather than the least loaded
+	// of two: for runtimes that keep per-session state or caches.
+	StickyReplicas bool
 	// Pool holds the model's runtime replicas. Required.
 	Pool *runtimes.Pool
 	// Timeout is the deadline of requests that bring none (default 60s).
@@ -84,6 +108,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Version is reported by server metadata (default "dev").
 	Version string
+	// MirrorConcurrency bounds the mirrored copies in flight at once
+	// (default 64); a copy that finds no room is dropped and counted.
+	MirrorConcurrency int
 }
 
 // Gateway is the OIP front door. Its route table is an immutable snapshot
@@ -91,20 +118,23 @@ type Options struct {
 // they started with.
 type Gateway struct {
 	opts    Options
-	table   atomic.Pointer[table]
+	router  router.Router[*route]
 	metrics *metrics
 	health  *health.Server
+	mirror  *mirrorer
+	// mu serialises table changes (SetModels), not requests.
+	mu sync.Mutex
 }
 
-type table struct {
-	routes map[string]*route
-	names  []string
-}
-
+// route is a revision's Route with its metrics, the backend of the
+// router's revisions.
 type route struct {
 	Route
+	name                       string // the model's name in the router
+	stats                      *router.Stats
 	gatewayREST, gatewayGRPC   prometheus.Observer
 	upstream                   prometheus.Observer
+	inFlight                   prometheus.Gauge
 	restRequests, grpcRequests *codeCounters
 	upstreamRequests           *codeCounters
 }
@@ -143,71 +173,173 @@ func New(opts Options) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: metrics: %w", err)
 	}
 	g := &Gateway{opts: opts, metrics: m, health: health.NewServer()}
+	g.mirror = newMirrorer(g, opts.MirrorConcurrency)
+	if err := opts.Registerer.Register(newPoolCollector(g)); err != nil {
+		return nil, fmt.Errorf("gateway: metrics: %w", err)
+	}
 	if err := g.SetRoutes(opts.Routes); err != nil {
 		return nil, err
 	}
 	return g, nil
 }
 
-// SetRoutes validates routes and swaps them in as the new route table.
+// SetRoutes serves each route as a model with one revision taking all its
+// traffic; see SetModels.
 func (g *Gateway) SetRoutes(routes []Route) error {
-	t := &table{routes: make(map[string]*route, len(routes))}
-	for _, r := range routes {
-		if r.Model == "" || r.Pool == nil {
-			return fmt.Errorf("gateway: route %q: model name and pool are required", r.Model)
+	models := make([]router.Model[Route], len(routes))
+	for i, r := range routes {
+		if r.Revision == "" {
+			r.Revision = r.Model
 		}
-		if _, dup := t.routes[r.Model]; dup {
-			return fmt.Errorf("gateway: model %q is routed twice", r.Model)
+		models[i] = router.Model[Route]{
+			Name:      r.Model,
+			Revisions: []*router.Revision[Route]{{Name: r.Revision, Number: 1, Backend: r}},
+			Traffic:   []router.Weight{{Revision: r.Revision, Percent: 100}},
 		}
-		if r.Timeout <= 0 {
-			r.Timeout = 60 * time.Second
-		}
-		t.routes[r.Model] = &route{
-			Route:       r,
-			gatewayREST: g.metrics.duration.WithLabelValues(r.Model, "rest"),
-			gatewayGRPC: g.metrics.duration.WithLabelValues(r.Model, "grpc"),
-			upstream:    g.metrics.upstreamDuration.WithLabelValues(r.Model),
-
-			restRequests:     newCodeCounters(g.metrics.requests, r.Model, "rest"),
-			grpcRequests:     newCodeCounters(g.metrics.requests, r.Model, "grpc"),
-			upstreamRequests: newCodeCounters(g.metrics.upstreamRequests, r.Model),
-		}
-		t.names = append(t.names, r.Model)
 	}
-	sort.Strings(t.names)
-	g.table.Store(t)
+	return g.SetModels(models)
+}
+
+// SetModels validates models and swaps them in as the new routing table;
+// requests in flight finish on the table they started with. Each
+// revision's Backend is its Route (Model defaults to the model's name,
+// Revision is set to the revision's name). A revision that keeps its name
+// keeps its Stats when the caller passes none. Metrics of revisions no
+// longer routed are deleted.
+func (g *Gateway) SetModels(models []router.Model[Route]) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	old := g.router.Table()
+	var errs []error
+	built := make([]router.Model[*route], len(models))
+	for i, m := range models {
+		b := router.Model[*route]{Name: m.Name, Traffic: m.Traffic, Tags: m.Tags, Mirror: m.Mirror}
+		for _, rev := range m.Revisions {
+			if rev == nil {
+				errs = append(errs, fmt.Errorf("gateway: model %q: a nil revision", m.Name))
+				continue
+			}
+			r := rev.Backend
+			if r.Model == "" {
+				r.Model = m.Name
+			}
+			r.Revision = rev.Name
+			if r.Model == "" || r.Pool == nil {
+				errs = append(errs, fmt.Errorf("gateway: model %q revision %q: model name and pool are required", m.Name, rev.Name))
+				continue
+			}
+			if r.Timeout <= 0 {
+				r.Timeout = 60 * time.Second
+			}
+			stats := rev.Stats
+			if stats == nil {
+				stats = oldStats(old, m.Name, rev.Name)
+			}
+			b.Revisions = append(b.Revisions, &router.Revision[*route]{Name: rev.Name, Number: rev.Number, Stats: stats, Backend: g.newRoute(m.Name, r, stats)})
+		}
+		built[i] = b
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	t, err := router.New(built)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	g.router.Store(t)
+	if old != nil {
+		old.Each(func(model string, r *router.Revision[*route]) {
+			if !hasRevision(t, model, r.Name) {
+				g.metrics.forget(model, r.Name)
+			}
+		})
+	}
 	return nil
 }
 
-// lookup returns the route of model, or a not-found error listing the
-// models served. name may alias a request buffer: the map lookup with a
-// string conversion does not allocate.
-func (g *Gateway) lookup(name []byte) (*route, error) {
-	t := g.table.Load()
-	if r, ok := t.routes[string(name)]; ok {
-		return r, nil
+// oldStats returns the Stats a revision had in t, a fresh one if none.
+func oldStats(t *router.Table[*route], model, rev string) *router.Stats {
+	if t != nil {
+		for _, r := range t.Revisions(model) {
+			if r.Name == rev {
+				return r.Stats
+			}
+		}
 	}
-	return nil, oip.Errorf(oip.KindNotFound, "model %q not found; served models: %s", name, strings.Join(t.names, ", "))
+	return new(router.Stats)
 }
 
-// Ready reports whether every routed model is serving as meant (see
-// Route.Serving). A model meant to have no replica (scaled to zero, or
+func hasRevision(t *router.Table[*route], model, rev string) bool {
+	for _, r := range t.Revisions(model) {
+		if r.Name == rev {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *Gateway) newRoute(model string, r Route, stats *router.Stats) *route {
+	m := g.metrics
+	return &route{
+		Route:       r,
+		name:        model,
+		stats:       stats,
+		gatewayREST: m.duration.WithLabelValues(model, r.Revision, "rest"),
+		gatewayGRPC: m.duration.WithLabelValues(model, r.Revision, "grpc"),
+		upstream:    m.upstreamDuration.WithLabelValues(model, r.Revision),
+		inFlight:    m.inFlight.WithLabelValues(model, r.Revision),
+
+		restRequests:     newCodeCounters(m.requests, model, r.Revision, "rest"),
+		grpcRequests:     newCodeCounters(m.requests, model, r.Revision, "grpc"),
+		upstreamRequests: newCodeCounters(m.upstreamRequests, model, r.Revision),
+	}
+}
+
+// resolve picks the revision for a request, with its mirror if one is
+// drawn. name, pin and the key may alias request buffers.
+func (g *Gateway) resolve(req router.Request) (r, mirror *route, err error) {
+	rev, mrev, err := g.router.Table().Resolve(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	if mrev != nil {
+		mirror = mrev.Backend
+	}
+	return rev.Backend, mirror, nil
+}
+
+// Ready reports whether every routed revision is serving as meant (see
+// Route.Serving). A revision meant to have no replica (scaled to zero, or
 // failed) does not hold the gateway back: its requests get their own
 // answer, and taking the whole gateway out of rotation for it would fail
 // every other model too.
 func (g *Gateway) Ready() bool {
-	for _, r := range g.table.Load().routes {
+	ready := true
+	g.router.Table().Each(func(_ string, rev *router.Revision[*route]) {
+		r := rev.Backend
 		if r.Serving != nil {
-			if !r.Serving() {
-				return false
-			}
-			continue
+			ready = ready && r.Serving()
+			return
 		}
 		if len(r.Pool.Replicas()) > 0 && !r.Pool.Ready() {
-			return false
+			ready = false
 		}
+	})
+	return ready
+}
+
+// Stats returns the request counts of a model's revisions by revision
+// name, for rollout gates; nil for an unknown model.
+func (g *Gateway) Stats(model string) map[string]router.Counts {
+	revs := g.router.Table().Revisions(model)
+	if revs == nil {
+		return nil
 	}
-	return true
+	out := make(map[string]router.Counts, len(revs))
+	for _, r := range revs {
+		out[r.Name] = r.Stats.Snapshot()
+	}
+	return out
 }
 
 func (g *Gateway) serverMetadata() oip.ServerMetadata {
@@ -288,7 +420,7 @@ func (g *Gateway) restErrorHandler(ctx *fasthttp.RequestCtx, err error) {
 	default:
 		rest.WriteError(ctx, oip.Errorf(oip.KindInvalidArgument, "malformed HTTP request: %v", err))
 	}
-	g.metrics.requests.WithLabelValues("", "rest", statusLabel(ctx.Response.StatusCode())).Inc()
+	g.metrics.requests.WithLabelValues("", "", "rest", statusLabel(ctx.Response.StatusCode())).Inc()
 }
 
 func (g *Gateway) grpcServer() *grpc.Server {

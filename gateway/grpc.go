@@ -6,11 +6,13 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/infergate/infergate/oip"
 	pb "github.com/infergate/infergate/oip/inferencepb"
+	"github.com/infergate/infergate/router"
 	"github.com/infergate/infergate/runtimes"
 )
 
@@ -33,8 +35,8 @@ func (s grpcService) ServerMetadata(context.Context, *pb.ServerMetadataRequest) 
 	return oip.ServerMetadataToProto(&md), nil
 }
 
-func (s grpcService) ModelReady(_ context.Context, req *pb.ModelReadyRequest) (*pb.ModelReadyResponse, error) {
-	r, err := s.g.lookup([]byte(req.GetName()))
+func (s grpcService) ModelReady(ctx context.Context, req *pb.ModelReadyRequest) (*pb.ModelReadyResponse, error) {
+	r, _, err := s.g.resolve(grpcRouting(ctx, []byte(req.GetName()), []byte(req.GetVersion())))
 	if err != nil {
 		return nil, oip.GRPCStatus(err)
 	}
@@ -42,7 +44,7 @@ func (s grpcService) ModelReady(_ context.Context, req *pb.ModelReadyRequest) (*
 }
 
 func (s grpcService) ModelMetadata(ctx context.Context, req *pb.ModelMetadataRequest) (*pb.ModelMetadataResponse, error) {
-	r, err := s.g.lookup([]byte(req.GetName()))
+	r, _, err := s.g.resolve(grpcRouting(ctx, []byte(req.GetName()), []byte(req.GetVersion())))
 	if err != nil {
 		return nil, oip.GRPCStatus(err)
 	}
@@ -90,31 +92,86 @@ func modelInferRawHandler(srv any, ctx context.Context, dec func(any) error, int
 // request's form (raw or typed contents).
 func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame) (*oip.RawFrame, error) {
 	start := time.Now()
-	name, _, err := oip.PeekModel(in.Bytes)
+	name, version, err := oip.PeekModel(in.Bytes)
 	if err == nil && len(name) == 0 {
 		err = oip.Errorf(oip.KindInvalidArgument, "model_name is required")
 	}
 	if err != nil {
-		s.g.metrics.requests.WithLabelValues("", "grpc", oip.GRPCCode(err).String()).Inc()
+		s.g.metrics.requests.WithLabelValues("", "", "grpc", oip.GRPCCode(err).String()).Inc()
 		return nil, oip.GRPCStatus(err)
 	}
-	r, err := s.g.lookup(name)
+	req := grpcRouting(ctx, name, version)
+	r, mirror, err := s.g.resolve(req)
+	if err == nil && len(version) > 0 {
+		// The version chose the revision; the runtime serves the model
+		// under versions of its own.
+		var b []byte
+		if b, err = oip.WithoutModelVersion(in.Bytes); err == nil {
+			in = &oip.RawFrame{Bytes: b}
+		}
+	}
 	if err != nil {
-		s.g.metrics.requests.WithLabelValues("", "grpc", status.Code(oip.GRPCStatus(err)).String()).Inc()
+		s.g.metrics.requests.WithLabelValues("", "", "grpc", status.Code(oip.GRPCStatus(err)).String()).Inc()
 		return nil, oip.GRPCStatus(err)
 	}
-	resp, err := s.infer(ctx, r, in)
+	r.inFlight.Inc()
+	resp, err := s.infer(ctx, r, req, in)
+	r.inFlight.Dec()
 	code := codes.OK
 	if err != nil {
 		err = oip.GRPCStatus(err)
 		code = status.Code(err)
 	}
 	r.grpcRequests.with(code.String()).Inc()
-	r.gatewayGRPC.Observe(time.Since(start).Seconds())
+	d := time.Since(start)
+	r.gatewayGRPC.Observe(d.Seconds())
+	r.stats.Record(d, grpcOutcome(code))
+	if mirror != nil && err == nil {
+		s.g.mirror.grpc(r.name, mirror, in, resp)
+	}
 	return resp, err
 }
 
-func (s grpcService) infer(ctx context.Context, r *route, in *oip.RawFrame) (*oip.RawFrame, error) {
+// grpcRouting reads the router's inputs from a gRPC request: the model,
+// the pin (model_version, else x-model-revision metadata) and the
+// x-session-key metadata.
+func grpcRouting(ctx context.Context, model, version []byte) router.Request {
+	req := router.Request{Model: model, Pin: version}
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return req
+	}
+	if len(req.Pin) == 0 {
+		if v := md.Get(metadataRevision); len(v) > 0 {
+			req.Pin = []byte(v[0])
+		}
+	}
+	if v := md.Get(metadataSessionKey); len(v) > 0 && v[0] != "" {
+		req.Key, req.Sticky = runtimes.HashKey([]byte(v[0])), true
+	}
+	return req
+}
+
+// The gRPC metadata keys of HeaderRevision and HeaderSessionKey.
+const (
+	metadataRevision   = "x-model-revision"
+	metadataSessionKey = "x-session-key"
+)
+
+// grpcOutcome judges an answer for the revision's health: codes that say
+// the caller erred are not the revision's fault.
+func grpcOutcome(c codes.Code) router.Outcome {
+	switch c {
+	case codes.OK:
+		return router.OutcomeOK
+	case codes.InvalidArgument, codes.NotFound, codes.Canceled, codes.FailedPrecondition, codes.OutOfRange,
+		codes.AlreadyExists, codes.PermissionDenied, codes.Unauthenticated:
+		return router.OutcomeClientError
+	}
+	return router.OutcomeServerError
+}
+
+func (s grpcService) infer(ctx context.Context, r *route, req router.Request, in *oip.RawFrame) (*oip.RawFrame, error) {
 	ctx, cancel := withDefaultTimeout(ctx, r.Timeout)
 	defer cancel()
 	release, err := r.activateCtx(ctx)
@@ -129,7 +186,7 @@ func (s grpcService) infer(ctx context.Context, r *route, in *oip.RawFrame) (*oi
 		resp    *oip.RawFrame
 		decoded *decodedFrame
 	)
-	err = r.Pool.Do(ctx, func(cl runtimes.Client) error {
+	err = r.do(ctx, req, func(cl runtimes.Client) error {
 		t0 := time.Now()
 		var err error
 		if gc, ok := cl.(*runtimes.GRPCClient); ok {
@@ -172,6 +229,7 @@ func decodeFrame(in *oip.RawFrame) (*decodedFrame, error) {
 	if err := oip.RequestFromProto(&msg, &d.req); err != nil {
 		return nil, err
 	}
+	d.req.ModelVersion = "" // a version chose the revision
 	return d, nil
 }
 

@@ -6,13 +6,18 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/infergate/infergate/router"
+	"github.com/infergate/infergate/runtimes"
 )
 
 type metrics struct {
 	requests         *prometheus.CounterVec
 	duration         *prometheus.HistogramVec
+	inFlight         *prometheus.GaugeVec
 	upstreamRequests *prometheus.CounterVec
 	upstreamDuration *prometheus.HistogramVec
+	mirror           *mirrorMetrics
 }
 
 // latencyBuckets span 100us to 30s: loopback pass-through up to slow
@@ -23,29 +28,118 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "infergate_gateway_requests_total",
-			Help: "Requests answered by the gateway's front doors, by model, protocol and status code (HTTP status or gRPC code name).",
-		}, []string{"model", "protocol", "code"}),
+			Help: "Requests answered by the gateway's front doors, by model, revision, protocol and status code (HTTP status or gRPC code name). Requests for no known model have empty model and revision.",
+		}, []string{"model", "revision", "protocol", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "infergate_gateway_request_duration_seconds",
-			Help:    "Time from a request's arrival at a front door to its answer.",
+			Help:    "Time from an inference request's arrival at a front door to its answer.",
 			Buckets: latencyBuckets,
-		}, []string{"model", "protocol"}),
+		}, []string{"model", "revision", "protocol"}),
+		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "infergate_gateway_in_flight_requests",
+			Help: "Inference requests being served, waiting in the activator or batcher included.",
+		}, []string{"model", "revision"}),
 		upstreamRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "infergate_runtime_upstream_requests_total",
-			Help: "Inference calls to runtime replicas, by model and outcome (HTTP status, gRPC code name, or error kind).",
-		}, []string{"model", "code"}),
+			Help: "Inference calls to runtime replicas, by model, revision and outcome (HTTP status, gRPC code name, or error kind).",
+		}, []string{"model", "revision", "code"}),
 		upstreamDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "infergate_runtime_upstream_duration_seconds",
 			Help:    "Time of inference calls to runtime replicas.",
 			Buckets: latencyBuckets,
-		}, []string{"model"}),
+		}, []string{"model", "revision"}),
+		mirror: newMirrorMetrics(),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.upstreamRequests, m.upstreamDuration} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.upstreamRequests, m.upstreamDuration} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
+	if err := m.mirror.register(reg); err != nil {
+		return nil, err
+	}
 	return m, nil
+}
+
+// forget deletes the series of a revision no longer routed.
+func (m *metrics) forget(model, revision string) {
+	labels := prometheus.Labels{"model": model, "revision": revision}
+	m.requests.DeletePartialMatch(labels)
+	m.duration.DeletePartialMatch(labels)
+	m.inFlight.DeletePartialMatch(labels)
+	m.upstreamRequests.DeletePartialMatch(labels)
+	m.upstreamDuration.DeletePartialMatch(labels)
+	m.mirror.forget(labels)
+}
+
+// poolCollector reads each routed revision's replica pool at scrape time:
+// retries, ejections and breakers cost the request path nothing.
+type poolCollector struct {
+	g                                                *Gateway
+	retries, budget, ejections, opens, ejected, open *prometheus.Desc
+	replicas, ready                                  *prometheus.Desc
+}
+
+func newPoolCollector(g *Gateway) *poolCollector {
+	d := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, []string{"model", "revision"}, nil)
+	}
+	return &poolCollector{
+		g:         g,
+		retries:   d("infergate_runtime_retries_total", "Calls retried on another replica."),
+		budget:    d("infergate_runtime_retry_budget_exhausted_total", "Retries the retry budget refused."),
+		ejections: d("infergate_runtime_ejections_total", "Replicas ejected as outliers."),
+		opens:     d("infergate_runtime_breaker_opens_total", "Per-replica circuit breakers opened."),
+		ejected:   d("infergate_runtime_ejected_replicas", "Replicas ejected now."),
+		open:      d("infergate_runtime_breakers_open", "Replicas whose circuit breaker is open now."),
+		replicas:  d("infergate_runtime_replicas", "Replicas in the revision's pool."),
+		ready:     d("infergate_runtime_ready_replicas", "Replicas ready to take requests."),
+	}
+}
+
+func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.retries, c.budget, c.ejections, c.opens, c.ejected, c.open, c.replicas, c.ready} {
+		ch <- d
+	}
+}
+
+func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	t := c.g.router.Table()
+	if t == nil {
+		return
+	}
+	seen := make(map[*runtimes.Pool]bool)
+	t.Each(func(model string, rev *router.Revision[*route]) {
+		p := rev.Backend.Pool
+		if seen[p] {
+			return
+		}
+		seen[p] = true
+		st := p.Stats()
+		ready := 0
+		reps := p.Replicas()
+		for _, r := range reps {
+			if r.Ready() {
+				ready++
+			}
+		}
+		for _, v := range []struct {
+			d   *prometheus.Desc
+			t   prometheus.ValueType
+			val float64
+		}{
+			{c.retries, prometheus.CounterValue, float64(st.Retries)},
+			{c.budget, prometheus.CounterValue, float64(st.RetryBudgetExhausted)},
+			{c.ejections, prometheus.CounterValue, float64(st.Ejections)},
+			{c.opens, prometheus.CounterValue, float64(st.BreakerOpens)},
+			{c.ejected, prometheus.GaugeValue, float64(st.Ejected)},
+			{c.open, prometheus.GaugeValue, float64(st.BreakersOpen)},
+			{c.replicas, prometheus.GaugeValue, float64(len(reps))},
+			{c.ready, prometheus.GaugeValue, float64(ready)},
+		} {
+			ch <- prometheus.MustNewConstMetric(v.d, v.t, v.val, model, rev.Name)
+		}
+	})
 }
 
 // statusLabel returns the label for an HTTP status without allocating for

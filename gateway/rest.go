@@ -10,6 +10,7 @@ import (
 
 	"github.com/infergate/infergate/oip"
 	"github.com/infergate/infergate/oip/rest"
+	"github.com/infergate/infergate/router"
 	"github.com/infergate/infergate/runtimes"
 )
 
@@ -42,7 +43,14 @@ func (g *Gateway) HandleREST(ctx *fasthttp.RequestCtx) {
 		rest.WriteJSON(ctx, g.serverMetadata())
 		return
 	}
-	r, err := g.lookup(p.Model)
+	req := router.Request{Model: p.Model, Pin: p.Version}
+	if len(req.Pin) == 0 {
+		req.Pin = ctx.Request.Header.Peek(HeaderRevision)
+	}
+	if k := sessionKey(ctx); len(k) > 0 {
+		req.Key, req.Sticky = runtimes.HashKey(k), true
+	}
+	r, mirror, err := g.resolve(req)
 	if err != nil {
 		g.restError(ctx, nil, err)
 		return
@@ -63,23 +71,58 @@ func (g *Gateway) HandleREST(ctx *fasthttp.RequestCtx) {
 		rest.WriteJSON(ctx, md)
 	case oip.EndpointModelInfer:
 		start := time.Now()
-		g.restInfer(ctx, r, p.Version, start)
-		r.restRequests.inc(ctx.Response.StatusCode())
-		r.gatewayREST.Observe(time.Since(start).Seconds())
+		if len(p.Version) > 0 {
+			// The version picked the revision; the runtime serves the
+			// model under its own versions.
+			ctx.Request.URI().SetPath("/v2/models/" + r.Model + "/infer")
+		}
+		r.inFlight.Inc()
+		g.restInfer(ctx, r, req, start)
+		r.inFlight.Dec()
+		code := ctx.Response.StatusCode()
+		r.restRequests.inc(code)
+		d := time.Since(start)
+		r.gatewayREST.Observe(d.Seconds())
+		r.stats.Record(d, httpOutcome(code))
+		if mirror != nil {
+			g.mirror.rest(ctx, r.name, mirror)
+		}
 	}
+}
+
+// sessionKey returns the request's sticky key: HeaderSessionKey, else the
+// CookieSession cookie; nil when it has neither.
+func sessionKey(ctx *fasthttp.RequestCtx) []byte {
+	if k := ctx.Request.Header.Peek(HeaderSessionKey); len(k) > 0 {
+		return k
+	}
+	return ctx.Request.Header.Cookie(CookieSession)
+}
+
+// httpOutcome judges an answer for the revision's health: the client's
+// mistakes (4xx) are not the revision's, except overload (429) and a
+// timeout (408); 5xx are.
+func httpOutcome(code int) router.Outcome {
+	switch {
+	case code < 400:
+		return router.OutcomeOK
+	case code < 500 && code != fasthttp.StatusRequestTimeout && code != fasthttp.StatusTooManyRequests:
+		return router.OutcomeClientError
+	}
+	return router.OutcomeServerError
 }
 
 // restError answers err in OIP form and counts it.
 func (g *Gateway) restError(ctx *fasthttp.RequestCtx, r *route, err error) {
 	rest.WriteError(ctx, err)
 	if r == nil {
-		g.metrics.requests.WithLabelValues("", "rest", statusLabel(ctx.Response.StatusCode())).Inc()
+		g.metrics.requests.WithLabelValues("", "", "rest", statusLabel(ctx.Response.StatusCode())).Inc()
 	}
 }
 
 // restInfer sends a REST infer request to a replica: as bytes to a REST
 // replica, translated for any other.
-func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, r *route, version []byte, start time.Time) {
+func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, r *route, req router.Request, start time.Time) {
 	timeout := r.Timeout
 	if v := ctx.Request.Header.Peek(HeaderRequestTimeout); len(v) > 0 {
 		d, err := parseTimeout(v)
@@ -104,12 +147,12 @@ func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, r *route, version []byte, 
 	}
 	defer release()
 	if r.Batcher != nil {
-		g.restBatched(ctx, r, version, deadline)
+		g.restBatched(ctx, r, deadline)
 		return
 	}
 	// The pass-through needs only the deadline; a context (two allocations
 	// and a timer) is made only when the request is translated.
-	err = r.Pool.Do(context.Background(), func(cl runtimes.Client) error {
+	err = r.do(context.Background(), req, func(cl runtimes.Client) error {
 		t0 := time.Now()
 		var err error
 		if rc, ok := cl.(*runtimes.RESTClient); ok {
@@ -124,7 +167,7 @@ func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, r *route, version []byte, 
 			return err
 		}
 		if decoded == nil {
-			if decoded, err = decodeREST(ctx, r, version); err != nil {
+			if decoded, err = decodeREST(ctx, r); err != nil {
 				return err
 			}
 		}
@@ -165,8 +208,8 @@ func (g *Gateway) countUpstream(r *route, t0 time.Time, err error, status int) {
 }
 
 // restBatched decodes a REST request and hands it to the model's batcher.
-func (g *Gateway) restBatched(ctx *fasthttp.RequestCtx, r *route, version []byte, deadline time.Time) {
-	req, err := decodeREST(ctx, r, version)
+func (g *Gateway) restBatched(ctx *fasthttp.RequestCtx, r *route, deadline time.Time) {
+	req, err := decodeREST(ctx, r)
 	defer putRequest(req)
 	if err != nil {
 		rest.WriteError(ctx, err)
@@ -183,14 +226,25 @@ func (g *Gateway) restBatched(ctx *fasthttp.RequestCtx, r *route, version []byte
 }
 
 // decodeREST decodes ctx's body into a pooled request for r's model; the
-// caller returns it with putRequest, error or not.
-func decodeREST(ctx *fasthttp.RequestCtx, r *route, version []byte) (*oip.InferRequest, error) {
+// caller returns it with putRequest, error or not. The request names no
+// version: a version in the path chose the revision.
+func decodeREST(ctx *fasthttp.RequestCtx, r *route) (*oip.InferRequest, error) {
 	req := requestPool.Get().(*oip.InferRequest)
 	if err := rest.DecodeInferRequest(ctx, req); err != nil {
 		return req, err
 	}
-	req.ModelName, req.ModelVersion = r.Model, string(version)
+	req.ModelName, req.ModelVersion = r.Model, ""
 	return req, nil
+}
+
+// do calls fn with a replica of r's pool: the one a sticky request's key
+// hashes to when the revision asks for sticky replicas, else the pool's
+// choice.
+func (r *route) do(ctx context.Context, req router.Request, fn func(runtimes.Client) error) error {
+	if r.StickyReplicas && req.Sticky {
+		return r.Pool.DoKey(ctx, req.Key, fn)
+	}
+	return r.Pool.Do(ctx, fn)
 }
 
 // putRequest returns a request from decodeREST to the pool (nil is fine).

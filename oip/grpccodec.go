@@ -87,3 +87,37 @@ var _ encoding.CodecV2 = Codec{}
 
 // String describes a frame for logs.
 func (f *RawFrame) String() string { return fmt.Sprintf("RawFrame(%d bytes)", len(f.Bytes)) }
+
+// WithoutModelVersion returns the encoded ModelInferRequest b without its
+// model_version field, in a new slice; b itself when it has none. The
+// gateway uses it when a version chose a revision: the runtime serves the
+// model under versions of its own.
+func WithoutModelVersion(b []byte) ([]byte, error) {
+	var out []byte
+	rest := b
+	for len(rest) > 0 {
+		num, typ, n := protowire.ConsumeTag(rest)
+		if n < 0 {
+			return nil, Errorf(KindInvalidArgument, "malformed ModelInferRequest: %v", protowire.ParseError(n))
+		}
+		m := protowire.ConsumeFieldValue(num, typ, rest[n:])
+		if m < 0 {
+			return nil, Errorf(KindInvalidArgument, "malformed ModelInferRequest: field %d: %v", num, protowire.ParseError(m))
+		}
+		field := rest[:n+m]
+		rest = rest[n+m:]
+		if num == fieldModelVersion {
+			if out == nil {
+				out = append(make([]byte, 0, len(b)), b[:len(b)-len(rest)-len(field)]...)
+			}
+			continue
+		}
+		if out != nil {
+			out = append(out, field...)
+		}
+	}
+	if out == nil {
+		return b, nil
+	}
+	return out, nil
+}

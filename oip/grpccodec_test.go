@@ -57,3 +57,30 @@ func TestCodecRawFrame(t *testing.T) {
 		t.Errorf("raw frame of a proto message = %x, want %x", back.Bytes, in.Bytes)
 	}
 }
+
+func TestWithoutModelVersion(t *testing.T) {
+	req := &pb.ModelInferRequest{ModelName: "iris", ModelVersion: "2", Id: "x", Inputs: []*pb.ModelInferRequest_InferInputTensor{{Name: "in", Datatype: "FP32", Shape: []int64{1}}}}
+	b, err := proto.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := WithoutModelVersion(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got pb.ModelInferRequest
+	if err := proto.Unmarshal(out, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := proto.Clone(req).(*pb.ModelInferRequest)
+	want.ModelVersion = ""
+	if !proto.Equal(&got, want) {
+		t.Fatalf("got %v, want %v", &got, want)
+	}
+	if again, _ := WithoutModelVersion(out); &again[0] != &out[0] {
+		t.Fatal("a request without a version was copied")
+	}
+	if _, err := WithoutModelVersion([]byte{0x12, 0x05, 'a'}); err == nil {
+		t.Fatal("a truncated request was accepted")
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 
 	"github.com/infergate/infergate/oip"
+	"github.com/infergate/infergate/runtimes"
 )
 
 // Revision is one immutable version of a model's serving setup.
@@ -150,7 +151,7 @@ func build[B any](in *Model[B]) (*model[B], error) {
 		if r.Stats == nil {
 			r.Stats = new(Stats)
 		}
-		r.hash = HashString(r.Name)
+		r.hash = runtimes.HashKey([]byte(r.Name))
 		m.byKey[r.Name] = r
 		m.byKey[num] = r
 	}
@@ -242,7 +243,7 @@ type Request struct {
 	// Key, when Sticky, keeps a caller on one revision: requests with the
 	// same key go to the same revision while the split stays, and a
 	// change of weights moves as few keys as it can (weighted rendezvous
-	// hashing). See HashKey.
+	// hashing). See runtimes.HashKey.
 	Key    uint64
 	Sticky bool
 }
@@ -326,28 +327,6 @@ func mix(x uint64) uint64 {
 	x *= 0x94d049bb133111eb
 	x ^= x >> 31
 	return x
-}
-
-// HashKey hashes a sticky key (a session header or cookie value) with
-// 64-bit FNV-1a, which is the same in every process, so that several
-// gateways agree. It does not allocate.
-func HashKey(b []byte) uint64 {
-	h := uint64(14695981039346656037)
-	for _, c := range b {
-		h ^= uint64(c)
-		h *= 1099511628211
-	}
-	return mix(h)
-}
-
-// HashString is HashKey for a string.
-func HashString(s string) uint64 {
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(s); i++ {
-		h ^= uint64(s[i])
-		h *= 1099511628211
-	}
-	return mix(h)
 }
 
 // Router holds the current Table. Its methods are safe for concurrent use.

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/infergate/infergate/oip"
+	"github.com/infergate/infergate/runtimes"
 )
 
 func revs(names ...string) []*Revision[string] {
@@ -110,7 +111,7 @@ func TestStickyKeysStayAndMoveOneWay(t *testing.T) {
 		tab := mustTable(t, canary(stable, latest))
 		out := make([]string, keys)
 		for k := range keys {
-			rev, _, err := tab.Resolve(Request{Model: []byte("iris"), Key: HashKey([]byte(fmt.Sprintf("user-%d", k))), Sticky: true})
+			rev, _, err := tab.Resolve(Request{Model: []byte("iris"), Key: runtimes.HashKey([]byte(fmt.Sprintf("user-%d", k))), Sticky: true})
 			if err != nil {
 				t.Fatal(err)
 			}

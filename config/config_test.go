@@ -392,7 +392,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown infergate annotation",
 			yaml: doc(`name: iris, annotations: {infergate.io/endpoint: "http://h:1"}`, "", onnxModel),
-			want: "m.yaml: document 1: metadata.annotations[infergate.io/endpoint]: unknown infergate annotation (known: infergate.io/command, infergate.io/endpoints, infergate.io/mirror-percent, infergate.io/mirror-revision, infergate.io/pipeline, infergate.io/rollout)",
+			want: "m.yaml: document 1: metadata.annotations[infergate.io/endpoint]: unknown infergate annotation (known: infergate.io/command, infergate.io/endpoints, infergate.io/mirror-percent, infergate.io/mirror-revision, infergate.io/pipeline, infergate.io/rollout, infergate.io/sticky-replicas)",
 		},
 
 		// The endpoints annotation.

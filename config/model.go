@@ -19,10 +19,11 @@ const annotationPrefix = "infergate.io/"
 
 // knownAnnotations are the infergate.io/ annotations this package reads.
 var knownAnnotations = map[string]bool{
-	AnnotationEndpoints: true,
-	AnnotationCommand:   true,
-	AnnotationPipeline:  true,
-	AnnotationRollout:   true,
+	AnnotationEndpoints:      true,
+	AnnotationCommand:        true,
+	AnnotationPipeline:       true,
+	AnnotationStickyReplicas: true,
+	AnnotationRollout:        true,
 
 	AnnotationMirrorPercent:  true,
 	AnnotationMirrorRevision: true,
@@ -56,6 +57,13 @@ const AnnotationMirrorRevision = "infergate.io/mirror-revision"
 // use it for runtimes whose latency varies little; see
 // runtimes.RESTOptions.Pipeline.
 const AnnotationPipeline = "infergate.io/pipeline"
+
+// AnnotationStickyReplicas, set to "true", sends the requests of one
+// session (the gateway's X-Session-Key header or infergate-session cookie)
+// to the same replica of a revision, by consistent hashing with bounded
+// load: for runtimes that keep per-session caches. Without it a request
+// goes to the less loaded of two replicas.
+const AnnotationStickyReplicas = "infergate.io/sticky-replicas"
 
 // Defaults applied to a declaration that does not set the field. The batch
 // size and call timeout are KServe's; maxLatency is not: KServe's 5000 ms
@@ -129,6 +137,8 @@ type Model struct {
 	// annotation, in the order written; nil when infergate starts the
 	// model's runtime.
 	Endpoints []Endpoint
+	// StickyReplicas is AnnotationStickyReplicas.
+	StickyReplicas bool
 	// Pipeline is AnnotationPipeline: pipeline requests to REST runtimes.
 	Pipeline bool
 	// Command is the runtime command from the infergate.io/command

@@ -94,6 +94,13 @@ func readMetadata(m *Model, meta ObjectMeta, d *docProblems) {
 		}
 		m.Pipeline = v
 	}
+	if raw, ok := meta.Annotations[AnnotationStickyReplicas]; ok {
+		v, err := strconv.ParseBool(raw)
+		if err != nil {
+			d.addf(annotationField(AnnotationStickyReplicas), "%s is not true or false", quote(raw))
+		}
+		m.StickyReplicas = v
+	}
 }
 
 // readModel reads spec.predictor.model. remote says the model is served at

@@ -46,7 +46,7 @@ func TestBatchingKeepsEveryAnswerOwn(t *testing.T) {
 	}
 	b, err := batcher.New(batcher.Options{
 		Model: "iris", MaxBatchSize: 32, MaxQueueDelay: 5 * time.Millisecond,
-		Dispatch: gw.Dispatcher("iris", pool), Registerer: reg,
+		Dispatch: gw.Dispatcher("iris", "iris", pool), Registerer: reg,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -293,7 +293,7 @@ spec:
 	}
 	defer r.Body.Close()
 	metrics, _ := io.ReadAll(r.Body)
-	if !bytes.Contains(metrics, []byte(`infergate_batcher_batch_size_sum{model="iris"} 256`)) {
+	if !bytes.Contains(metrics, []byte(`infergate_batcher_batch_size_sum{model="iris-00001"} 256`)) {
 		t.Errorf("metrics do not show 256 rows through the batcher:\n%s", grepLines(metrics, "infergate_batcher_batch_size"))
 	}
 }

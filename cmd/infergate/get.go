@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -11,22 +10,24 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
-	"time"
-
-	"github.com/infergate/infergate/autoscaler"
-	"github.com/infergate/infergate/runtimes/supervisor"
 )
 
 // modelStatus is one row of GET /api/v1/models on the admin port and of
 // `infergate get models`.
 type modelStatus struct {
+	// Name is the model's; a row per revision.
 	Name     string `json:"name"`
-	Desired  int    `json:"desired"`
-	Running  int    `json:"running"`
-	Ready    int    `json:"ready"`
-	Restarts int    `json:"restarts"`
-	Failed   bool   `json:"failed,omitempty"`
-	Reason   string `json:"reason,omitempty"`
+	Revision string `json:"revision"`
+	// Traffic is the revision's percent of the model's requests.
+	Traffic int64 `json:"traffic"`
+	// Tags are the revision's tags (latest, prev).
+	Tags     []string `json:"tags,omitempty"`
+	Desired  int      `json:"desired"`
+	Running  int      `json:"running"`
+	Ready    int      `json:"ready"`
+	Restarts int      `json:"restarts"`
+	Failed   bool     `json:"failed,omitempty"`
+	Reason   string   `json:"reason,omitempty"`
 	// The autoscaler's view, for supervised models.
 	Metric        string  `json:"metric,omitempty"`
 	Target        float64 `json:"target,omitempty"`
@@ -34,28 +35,6 @@ type modelStatus struct {
 	StableAverage float64 `json:"stableAverage"`
 	PanicAverage  float64 `json:"panicAverage"`
 	Decision      string  `json:"decision,omitempty"`
-}
-
-// modelsHandler serves the supervised models' state as JSON.
-func modelsHandler(sups *supervisor.Set, scaler *autoscaler.Autoscaler, names []string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		out := []modelStatus{}
-		for _, name := range names {
-			row := modelStatus{Name: name}
-			if s := sups.Get(name); s != nil {
-				st := s.Status()
-				row.Desired, row.Running, row.Ready, row.Restarts = st.Desired, st.Running, st.Ready, st.Restarts
-				row.Failed, row.Reason = st.Failed, st.Reason
-			}
-			if a, ok := scaler.Status(name); ok {
-				row.Metric, row.Target, row.Panic = string(a.Metric), a.Target, a.Panic
-				row.StableAverage, row.PanicAverage, row.Decision = a.StableAverage, a.PanicAverage, a.Reason
-			}
-			out = append(out, row)
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(out)
-	})
 }
 
 // runGet runs `infergate get models`: the models of a running gateway with
@@ -76,32 +55,18 @@ func runGet(args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+*admin+"/api/v1/models", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("get models: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("get models: %s answered %s", *admin, resp.Status)
-	}
 	var rows []modelStatus
-	if err := json.NewDecoder(resp.Body).Decode(&rows); err != nil {
+	if err := adminCall(*admin, http.MethodGet, "/api/v1/models", nil, &rows); err != nil {
 		return fmt.Errorf("get models: %w", err)
 	}
-	sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
+	sort.SliceStable(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(rows)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MODEL\tDESIRED\tREADY\tRUNNING\tRESTARTS\tPANIC\tSTABLE\tPANIC AVG\tTARGET\tSTATE")
+	fmt.Fprintln(tw, "MODEL\tREVISION\tTRAFFIC\tTAGS\tDESIRED\tREADY\tRUNNING\tRESTARTS\tPANIC\tSTABLE\tPANIC AVG\tTARGET\tSTATE")
 	for _, r := range rows {
 		state := "ok"
 		if r.Failed {
@@ -109,7 +74,11 @@ func runGet(args []string, stdout, stderr io.Writer) error {
 		} else if r.Decision != "" {
 			state = r.Decision
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%v\t%.2f\t%.2f\t%.1f %s\t%s\n", r.Name, r.Desired, r.Ready, r.Running, r.Restarts, r.Panic, r.StableAverage, r.PanicAverage, r.Target, r.Metric, state)
+		tags := strings.Join(r.Tags, ",")
+		if tags == "" {
+			tags = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d%%\t%s\t%d\t%d\t%d\t%d\t%v\t%.2f\t%.2f\t%.1f %s\t%s\n", r.Name, r.Revision, r.Traffic, tags, r.Desired, r.Ready, r.Running, r.Restarts, r.Panic, r.StableAverage, r.PanicAverage, r.Target, r.Metric, state)
 	}
 	return tw.Flush()
 }

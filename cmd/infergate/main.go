@@ -23,7 +23,10 @@ Usage:
   infergate gateway [flags]      data plane only, runtimes at URLs
   infergate modelserver [flags]  built-in OIP model server for ONNX models
   infergate bench [flags]        load-test any OIP server over REST or gRPC
-  infergate get models [flags]   models, replicas and autoscaler decisions of a running gateway
+  infergate get models [flags]   models, revisions, traffic, replicas and autoscaler decisions
+  infergate apply -f FILE|DIR    apply InferenceService YAML to a running gateway
+  infergate rollout status|promote|rollback|pause|resume MODEL
+                                 show or steer a model's canary rollout
   infergate version              print the version
 
 Run "infergate <command> -h" for a command's flags.
@@ -50,6 +53,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runServe(rest, stderr, false)
 	case "get":
 		return runGet(rest, stdout, stderr)
+	case "apply":
+		return runApply(rest, os.Stdin, stdout, stderr)
+
 	case "modelserver":
 		return runModelServer(rest, stdout, stderr)
 	case "bench":

@@ -145,9 +145,9 @@ func TestServeEmbeddedDefault(t *testing.T) {
 	metrics, _ := io.ReadAll(mr.Body)
 	mr.Body.Close()
 	for _, want := range []string{
-		`infergate_gateway_requests_total{code="200",model="iris",protocol="rest"} 1`,
-		`infergate_gateway_requests_total{code="OK",model="iris",protocol="grpc"} 1`,
-		`infergate_runtime_upstream_duration_seconds_count{model="digits"} 1`,
+		`infergate_gateway_requests_total{code="200",model="iris",protocol="rest",revision="iris-00001"} 1`,
+		`infergate_gateway_requests_total{code="OK",model="iris",protocol="grpc",revision="iris-00001"} 1`,
+		`infergate_runtime_upstream_duration_seconds_count{model="digits",revision="digits-00001"} 1`,
 	} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("metrics lack %s", want)
@@ -342,7 +342,7 @@ spec:
 	if code, resp := postJSON(t, "http://"+rest+"/v2/models/idle/infer", body, nil); code != http.StatusOK {
 		t.Errorf("model at zero: status %d (%q), want 200 after scaling from zero", code, resp.Error)
 	}
-	if b, err := os.ReadFile(filepath.Join(dataDir, "logs", "iris-0.log")); err != nil || !strings.Contains(string(b), `"msg":"model ready"`) {
+	if b, err := os.ReadFile(filepath.Join(dataDir, "revisions", "iris-00001", "logs", "iris-0.log")); err != nil || !strings.Contains(string(b), `"msg":"model ready"`) {
 		t.Errorf("iris replica log: %v\n%s", err, b)
 	}
 	deadline := time.Now().Add(10 * time.Second)

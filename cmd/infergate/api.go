@@ -1,0 +1,190 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+
+	"github.com/infergate/infergate/autoscaler"
+	"github.com/infergate/infergate/config"
+	"github.com/infergate/infergate/controlplane"
+	"github.com/infergate/infergate/gateway"
+)
+
+// controlAPI is the admin port's control API, what `infergate get`,
+// `apply` and `rollout` call:
+//
+//	GET  /api/v1/models                      revisions with traffic, replicas, autoscaler
+//	POST /api/v1/apply                       InferenceService YAML documents (applyRequest)
+//	GET  /api/v1/rollouts/{model}            the model's rollout and its decisions
+//	POST /api/v1/rollouts/{model}/{action}   promote, rollback, pause, resume
+//
+// Errors are JSON {"error": "..."} with a 4xx or 5xx status.
+type controlAPI struct {
+	rec    *reconciler
+	rt     *runtimeManager
+	scaler *autoscaler.Autoscaler
+	gw     *gateway.Gateway
+	log    *slog.Logger
+}
+
+// maxApplyBytes bounds an apply request: a few files of declarations.
+const maxApplyBytes = 16 * config.MaxFileBytes
+
+func (a *controlAPI) handler(base http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", base)
+	mux.HandleFunc("GET /api/v1/models", a.models)
+	mux.HandleFunc("POST /api/v1/apply", a.apply)
+	mux.HandleFunc("GET /api/v1/rollouts/{model}", a.rolloutStatus)
+	mux.HandleFunc("POST /api/v1/rollouts/{model}/{action}", a.rolloutAction)
+	return mux
+}
+
+// applyRequest is the body of POST /api/v1/apply: the documents of one or
+// more files, each applied with the others or not at all.
+type applyRequest struct {
+	Files []applyFile `json:"files"`
+}
+
+// applyFile is one file's YAML. Source names it in errors; BaseDir is the
+// directory relative storage paths resolve against (the file's own, as
+// `infergate serve -config` does).
+type applyFile struct {
+	Source  string `json:"source"`
+	BaseDir string `json:"baseDir"`
+	YAML    string `json:"yaml"`
+}
+
+func (a *controlAPI) apply(w http.ResponseWriter, r *http.Request) {
+	var req applyRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxApplyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeAPIError(w, http.StatusBadRequest, fmt.Errorf("apply: body is not an apply request: %w", err))
+		return
+	}
+	var (
+		models []config.Model
+		errs   []error
+	)
+	for i, f := range req.Files {
+		if f.Source == "" {
+			f.Source = fmt.Sprintf("file %d", i+1)
+		}
+		ms, err := config.Parse(f.Source, []byte(f.YAML), f.BaseDir)
+		errs = append(errs, err)
+		models = append(models, ms...)
+	}
+	if err := errors.Join(errs...); err != nil {
+		writeAPIError(w, http.StatusBadRequest, err)
+		return
+	}
+	if len(models) == 0 {
+		writeAPIError(w, http.StatusBadRequest, errors.New("apply: no InferenceService in the request"))
+		return
+	}
+	ch, err := a.rec.apply(models, false)
+	if err != nil {
+		writeAPIError(w, http.StatusBadRequest, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ch)
+}
+
+func (a *controlAPI) rolloutStatus(w http.ResponseWriter, r *http.Request) {
+	ms, ok := a.rec.dep.State().Model(r.PathValue("model"))
+	if !ok {
+		writeAPIError(w, http.StatusNotFound, controlplane.ErrUnknownModel)
+		return
+	}
+	writeJSON(w, http.StatusOK, ms)
+}
+
+func (a *controlAPI) rolloutAction(w http.ResponseWriter, r *http.Request) {
+	model := r.PathValue("model")
+	var err error
+	switch action := r.PathValue("action"); action {
+	case "promote":
+		err = a.rec.dep.Promote(model)
+	case "rollback":
+		err = a.rec.dep.Rollback(model)
+	default:
+		writeAPIError(w, http.StatusNotFound, fmt.Errorf("rollout: no action %q; use promote, rollback, pause or resume", action))
+		return
+	}
+	if err != nil {
+		writeAPIError(w, statusOf(err), err)
+		return
+	}
+	// The routes change before the answer: a client that sends requests
+	// right after sees the new split.
+	if err := a.rec.sync(); err != nil {
+		writeAPIError(w, http.StatusInternalServerError, err)
+		return
+	}
+	ms, _ := a.rec.dep.State().Model(model)
+	writeJSON(w, http.StatusOK, ms)
+}
+
+// statusOf maps the control plane's errors to HTTP statuses.
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, controlplane.ErrUnknownModel):
+		return http.StatusNotFound
+	case errors.Is(err, controlplane.ErrNothingToDo):
+		return http.StatusConflict
+	case errors.Is(err, controlplane.ErrInvalid):
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeAPIError(w http.ResponseWriter, status int, err error) {
+	writeJSON(w, status, map[string]string{"error": err.Error()})
+}
+
+// models serves every revision's state as JSON rows.
+func (a *controlAPI) models(w http.ResponseWriter, _ *http.Request) {
+	out := []modelStatus{}
+	for _, ms := range a.rec.dep.State().Models {
+		for _, rev := range ms.Revisions {
+			row := modelStatus{Name: ms.Name, Revision: rev.Name, Traffic: ms.Traffic[rev.Name]}
+			for tag, name := range ms.Tags {
+				if name == rev.Name {
+					row.Tags = append(row.Tags, tag)
+				}
+			}
+			slices.Sort(row.Tags)
+			if rr := a.rt.get(rev.Name); rr != nil {
+				if rr.sup != nil {
+					st := rr.sup.Status()
+					row.Desired, row.Running, row.Ready, row.Restarts = st.Desired, st.Running, st.Ready, st.Restarts
+					row.Failed, row.Reason = st.Failed, st.Reason
+				} else {
+					row.Ready = a.rt.ready(rev.Name)
+					row.Running = len(rr.pool.Replicas())
+					row.Desired = row.Running
+				}
+			}
+			if s, ok := a.scaler.Status(rev.Name); ok {
+				row.Metric, row.Target, row.Panic = string(s.Metric), s.Target, s.Panic
+				row.StableAverage, row.PanicAverage, row.Decision = s.StableAverage, s.PanicAverage, s.Reason
+			}
+			out = append(out, row)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/infergate/infergate/config"
+	"github.com/infergate/infergate/controlplane"
+)
+
+// fileList is a repeatable -f flag.
+type fileList []string
+
+func (f *fileList) String() string     { return strings.Join(*f, ",") }
+func (f *fileList) Set(v string) error { *f = append(*f, v); return nil }
+
+// runApply runs `infergate apply -f FILE|DIR|-`: it sends InferenceService
+// documents to a running gateway's admin API, which validates them all
+// and applies them together or not at all.
+func runApply(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("apply", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var files fileList
+	fs.Var(&files, "f", "InferenceService YAML file, directory of *.yaml/*.yml files, or - for stdin (repeatable)")
+	admin := fs.String("admin", "127.0.0.1:8090", "the gateway's admin address")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: infergate apply -f FILE|DIR|- [-f ...] [-admin HOST:PORT]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if len(files) == 0 || fs.NArg() > 0 {
+		fs.Usage()
+		return errors.New("apply: give the declarations with -f")
+	}
+	var req applyRequest
+	for _, f := range files {
+		got, err := readApplyFiles(f, stdin)
+		if err != nil {
+			return fmt.Errorf("apply: %w", err)
+		}
+		req.Files = append(req.Files, got...)
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	var ch controlplane.Changes
+	if err := adminCall(*admin, http.MethodPost, "/api/v1/apply", body, &ch); err != nil {
+		return fmt.Errorf("apply: %w", err)
+	}
+	for _, m := range ch.Models {
+		fmt.Fprintf(stdout, "inferenceservice/%s %s", m.Model, m.Action)
+		if m.Revision != "" {
+			fmt.Fprintf(stdout, ": revision %s", m.Revision)
+		}
+		if len(m.Traffic) > 0 {
+			fmt.Fprintf(stdout, "; traffic %s", formatTraffic(m.Traffic))
+		}
+		fmt.Fprintln(stdout)
+	}
+	return nil
+}
+
+// formatTraffic prints a split as "iris-00001 90%, iris-00002 10%".
+func formatTraffic(t map[string]int64) string {
+	names := make([]string, 0, len(t))
+	for n := range t {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = fmt.Sprintf("%s %d%%", n, t[n])
+	}
+	return strings.Join(parts, ", ")
+}
+
+// readApplyFiles reads one -f argument: a file, the YAML files of a
+// directory in name order (as serve -config reads them), or stdin.
+func readApplyFiles(path string, stdin io.Reader) ([]applyFile, error) {
+	if path == "-" {
+		b, err := io.ReadAll(io.LimitReader(stdin, config.MaxFileBytes+1))
+		if err != nil {
+			return nil, err
+		}
+		wd, _ := os.Getwd()
+		return []applyFile{{Source: "stdin", BaseDir: wd, YAML: string(b)}}, nil
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	names := []string{path}
+	if fi.IsDir() {
+		entries, err := os.ReadDir(path)
+		if err != nil {
+			return nil, err
+		}
+		names = names[:0]
+		for _, e := range entries {
+			ext := filepath.Ext(e.Name())
+			if e.IsDir() || strings.HasPrefix(e.Name(), ".") || (ext != ".yaml" && ext != ".yml") {
+				continue
+			}
+			names = append(names, filepath.Join(path, e.Name()))
+		}
+		slices.Sort(names)
+		if len(names) == 0 {
+			return nil, fmt.Errorf("%s: no *.yaml or *.yml file", path)
+		}
+	}
+	var out []applyFile
+	for _, n := range names {
+		b, err := os.ReadFile(n)
+		if err != nil {
+			return nil, err
+		}
+		dir, err := filepath.Abs(filepath.Dir(n))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, applyFile{Source: n, BaseDir: dir, YAML: string(b)})
+	}
+	return out, nil
+}
+
+// adminCall calls the admin API and decodes a 2xx answer into out; an
+// error answer becomes an error with the API's message.
+func adminCall(admin, method, path string, body []byte, out any) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+admin+path, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("%s answered %s", admin, resp.Status)
+	}
+	return json.Unmarshal(b, out)
+}

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/infergate/infergate/autoscaler"
+	"github.com/infergate/infergate/batcher"
+	"github.com/infergate/infergate/config"
+	"github.com/infergate/infergate/controlplane"
+	"github.com/infergate/infergate/gateway"
+	"github.com/infergate/infergate/oip"
+	"github.com/infergate/infergate/router"
+	"github.com/infergate/infergate/runtimes"
+)
+
+// reconciler keeps the gateway's routing table, the revisions' runtimes
+// and the autoscaler in step with the deployed state: each new generation
+// of controlplane.Deployments becomes one atomic swap of the routing
+// table, after the runtimes of new revisions exist and before those of
+// dropped revisions are retired.
+type reconciler struct {
+	dep    *controlplane.Deployments
+	rt     *runtimeManager
+	gw     *gateway.Gateway
+	scaler *autoscaler.Autoscaler
+	drain  time.Duration
+	log    *slog.Logger
+
+	mu  sync.Mutex
+	gen uint64
+}
+
+// apply checks models whole (declarations, runtimes' settings) and makes
+// them the desired state; see controlplane.Deployments.Apply for prune.
+// Nothing changes when anything is wrong.
+func (r *reconciler) apply(models []config.Model, prune bool) (controlplane.Changes, error) {
+	if err := checkRuntimes(models, r.rt.withRuntimes); err != nil {
+		return controlplane.Changes{}, err
+	}
+	ch, err := r.dep.Apply(models, prune)
+	if err != nil {
+		return ch, err
+	}
+	return ch, r.sync()
+}
+
+// run keeps routes in step with the deployed state until ctx ends.
+func (r *reconciler) run(ctx context.Context) {
+	gen := uint64(0)
+	for {
+		var err error
+		if gen, err = r.dep.Wait(ctx, gen); err != nil {
+			return
+		}
+		if err := r.sync(); err != nil {
+			r.log.Error("routes not changed", "err", err)
+		}
+	}
+}
+
+// sync makes the routes match the current state, once per generation.
+func (r *reconciler) sync() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.dep.State()
+	if st.Generation == r.gen && r.gen != 0 {
+		return nil
+	}
+	// Runtimes for revisions that have none, built but not started: an
+	// error leaves everything as it was.
+	var fresh []*revisionRuntime
+	discard := func() {
+		for _, rr := range fresh {
+			rr.pool.Close()
+		}
+	}
+	wanted := make(map[string]bool)
+	models := make([]router.Model[gateway.Route], 0, len(st.Models))
+	settings := make(map[string]autoscaler.Settings)
+	for _, ms := range st.Models {
+		active := activeRevisions(ms)
+		rm := router.Model[gateway.Route]{Name: ms.Name, Tags: ms.Tags}
+		for _, rev := range ms.Revisions {
+			wanted[rev.Name] = true
+			rr := r.rt.get(rev.Name)
+			if rr == nil {
+				replicas := rev.Spec.MinReplicas
+				if !active[rev.Name] {
+					replicas = 0
+				}
+				var err error
+				if rr, err = r.rt.build(ms.Name, rev.Name, rev.Spec, replicas); err != nil {
+					discard()
+					return fmt.Errorf("revision %s: %w", rev.Name, err)
+				}
+				fresh = append(fresh, rr)
+			}
+			if rr.sup != nil {
+				s, err := scaleSettings(rev.Spec, !active[rev.Name])
+				if err != nil {
+					discard()
+					return fmt.Errorf("revision %s: %w", rev.Name, err)
+				}
+				settings[rev.Name] = s
+			}
+			rm.Revisions = append(rm.Revisions, &router.Revision[gateway.Route]{Name: rev.Name, Number: rev.Number, Backend: rr.route})
+		}
+		for _, name := range slices.Sorted(maps.Keys(ms.Traffic)) {
+			rm.Traffic = append(rm.Traffic, router.Weight{Revision: name, Percent: float64(ms.Traffic[name])})
+		}
+		if ms.Mirror != nil {
+			rm.Mirror = &router.Mirror{Revision: ms.Mirror.Revision, Percent: ms.Mirror.Percent}
+		}
+		models = append(models, rm)
+	}
+	// Start the new revisions first: the table may send them requests as
+	// soon as it is swapped in (the activator holds those that come before
+	// a replica is ready).
+	for _, rr := range fresh {
+		r.rt.start(rr)
+	}
+	if err := r.gw.SetModels(models); err != nil {
+		for _, rr := range fresh {
+			r.rt.retire(rr.name, 0)
+		}
+		return err
+	}
+	if err := r.scaler.SetModels(settings); err != nil {
+		r.log.Error("autoscaler settings not changed", "err", err)
+	}
+	for _, name := range r.rt.names() {
+		if !wanted[name] {
+			r.rt.retire(name, r.drain)
+		}
+	}
+	r.gen = st.Generation
+	for _, rr := range fresh {
+		r.log.Info("revision created", "model", rr.model, "revision", rr.name)
+	}
+	return nil
+}
+
+// activeRevisions are a model's revisions that keep their minReplicas:
+// those with traffic, the tagged ones (latest, and prev for an instant
+// rollback) and the mirror's. Others may scale to zero.
+func activeRevisions(ms controlplane.ModelState) map[string]bool {
+	active := make(map[string]bool)
+	for name := range ms.Traffic {
+		active[name] = true
+	}
+	for _, name := range ms.Tags {
+		active[name] = true
+	}
+	if ms.Mirror != nil {
+		if rev, ok := ms.Revision(ms.Mirror.Revision); ok {
+			active[rev.Name] = true
+		}
+	}
+	return active
+}
+
+// checkRuntimes checks what only building a model's runtime reveals: its
+// endpoints, its command, its batcher and scaling settings. It starts
+// nothing and registers no metric.
+func checkRuntimes(models []config.Model, withRuntimes bool) error {
+	var errs []error
+	for _, m := range models {
+		clients, err := endpointClients(m)
+		for _, c := range clients {
+			c.Close()
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if len(clients) == 0 && !withRuntimes {
+			errs = append(errs, fmt.Errorf("%s: model %q names no runtime URL (annotation infergate.io/endpoints); `infergate gateway` starts no runtime, use `infergate serve`", m.Source, m.Name))
+			continue
+		}
+		if len(clients) == 0 {
+			if _, err := scaleSettings(m, false); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if m.Batcher != nil {
+			pool, err := runtimes.NewPool(runtimes.PoolOptions{Model: m.Name}, nil)
+			if err == nil {
+				opts := batcherOptions(m.Name, m, pool, func(context.Context, *oip.InferRequest) (*oip.InferResponse, error) {
+					return nil, errors.New("not called")
+				})
+				opts.Registerer, opts.Logger = prometheus.NewRegistry(), slog.New(slog.DiscardHandler)
+				_, err = batcher.New(opts)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: batcher: %w", m.Source, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -28,7 +28,14 @@ import (
 // run as the real processes users get.
 var binPath string
 
-func TestMain(m *testing.M) { testbin.Main(&binPath, m.Run) }
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(fakeRuntimeEnv); spec != "" {
+		// Started by a test as a runtime process; see fakeRuntimeMain.
+		fakeRuntimeMain(spec, os.Args[len(os.Args)-1])
+		return
+	}
+	testbin.Main(&binPath, m.Run)
+}
 
 const samplesDir = "../../examples/models"
 

@@ -66,9 +66,9 @@ def train(model, x, y, epochs, lr, batch_size=32, weight_decay=0.0):
 
 
 class IrisMLP(nn.Module):
-    def __init__(self):
+    def __init__(self, hidden=16):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+        self.net = nn.Sequential(nn.Linear(4, hidden), nn.ReLU(), nn.Linear(hidden, 3))
 
     def logits(self, x):
         return self.net(x)
@@ -241,9 +241,9 @@ def write_json(path, obj):
         f.write("\n")
 
 
-def write_model_dir(root, name, model, in_name, out_name, batches, max_batch_size):
-    d = os.path.join(root, name)
-    export(model, batches[0], in_name, out_name, os.path.join(d, "1", "model.onnx"))
+def write_model_dir(root, name, model, in_name, out_name, batches, max_batch_size, dirname=None, version="1"):
+    d = os.path.join(root, dirname or name)
+    export(model, batches[0], in_name, out_name, os.path.join(d, version, "model.onnx"))
     write_json(
         os.path.join(d, "config.json"),
         {"name": name, "platform": PLATFORM, "max_batch_size": max_batch_size},
@@ -261,8 +261,8 @@ def write_model_dir(root, name, model, in_name, out_name, batches, max_batch_siz
     write_json(os.path.join(d, "reference.json"), {"model_name": name, "cases": cases})
     req = {"id": "%s-example-1" % name, "inputs": [tensor_json(in_name, batches[0])]}
     write_json(os.path.join(d, "request.json"), req)
-    size = os.path.getsize(os.path.join(d, "1", "model.onnx"))
-    print("%-10s model.onnx %7d bytes" % (name, size))
+    size = os.path.getsize(os.path.join(d, version, "model.onnx"))
+    print("%-10s model.onnx %7d bytes" % (dirname or name, size))
 
 
 # ----------------------------------------------------- engine test fixtures
@@ -364,7 +364,29 @@ def main():
         default=os.path.join(here, "..", "..", "runtimes", "onnx", "testdata"),
         help="where iris exported at other opsets goes (engine test fixtures)",
     )
+    ap.add_argument(
+        "--models",
+        default="iris,digits,textclass,iris-v2",
+        help="comma-separated models to make",
+    )
     args = ap.parse_args()
+    wanted = set(args.models.split(","))
+
+    if "iris-v2" in wanted:
+        # iris-v2: a second version of iris for the canary walkthrough in
+        # the README: a wider hidden layer, trained longer from another
+        # seed. Served under the name iris.
+        seed_everything(SEED + 1)
+        iris = load_iris()
+        x = torch.tensor(iris.data, dtype=torch.float32)
+        y = torch.tensor(iris.target, dtype=torch.int64)
+        m = IrisMLP(hidden=32)
+        acc = train(m, x, y, epochs=150, lr=0.01, batch_size=16, weight_decay=1e-3)
+        print("iris-v2   train accuracy %.3f" % acc)
+        batches = [x[[0]], x[[0, 50, 100]], x[[7, 23, 61, 88, 120, 149]]]
+        write_model_dir(args.out, "iris", m, "input", "probabilities", batches, MAX_BATCH_SIZE, dirname="iris-v2", version="2")
+    if wanted == {"iris-v2"}:
+        return
 
     # iris: raw measurements in cm, no scaling, so clients send what they have.
     seed_everything()

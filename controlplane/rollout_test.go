@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -651,5 +653,48 @@ func TestRolloutCountersReset(t *testing.T) {
 	decs := d.Tick(clk.now, stats.read)
 	if len(decs) != 1 || decs[0].Verdict != VerdictAdvance || decs[0].Gate.CanaryRequests != 100 {
 		t.Fatalf("Tick after a reset: %+v, want an advance on 100 requests", decs)
+	}
+}
+
+// TestConcurrentUse runs every entry point at once; run it with -race.
+func TestConcurrentUse(t *testing.T) {
+	d, _ := startRollout(t, `{"steps":[{"weight":10,"minDuration":"0s","minRequests":1}]}`, Options{})
+	stats := fakeStats{r1: new(router.Stats), r2: new(router.Stats), r3: new(router.Stats)}
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			for j := range 50 {
+				switch (i + j) % 6 {
+				case 0:
+					d.Apply([]config.Model{decl("iris", fmt.Sprintf("v%d", j%3+2), annotate(config.AnnotationRollout, testPolicy))}, false)
+				case 1:
+					stats[r2].Record(fast, router.OutcomeOK)
+					d.Tick(t0.Add(time.Duration(j)*time.Second), stats.read)
+				case 2:
+					d.Pause("iris")
+					d.Resume("iris")
+				case 3:
+					d.Promote("iris")
+					d.Rollback("iris")
+				case 4:
+					d.SetCanaryPercent("iris", int64(j%100))
+				case 5:
+					d.State()
+					d.RolloutStatus("iris")
+				}
+			}
+		})
+	}
+	wg.Wait()
+	ms := modelState(t, d, "iris")
+	var sum int64
+	for _, p := range ms.Traffic {
+		if p <= 0 {
+			t.Errorf("traffic %v has a non-positive entry", ms.Traffic)
+		}
+		sum += p
+	}
+	if sum != 100 {
+		t.Errorf("traffic %v sums to %d", ms.Traffic, sum)
 	}
 }

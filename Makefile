@@ -30,6 +30,7 @@ fuzz:
 	$(GO) test ./oip -run '^$$' -fuzz '^FuzzRequestFromProto$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./oip -run '^$$' -fuzz '^FuzzCountBytesElements$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./config -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./controlplane -run '^$$' -fuzz '^FuzzParseRollout$$' -fuzztime $(FUZZTIME)
 
 # End-to-end comparisons on loopback (see bench/README.md), bounded in
 # time: the load generator's own cost and its one-core rate against wrk,

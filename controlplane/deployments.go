@@ -129,7 +129,8 @@ func New(opts Options) (*Deployments, error) {
 // Per model, with KServe's semantics:
 //   - a declaration whose Digest differs from the latest revision's
 //     creates revision N+1, which becomes the latest. The first revision
-//     of a model is stable at 100% whatever canaryTrafficPercent says. A
+//     of a model is stable at 100% whatever canaryTrafficPercent says,
+//     and starts no rollout: there is nothing to compare it with. A
 //     new revision made while a canary runs replaces that canary; the
 //     stable one keeps its traffic.
 //   - canaryTrafficPercent then splits traffic between the latest and
@@ -142,7 +143,11 @@ func New(opts Options) (*Deployments, error) {
 //     traffic only if its canaryTrafficPercent differs from the one
 //     applied before, so re-reading an unchanged config directory never
 //     undoes a Promote, Rollback or rollout decision. Such a change acts
-//     as the manual action would, and ends a running rollout.
+//     as SetCanaryPercent would: unset or 100 promotes and 0 rolls back,
+//     ending a running rollout; another percent pauses it.
+//   - the infergate.io/rollout annotation (see Rollout) of the latest
+//     declaration is the policy of the next revision's rollout; a change
+//     to it leaves a running rollout alone.
 //
 // The mirror annotations (see config.AnnotationMirrorPercent) of the
 // latest declaration configure the model's mirror.
@@ -164,15 +169,16 @@ func (d *Deployments) Apply(models []config.Model, prune bool) (Changes, error) 
 		cur := d.models[name]
 		var nm *model
 		if cur == nil {
-			nm = &model{name: name}
+			nm = &model{name: name, maxDecisions: d.maxDecisions}
 		} else {
 			nm = cur.clone()
 		}
+		nm.policy = dc.rollout
 		ch := ModelChange{Model: name}
 		if nm.latest == 0 || dc.digest != nm.revs[len(nm.revs)-1].Digest {
 			n := d.numbers[name] + 1
 			numbers[name] = n
-			nm.newRevision(Revision{Model: name, Name: revisionName(name, n), Number: n, Spec: dc.m, Digest: dc.digest, Created: now})
+			nm.newRevision(Revision{Model: name, Name: revisionName(name, n), Number: n, Spec: dc.m, Digest: dc.digest, Created: now}, now)
 			ch.Revision = revisionName(name, n)
 			ch.Action = ActionRevised
 			if cur == nil {
@@ -180,7 +186,7 @@ func (d *Deployments) Apply(models []config.Model, prune bool) (Changes, error) 
 			}
 		} else {
 			if !samePercent(nm.applied.CanaryTrafficPercent, dc.m.CanaryTrafficPercent) {
-				nm.setCanary(dc.m.CanaryTrafficPercent)
+				nm.setCanary(dc.m.CanaryTrafficPercent, dc.m.Source, now)
 			}
 			nm.applied = dc.m
 		}
@@ -311,7 +317,7 @@ func (d *Deployments) act(verb, name string, f func(m *model, now time.Time) err
 // ErrUnknownModel, or ErrNothingToDo when the latest revision is stable.
 func (d *Deployments) Promote(name string) error {
 	return d.act("promote", name, func(m *model, now time.Time) error {
-		if !m.promote() {
+		if !m.promoteBy("promoted by hand", now) {
 			return fmt.Errorf("latest revision %s is already stable: %w", m.revName(m.latest), ErrNothingToDo)
 		}
 		return nil
@@ -324,34 +330,46 @@ func (d *Deployments) Promote(name string) error {
 // latest revision is stable or already has no traffic.
 func (d *Deployments) Rollback(name string) error {
 	return d.act("roll back", name, func(m *model, now time.Time) error {
-		switch {
-		case m.latest == m.stable:
-			return fmt.Errorf("latest revision %s is stable: %w", m.revName(m.latest), ErrNothingToDo)
-		case m.canary == 0:
-			return fmt.Errorf("latest revision %s has no traffic already: %w", m.revName(m.latest), ErrNothingToDo)
+		if !m.rollbackBy("rolled back by hand", now) {
+			return rolloutNothing(m, 0)
 		}
-		m.canary = 0
 		return nil
 	})
 }
 
 // SetCanaryPercent gives the model's latest revision pct percent of the
 // traffic and its stable revision the rest, as canaryTrafficPercent does:
-// 100 promotes, 0 rolls back. It returns an error wrapping
-// ErrUnknownModel, ErrInvalid for a pct outside [0, 100], or
-// ErrNothingToDo when the latest revision is stable or already has pct.
+// 100 promotes and 0 rolls back, ending a running rollout; another
+// percent pauses it (Resume goes back to the step's weight). It returns
+// an error wrapping ErrUnknownModel, ErrInvalid for a pct outside
+// [0, 100], or ErrNothingToDo when the latest revision is stable or
+// already has pct.
 func (d *Deployments) SetCanaryPercent(name string, pct int64) error {
 	if pct < 0 || pct > 100 {
 		return fmt.Errorf("controlplane: set canary percent of %s: %d is not between 0 and 100: %w", name, pct, ErrInvalid)
 	}
 	return d.act("set canary percent of", name, func(m *model, now time.Time) error {
-		switch {
-		case m.latest == m.stable:
-			return fmt.Errorf("latest revision %s is stable: %w", m.revName(m.latest), ErrNothingToDo)
-		case m.canary == pct:
-			return fmt.Errorf("latest revision %s has %d%% already: %w", m.revName(m.latest), pct, ErrNothingToDo)
+		var ok bool
+		switch pct {
+		case 100:
+			ok = m.promoteBy("weight set to 100% by hand", now)
+		case 0:
+			ok = m.rollbackBy("weight set to 0% by hand", now)
+		default:
+			ok = m.setWeight(pct, fmt.Sprintf("weight set to %d%% by hand", pct), now)
 		}
-		m.setCanary(&pct)
+		if !ok {
+			return rolloutNothing(m, pct)
+		}
 		return nil
 	})
+}
+
+// rolloutNothing says why giving the latest revision pct percent changes
+// nothing.
+func rolloutNothing(m *model, pct int64) error {
+	if m.latest == m.stable {
+		return fmt.Errorf("latest revision %s is stable: %w", m.revName(m.latest), ErrNothingToDo)
+	}
+	return fmt.Errorf("latest revision %s has %d%% already: %w", m.revName(m.latest), pct, ErrNothingToDo)
 }

@@ -28,9 +28,27 @@
 //
 // Mirroring to a revision that already has all the traffic does nothing.
 //
+//	infergate.io/rollout: '{"steps":[{"weight":10,"minDuration":"30s","minRequests":100}]}'
+//
+// declares a progressive rollout for the model's next revisions; see
+// Rollout for the fields and their defaults. Apply refuses a bad value of
+// any of them, naming the declaration, the annotation and the value.
+//
+// # Rollouts
+//
+// A new revision of a model with a rollout declared starts at the first
+// step's weight, whatever canaryTrafficPercent says. Tick, called every
+// few seconds (Run does it), judges each step from the gateway's
+// per-revision counters (router.Counts: judged requests, error rate,
+// latency quantile; client errors excluded): it advances, promotes after
+// the last step, or rolls back, at once when the canary's error rate
+// fails. Pause, Resume, Promote, Rollback and SetCanaryPercent act by
+// hand. Every decision is recorded with its figures; RolloutStatus shows
+// them.
+//
 // # What it never does
 //
-// It starts no goroutine, does no I/O and keeps nothing on disk: the
+// It starts no goroutine (Run is a loop for the caller's), does no I/O and keeps nothing on disk: the
 // caller persists what it must and wires State to the router. It reads the
 // time from an injected Clock. It has no metrics.
 package controlplane

@@ -1,9 +1,11 @@
 package controlplane
 
 import (
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/infergate/infergate/config"
 )
@@ -24,11 +26,25 @@ type model struct {
 	// canary is latest's percent while latest != stable.
 	canary int64
 	mirror mirrorSpec
+	// policy is the applied declaration's rollout, nil when none: the
+	// next revision's.
+	policy *Rollout
+	// rollout is the latest rollout, nil when none ever ran.
+	rollout *rollout
+	// decisions are the rollouts' decisions, oldest first, at most
+	// maxDecisions. Each is immutable once recorded.
+	decisions    []Decision
+	maxDecisions int
 }
 
 func (m *model) clone() *model {
 	c := *m
 	c.revs = slices.Clone(m.revs)
+	c.decisions = slices.Clone(m.decisions)
+	if m.rollout != nil {
+		r := *m.rollout
+		c.rollout = &r
+	}
 	return &c
 }
 
@@ -108,7 +124,15 @@ func (m *model) state() ModelState {
 		Traffic:   m.traffic(),
 		Tags:      m.tags(),
 		Mirror:    m.mirrorState(),
+		Rollout:   m.rolloutState(),
 	}
+}
+
+func (m *model) rolloutState() RolloutState {
+	if m.rollout == nil {
+		return ""
+	}
+	return m.rollout.state
 }
 
 // summary is what State shows of a model, comparable, to tell whether an
@@ -118,6 +142,8 @@ type summary struct {
 	latest, stable, prev int
 	canary               int64
 	mirror               mirrorSpec
+	rollout              RolloutState
+	step                 int
 }
 
 func (m *model) summary() summary {
@@ -133,7 +159,11 @@ func (m *model) summary() summary {
 	if m.latest == m.stable {
 		canary = 0
 	}
-	return summary{b.String(), m.latest, m.stable, m.prev, canary, m.mirror}
+	s := summary{b.String(), m.latest, m.stable, m.prev, canary, m.mirror, "", 0}
+	if r := m.rollout; r != nil {
+		s.rollout, s.step = r.state, r.step
+	}
+	return s
 }
 
 // promote makes the latest revision stable; false when it is already.
@@ -145,17 +175,58 @@ func (m *model) promote() bool {
 	return true
 }
 
+// promoteBy promotes the latest revision and ends the rollout, if one
+// runs, as promoted; false when the latest revision is already stable.
+func (m *model) promoteBy(reason string, now time.Time) bool {
+	if !m.promote() {
+		return false
+	}
+	m.endRollout(RolloutPromoted, VerdictPromote, reason, now, true, nil)
+	return true
+}
+
+// rollbackBy gives the stable revision all the traffic and ends the
+// rollout, if one runs, as rolled back; false when there is nothing to
+// take traffic from.
+func (m *model) rollbackBy(reason string, now time.Time) bool {
+	if m.latest == m.stable || m.canary == 0 && !m.rollout.active() {
+		return false
+	}
+	m.canary = 0
+	m.endRollout(RolloutRolledBack, VerdictRollback, reason, now, true, nil)
+	return true
+}
+
+// setWeight gives the latest revision pct (1 to 99) percent and pauses
+// the rollout if one progresses; false when there is no canary or it has
+// pct already.
+func (m *model) setWeight(pct int64, reason string, now time.Time) bool {
+	if m.latest == m.stable || m.canary == pct {
+		return false
+	}
+	m.canary = pct
+	if r := m.rollout; r.active() {
+		r.state, r.reason, r.open = RolloutPaused, reason, false
+		r.epoch++
+		m.record(Decision{Time: now, Verdict: VerdictSetWeight, Reason: reason, Manual: true})
+	}
+	return true
+}
+
 // setCanary applies a canaryTrafficPercent to a model whose latest
-// revision may not be stable: nil or 100 promotes, 0 rolls back (all to
-// stable, latest kept), anything else is latest's share. It does nothing
-// when latest is stable.
-func (m *model) setCanary(pct *int64) {
+// revision may not be stable, as the manual actions do: nil or 100
+// promotes, 0 rolls back (all to stable, latest kept), anything else is
+// latest's share. It does nothing when latest is stable.
+func (m *model) setCanary(pct *int64, source string, now time.Time) {
 	switch {
-	case m.latest == m.stable:
-	case pct == nil || *pct >= 100:
-		m.promote()
+	case pct == nil:
+		m.promoteBy("canaryTrafficPercent removed at "+source, now)
+	case *pct >= 100:
+		m.promoteBy(fmt.Sprintf("canaryTrafficPercent set to %d at %s", *pct, source), now)
+	case *pct == 0:
+		m.rollbackBy("canaryTrafficPercent set to 0 at "+source, now)
 	default:
-		m.canary = *pct
+		m.setWeight(*pct, fmt.Sprintf("canaryTrafficPercent set to %d at %s", *pct, source), now)
 	}
 }
 
@@ -181,9 +252,10 @@ func (m *model) trim(max int) {
 func isTag(ref string) bool { return ref == TagLatest || ref == TagPrev }
 
 // newRevision adds r as the model's latest revision and applies its
-// declaration's traffic.
-func (m *model) newRevision(r Revision) {
+// declaration's traffic, or starts its rollout.
+func (m *model) newRevision(r Revision, now time.Time) {
 	first := m.latest == 0
+	m.endRollout(RolloutSuperseded, VerdictSuperseded, "revision "+r.Name+" replaces the canary", now, false, nil)
 	m.revs = append(m.revs, r)
 	m.latest = r.Number
 	m.applied = r.Spec
@@ -194,7 +266,14 @@ func (m *model) newRevision(r Revision) {
 	// A canary in progress is replaced: the stable revision keeps the
 	// rest, and the new one starts from what the declaration says.
 	m.canary = 0
-	m.setCanary(r.Spec.CanaryTrafficPercent)
+	switch {
+	case m.policy != nil:
+		m.startRollout(*m.policy, now)
+	case r.Spec.CanaryTrafficPercent == nil || *r.Spec.CanaryTrafficPercent >= 100:
+		m.promote()
+	default:
+		m.canary = *r.Spec.CanaryTrafficPercent
+	}
 }
 
 func samePercent(a, b *int64) bool {

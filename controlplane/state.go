@@ -108,6 +108,9 @@ type ModelState struct {
 	Tags map[string]string `json:"tags"`
 	// Mirror is nil when the model's requests are not mirrored.
 	Mirror *Mirror `json:"mirror,omitempty"`
+	// Rollout is the state of the model's latest rollout; "" when it
+	// never had one. RolloutStatus tells more.
+	Rollout RolloutState `json:"rollout,omitempty"`
 }
 
 // Revision returns the revision ref names: a revision name

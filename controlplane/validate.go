@@ -15,6 +15,8 @@ type declaration struct {
 	m      config.Model
 	digest string
 	mirror mirrorSpec
+	// rollout is nil when the declaration has no rollout annotation.
+	rollout *Rollout
 }
 
 // invalidError is one problem with one declaration of a batch.
@@ -66,7 +68,15 @@ func checkBatch(models []config.Model) ([]declaration, error) {
 			errs = append(errs, invalid(in, "", "cannot copy the declaration: %v", err))
 			continue
 		}
-		decls = append(decls, declaration{m: m, digest: Digest(m), mirror: mirror})
+		var rollout *Rollout
+		if raw, ok := in.Annotations[config.AnnotationRollout]; ok {
+			r, err := ParseRollout(raw)
+			if err != nil {
+				errs = append(errs, invalid(in, annotationField(config.AnnotationRollout), "%v", err))
+			}
+			rollout = &r
+		}
+		decls = append(decls, declaration{m: m, digest: Digest(m), mirror: mirror, rollout: rollout})
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)

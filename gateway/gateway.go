@@ -38,7 +38,8 @@ const HeaderRequestTimeout = "X-Request-Timeout"
 // revision name ("iris-00002"), its number ("2") or a tag ("latest",
 // "prev"). /v2/models/{m}/versions/{v}/... pins the same way and wins
 // over the header. gRPC clients send x-model-revision metadata or set
-// model_version.
+// model_version. Every inference answer carries the header (gRPC: header
+// metadata) naming the revision that answered.
 const HeaderRevision = "X-Model-Revision"
 
 // HeaderSessionKey keeps a caller on one revision while a model's traffic
@@ -326,6 +327,18 @@ func (g *Gateway) Ready() bool {
 		}
 	})
 	return ready
+}
+
+// RevisionCounts returns the request counts of the revision named rev
+// (of any model), zero when none is routed; rollouts judge from them.
+func (g *Gateway) RevisionCounts(rev string) router.Counts {
+	var c router.Counts
+	g.router.Table().Each(func(_ string, r *router.Revision[*route]) {
+		if r.Name == rev {
+			c = r.Stats.Snapshot()
+		}
+	})
+	return c
 }
 
 // Stats returns the request counts of a model's revisions by revision

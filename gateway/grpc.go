@@ -115,6 +115,7 @@ func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame) (*oip.
 		return nil, oip.GRPCStatus(err)
 	}
 	r.inFlight.Inc()
+	_ = grpc.SetHeader(ctx, metadata.Pairs(metadataRevision, r.Revision))
 	resp, err := s.infer(ctx, r, req, in)
 	r.inFlight.Dec()
 	code := codes.OK

@@ -79,6 +79,7 @@ func (g *Gateway) HandleREST(ctx *fasthttp.RequestCtx) {
 		r.inFlight.Inc()
 		g.restInfer(ctx, r, req, start)
 		r.inFlight.Dec()
+		ctx.Response.Header.Set(HeaderRevision, r.Revision)
 		code := ctx.Response.StatusCode()
 		r.restRequests.inc(code)
 		d := time.Since(start)

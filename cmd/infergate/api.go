@@ -97,12 +97,12 @@ func (a *controlAPI) apply(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *controlAPI) rolloutStatus(w http.ResponseWriter, r *http.Request) {
-	ms, ok := a.rec.dep.State().Model(r.PathValue("model"))
-	if !ok {
-		writeAPIError(w, http.StatusNotFound, controlplane.ErrUnknownModel)
+	st, err := a.rec.dep.RolloutStatus(r.PathValue("model"))
+	if err != nil {
+		writeAPIError(w, statusOf(err), err)
 		return
 	}
-	writeJSON(w, http.StatusOK, ms)
+	writeJSON(w, http.StatusOK, st)
 }
 
 func (a *controlAPI) rolloutAction(w http.ResponseWriter, r *http.Request) {
@@ -113,6 +113,10 @@ func (a *controlAPI) rolloutAction(w http.ResponseWriter, r *http.Request) {
 		err = a.rec.dep.Promote(model)
 	case "rollback":
 		err = a.rec.dep.Rollback(model)
+	case "pause":
+		err = a.rec.dep.Pause(model)
+	case "resume":
+		err = a.rec.dep.Resume(model)
 	default:
 		writeAPIError(w, http.StatusNotFound, fmt.Errorf("rollout: no action %q; use promote, rollback, pause or resume", action))
 		return
@@ -127,8 +131,12 @@ func (a *controlAPI) rolloutAction(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, http.StatusInternalServerError, err)
 		return
 	}
-	ms, _ := a.rec.dep.State().Model(model)
-	writeJSON(w, http.StatusOK, ms)
+	st, err := a.rec.dep.RolloutStatus(model)
+	if err != nil {
+		writeAPIError(w, statusOf(err), err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
 }
 
 // statusOf maps the control plane's errors to HTTP statuses.
@@ -136,7 +144,7 @@ func statusOf(err error) int {
 	switch {
 	case errors.Is(err, controlplane.ErrUnknownModel):
 		return http.StatusNotFound
-	case errors.Is(err, controlplane.ErrNothingToDo):
+	case errors.Is(err, controlplane.ErrNothingToDo), errors.Is(err, controlplane.ErrNoRollout):
 		return http.StatusConflict
 	case errors.Is(err, controlplane.ErrInvalid):
 		return http.StatusBadRequest

@@ -18,18 +18,23 @@ import (
 // processes (see fakeRuntimeMain) answering with version v and status;
 // extra goes under spec.predictor (canaryTrafficPercent...).
 func fakeModel(m, v string, status int, extra string) string {
+	return fakeModelAnnotated(m, v, status, extra, "")
+}
+
+// fakeModelAnnotated is fakeModel with extra annotations (indented lines).
+func fakeModelAnnotated(m, v string, status int, extra, annotations string) string {
 	return fmt.Sprintf(`apiVersion: serving.kserve.io/v1beta1
 kind: InferenceService
 metadata:
   name: %s
   annotations:
     infergate.io/command: %q
-spec:
+%sspec:
   predictor:
 %s    model:
       modelFormat: {name: fake}
       env: [{name: %s, value: "version=%s,status=%d"}]
-`, m, fakeRuntimeCommand(), extra, fakeRuntimeEnv, v, status)
+`, m, fakeRuntimeCommand(), annotations, extra, fakeRuntimeEnv, v, status)
 }
 
 // inferVersion sends one request to model m (path after /v2/models/m) and

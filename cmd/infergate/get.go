@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -61,9 +60,7 @@ func runGet(args []string, stdout, stderr io.Writer) error {
 	}
 	sort.SliceStable(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
+		return writeIndented(stdout, rows)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MODEL\tREVISION\tTRAFFIC\tTAGS\tDESIRED\tREADY\tRUNNING\tRESTARTS\tPANIC\tSTABLE\tPANIC AVG\tTARGET\tSTATE")

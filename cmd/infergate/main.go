@@ -55,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runGet(rest, stdout, stderr)
 	case "apply":
 		return runApply(rest, os.Stdin, stdout, stderr)
+	case "rollout":
+		return runRollout(rest, stdout, stderr)
 
 	case "modelserver":
 		return runModelServer(rest, stdout, stderr)

@@ -162,6 +162,7 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 		return err
 	}
 	rec := &reconciler{dep: dep, rt: rt, gw: gw, scaler: scaler, drain: f.drain, log: log}
+	reg.MustRegister(deploymentCollector{dep})
 	if _, err := rec.apply(models, true); err != nil {
 		closeListeners()
 		return err
@@ -176,6 +177,11 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	eg, gctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return scaler.Run(gctx) })
 	eg.Go(func() error { rec.run(gctx); return nil })
+	// Rollouts are judged four times a second from the gateway's counts
+	// (a failing canary is rolled back soon after it has a step's
+	// requests); their decisions change the state, which rec.run turns
+	// into routes.
+	eg.Go(func() error { return runRollouts(gctx, dep, 250*time.Millisecond, gw.RevisionCounts, log) })
 	if f.config != "" {
 		eg.Go(func() error { watchConfig(gctx, f.config, rec, log); return nil })
 	}

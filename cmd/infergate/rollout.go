@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"text/tabwriter"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/infergate/infergate/controlplane"
+	"github.com/infergate/infergate/router"
+)
+
+// runRollouts judges every progressing rollout each interval from the
+// gateway's per-revision counts and logs each decision with its figures,
+// until ctx ends. Decisions change the deployed state, which the
+// reconciler turns into routes.
+func runRollouts(ctx context.Context, dep *controlplane.Deployments, interval time.Duration, counts func(rev string) router.Counts, log *slog.Logger) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			for _, d := range dep.Tick(now, counts) {
+				attrs := []any{"model", d.Model, "canary", d.Canary, "stable", d.Stable, "step", d.Step, "verdict", d.Verdict, "reason", d.Reason, "traffic", formatTraffic(d.Weights)}
+				if g := d.Gate; g != nil {
+					attrs = append(attrs, "canary_requests", g.CanaryRequests, "canary_error_rate", g.CanaryErrorRate, "canary_latency", g.CanaryLatencySeconds,
+						"stable_requests", g.StableRequests, "stable_error_rate", g.StableErrorRate, "stable_latency", g.StableLatencySeconds)
+				}
+				log.Info("rollout decision", attrs...)
+			}
+		}
+	}
+}
+
+// deploymentCollector exports each model's traffic split and rollout step
+// at scrape time.
+type deploymentCollector struct{ dep *controlplane.Deployments }
+
+var (
+	trafficDesc = prometheus.NewDesc("infergate_revision_traffic_percent",
+		"A revision's share of its model's requests.", []string{"model", "revision"}, nil)
+	rolloutStepDesc = prometheus.NewDesc("infergate_rollout_step",
+		"The 1-based step of a model's latest rollout, labelled with its state (progressing, paused, promoted, rolled-back, superseded).", []string{"model", "canary", "state"}, nil)
+)
+
+func (c deploymentCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- trafficDesc
+	ch <- rolloutStepDesc
+}
+
+func (c deploymentCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, ms := range c.dep.State().Models {
+		for _, rev := range ms.Revisions {
+			ch <- prometheus.MustNewConstMetric(trafficDesc, prometheus.GaugeValue, float64(ms.Traffic[rev.Name]), ms.Name, rev.Name)
+		}
+		if st, err := c.dep.RolloutStatus(ms.Name); err == nil {
+			ch <- prometheus.MustNewConstMetric(rolloutStepDesc, prometheus.GaugeValue, float64(st.Step), ms.Name, st.Canary, string(st.State))
+		}
+	}
+}
+
+// runRollout runs `infergate rollout status|promote|rollback|pause|resume
+// MODEL` against a running gateway's admin API.
+func runRollout(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("rollout", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	admin := fs.String("admin", "127.0.0.1:8090", "the gateway's admin address")
+	asJSON := fs.Bool("json", false, "print JSON instead of text")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: infergate rollout status|promote|rollback|pause|resume MODEL [-admin HOST:PORT] [-json]")
+		fs.PrintDefaults()
+	}
+	if len(args) < 2 {
+		fs.Usage()
+		return errors.New("rollout: say what to do and to which model")
+	}
+	action, model := args[0], args[1]
+	if err := fs.Parse(args[2:]); err != nil {
+		return err
+	}
+	var st controlplane.RolloutStatus
+	var err error
+	switch action {
+	case "status":
+		err = adminCall(*admin, http.MethodGet, "/api/v1/rollouts/"+model, nil, &st)
+	case "promote", "rollback", "pause", "resume":
+		err = adminCall(*admin, http.MethodPost, "/api/v1/rollouts/"+model+"/"+action, []byte("{}"), &st)
+	default:
+		fs.Usage()
+		return fmt.Errorf("rollout: unknown action %q", action)
+	}
+	if err != nil {
+		return fmt.Errorf("rollout %s %s: %w", action, model, err)
+	}
+	if *asJSON {
+		return writeIndented(stdout, st)
+	}
+	printRollout(stdout, st)
+	return nil
+}
+
+// printRollout shows a rollout: its state, the steps with the current one
+// marked, the weights, the last gate figures and the decisions.
+func printRollout(w io.Writer, st controlplane.RolloutStatus) {
+	fmt.Fprintf(w, "Model:    %s\n", st.Model)
+	fmt.Fprintf(w, "Canary:   %s (stable %s)\n", st.Canary, st.Stable)
+	state := string(st.State)
+	if st.Reason != "" {
+		state += ": " + st.Reason
+	}
+	fmt.Fprintf(w, "State:    %s\n", state)
+	fmt.Fprintf(w, "Traffic:  %s\n", formatTraffic(st.Weights))
+	p := st.Policy
+	gates := fmt.Sprintf("error rate <= stable + %.2g", p.MaxErrorRateIncrease)
+	if p.MaxLatencyRatio > 0 {
+		gates += fmt.Sprintf(", p%g latency <= %.2gx stable", 100*p.Quantile, p.MaxLatencyRatio)
+	}
+	fmt.Fprintf(w, "Gates:    %s\n", gates)
+	fmt.Fprintln(w, "Steps:")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  \tSTEP\tWEIGHT\tMIN DURATION\tMIN REQUESTS")
+	for i, s := range p.Steps {
+		mark := " "
+		if i+1 == st.Step {
+			mark = ">"
+		}
+		fmt.Fprintf(tw, "  %s\t%d\t%d%%\t%s\t%d\n", mark, i+1, s.Weight, s.MinDuration, s.MinRequests)
+	}
+	tw.Flush()
+	if g := st.Gate; g != nil {
+		fmt.Fprintf(w, "Last gate (step %d, %.0fs into it):\n", g.Step, g.ElapsedSeconds)
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  \tREQUESTS\tERROR RATE\tLATENCY")
+		fmt.Fprintf(tw, "  canary\t%d\t%.2f%%\t%s\n", g.CanaryRequests, 100*g.CanaryErrorRate, seconds(g.CanaryLatencySeconds))
+		fmt.Fprintf(tw, "  stable\t%d\t%.2f%%\t%s\n", g.StableRequests, 100*g.StableErrorRate, seconds(g.StableLatencySeconds))
+		tw.Flush()
+		if !g.Compared {
+			fmt.Fprintln(w, "  (the stable revision had too few requests to compare; the canary is held to the error rate limit alone)")
+		}
+	}
+	if len(st.Decisions) > 0 {
+		fmt.Fprintln(w, "Decisions:")
+		for _, d := range st.Decisions {
+			by := ""
+			if d.Manual {
+				by = " (by hand)"
+			}
+			fmt.Fprintf(w, "  %s  step %d  %s%s: %s; traffic %s\n", d.Time.Format(time.TimeOnly), d.Step, d.Verdict, by, d.Reason, formatTraffic(d.Weights))
+		}
+	}
+}
+
+func seconds(s float64) string {
+	return (time.Duration(s * float64(time.Second))).Round(10 * time.Microsecond).String()
+}
+
+// writeIndented prints v as indented JSON.
+func writeIndented(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

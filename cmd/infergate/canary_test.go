@@ -12,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/infergate/infergate/config"
+	"github.com/infergate/infergate/controlplane"
 )
 
 // fakeModel is an InferenceService for model m served by fake runtime
@@ -215,5 +218,34 @@ func TestCanaryThroughConfigAndApply(t *testing.T) {
 	rows := revisionRows(t, admin, "m")
 	if len(rows) != 2 || strings.Join(rows[0].Tags, ",") != "prev" || strings.Join(rows[1].Tags, ",") != "latest" {
 		t.Errorf("after the promotion the revisions are %+v", rows)
+	}
+}
+
+// TestCanaryExampleManifests checks the README's walkthrough files: both
+// parse, the second makes revision 2 of iris under the declared rollout.
+func TestCanaryExampleManifests(t *testing.T) {
+	dep, err := controlplane.New(controlplane.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range []string{"iris.yaml", "iris-v2.yaml"} {
+		models, err := config.LoadPath(filepath.Join("../../examples/canary", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := checkRuntimes(models, true); err != nil {
+			t.Fatal(err)
+		}
+		ch, err := dep.Apply(models, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf("iris-%05d", i+1); len(ch.Models) != 1 || ch.Models[0].Revision != want {
+			t.Fatalf("%s: %+v, want revision %s", f, ch, want)
+		}
+	}
+	st, err := dep.RolloutStatus("iris")
+	if err != nil || st.State != controlplane.RolloutProgressing || st.Weights["iris-00002"] != 10 {
+		t.Fatalf("rollout after iris-v2.yaml: %+v, %v", st, err)
 	}
 }

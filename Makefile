@@ -36,7 +36,7 @@ fuzz:
 # time: the load generator's own cost and its one-core rate against wrk,
 # then the gateway against nginx and haproxy.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem ./oip/... ./runtimes/...
+	$(GO) test -run '^$$' -bench . -benchmem ./oip/... ./router/... ./gateway/... ./runtimes/...
 	./scripts/bench.sh
 
 # Only the one-core rate of `infergate bench` against wrk.

@@ -48,6 +48,9 @@ const (
 	restModel = "iris"
 	grpcModel = "iris-grpc"
 	pipeModel = "iris-pipelined"
+	// splitModel has two revisions at 90/10 (a canary), both to the
+	// upstream's REST port: the router's cost against restModel's.
+	splitModel = "iris-split"
 )
 
 type flags struct {
@@ -95,7 +98,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&f.gatewayEnv, "gateway-env", "KEY=VALUE added to the gateway's environment (GOMAXPROCS, GOGC, GODEBUG...); repeatable")
 	fs.BoolVar(&f.keep, "keep", false, "keep the temporary directory (configs and logs)")
 	fs.BoolVar(&f.upstream, "upstream", false, "internal: run as the trivial runtime")
-	fs.StringVar(&f.upstreamModels, "upstream-models", restModel+","+grpcModel+","+pipeModel, "internal: models the trivial runtime serves")
+	fs.StringVar(&f.upstreamModels, "upstream-models", restModel+","+grpcModel+","+pipeModel+","+splitModel, "internal: models the trivial runtime serves")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -143,16 +146,17 @@ func runUpstream(models string, stdout io.Writer) error {
 
 // The targets, in the order of the table.
 const (
-	tDirectREST  = "direct-rest"
-	tGatewayREST = "gateway-rest"
-	tGatewayPipe = "gateway-rest-pipelined"
-	tNginx       = "nginx"
-	tHAProxy     = "haproxy"
-	tDirectGRPC  = "direct-grpc"
-	tGatewayGRPC = "gateway-grpc"
+	tDirectREST   = "direct-rest"
+	tGatewayREST  = "gateway-rest"
+	tGatewayPipe  = "gateway-rest-pipelined"
+	tGatewaySplit = "gateway-rest-split"
+	tNginx        = "nginx"
+	tHAProxy      = "haproxy"
+	tDirectGRPC   = "direct-grpc"
+	tGatewayGRPC  = "gateway-grpc"
 )
 
-var allTargets = []string{tDirectREST, tGatewayREST, tGatewayPipe, tNginx, tHAProxy, tDirectGRPC, tGatewayGRPC}
+var allTargets = []string{tDirectREST, tGatewayREST, tGatewaySplit, tGatewayPipe, tNginx, tHAProxy, tDirectGRPC, tGatewayGRPC}
 
 // target is one way to reach the runtime.
 type target struct {
@@ -293,7 +297,7 @@ func (d *driver) started(p *proc, err error) error {
 func (d *driver) start(ctx context.Context) error {
 	f := d.f
 	var err error
-	d.upstream, d.upREST, d.upGRPC, err = startUpstream(ctx, filepath.Join(d.dir, "upstream.log"), []string{restModel, grpcModel, pipeModel})
+	d.upstream, d.upREST, d.upGRPC, err = startUpstream(ctx, filepath.Join(d.dir, "upstream.log"), []string{restModel, grpcModel, pipeModel, splitModel})
 	if err := d.started(d.upstream, err); err != nil {
 		return err
 	}
@@ -302,7 +306,7 @@ func (d *driver) start(ctx context.Context) error {
 			return err
 		}
 	}
-	if d.want[tGatewayREST] || d.want[tGatewayPipe] || d.want[tGatewayGRPC] || f.profileDir != "" {
+	if d.want[tGatewayREST] || d.want[tGatewaySplit] || d.want[tGatewayPipe] || d.want[tGatewayGRPC] || f.profileDir != "" {
 		if _, err := os.Stat(f.infergate); err != nil {
 			return fmt.Errorf("-infergate %s: %w (run make build)", f.infergate, err)
 		}
@@ -316,6 +320,14 @@ func (d *driver) start(ctx context.Context) error {
 		}
 		if d.want[tGatewayREST] {
 			if err := d.addREST(tGatewayREST, "gateway REST", d.gateway, d.gwAddrs.rest, restModel); err != nil {
+				return err
+			}
+		}
+		if d.want[tGatewaySplit] {
+			if err := canarySplit(ctx, d.gwAddrs.admin, d.upREST); err != nil {
+				return err
+			}
+			if err := d.addREST(tGatewaySplit, "gateway REST 90/10 split", d.gateway, d.gwAddrs.rest, splitModel); err != nil {
 				return err
 			}
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -112,7 +113,63 @@ spec:
   predictor:
     model:
       modelFormat: {name: onnx}
+---
+apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata:
+  name: {{.SplitModel}}
+  annotations:
+    infergate.io/endpoints: "http://{{.UpstreamREST}}"
+spec:
+  predictor:
+    model:
+      modelFormat: {name: onnx}
 `))
+
+// splitConf is splitModel's second revision: a spec that differs from
+// the first (an explicit default annotation) with 10% of the traffic.
+var splitConf = template.Must(template.New("split").Parse(`apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata:
+  name: {{.SplitModel}}
+  annotations:
+    infergate.io/endpoints: "http://{{.UpstreamREST}}"
+    infergate.io/pipeline: "false"
+spec:
+  predictor:
+    canaryTrafficPercent: 10
+    model:
+      modelFormat: {name: onnx}
+`))
+
+// canarySplit applies splitModel's second revision through the gateway's
+// admin API (what infergate apply does), so that its traffic splits
+// 90/10 across two revisions, and waits until the split is routed.
+func canarySplit(ctx context.Context, admin, upREST string) error {
+	var y strings.Builder
+	if err := splitConf.Execute(&y, map[string]string{"SplitModel": splitModel, "UpstreamREST": upREST}); err != nil {
+		return err
+	}
+	body, err := json.Marshal(map[string]any{"files": []map[string]string{{"source": "proxybench split", "yaml": y.String()}}})
+	if err != nil {
+		return err
+	}
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI("http://" + admin + "/api/v1/apply")
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.Header.SetContentType("application/json")
+	req.SetBody(body)
+	if err := fasthttp.DoTimeout(req, resp, 10*time.Second); err != nil {
+		return fmt.Errorf("applying the 90/10 split: %w", err)
+	}
+	if resp.StatusCode() != fasthttp.StatusOK || !strings.Contains(string(resp.Body()), `"revision": "`+splitModel+`-00002"`) {
+		return fmt.Errorf("applying the 90/10 split: %d %s", resp.StatusCode(), resp.Body())
+	}
+	return nil
+}
 
 func writeTemplate(path string, t *template.Template, data any) error {
 	var b strings.Builder
@@ -189,7 +246,7 @@ func startGateway(ctx context.Context, bin, dir, upREST, upGRPC string, env []st
 		return nil, a, err
 	}
 	err := writeTemplate(filepath.Join(cfgDir, "models.yaml"), gatewayConf, map[string]string{
-		"RESTModel": restModel, "GRPCModel": grpcModel, "PipeModel": pipeModel, "UpstreamREST": upREST, "UpstreamGRPC": upGRPC,
+		"RESTModel": restModel, "GRPCModel": grpcModel, "PipeModel": pipeModel, "SplitModel": splitModel, "UpstreamREST": upREST, "UpstreamGRPC": upGRPC,
 	})
 	if err != nil {
 		return nil, a, err

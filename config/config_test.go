@@ -50,6 +50,7 @@ func defaults() config.Model {
 		MinReplicas: 1,
 		ScaleMetric: config.MetricConcurrency,
 		Timeout:     60 * time.Second,
+		Idempotent:  true,
 	}
 }
 
@@ -392,7 +393,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown infergate annotation",
 			yaml: doc(`name: iris, annotations: {infergate.io/endpoint: "http://h:1"}`, "", onnxModel),
-			want: "m.yaml: document 1: metadata.annotations[infergate.io/endpoint]: unknown infergate annotation (known: infergate.io/command, infergate.io/endpoints, infergate.io/mirror-percent, infergate.io/mirror-revision, infergate.io/pipeline, infergate.io/rollout, infergate.io/sticky-replicas)",
+			want: "m.yaml: document 1: metadata.annotations[infergate.io/endpoint]: unknown infergate annotation (known: infergate.io/command, infergate.io/endpoints, infergate.io/idempotent, infergate.io/mirror-percent, infergate.io/mirror-revision, infergate.io/pipeline, infergate.io/rollout, infergate.io/sticky-replicas)",
 		},
 
 		// The endpoints annotation.
@@ -711,6 +712,7 @@ func TestParseFile(t *testing.T) {
 		ScaleTarget:          8,
 		Timeout:              30 * time.Second,
 		ContainerConcurrency: 16,
+		Idempotent:           true,
 		CanaryTrafficPercent: ptr[int64](10),
 		Batcher:              batcherWith(64, 20*time.Millisecond, 5*time.Second),
 		Labels:               map[string]string{"team": "search"},
@@ -731,7 +733,7 @@ func TestLoadPath(t *testing.T) {
 		}
 		return p
 	}
-	base := config.Model{Protocol: config.ProtocolREST, MinReplicas: 1, ScaleMetric: config.MetricConcurrency, Timeout: time.Minute, Format: "onnx"}
+	base := config.Model{Protocol: config.ProtocolREST, MinReplicas: 1, ScaleMetric: config.MetricConcurrency, Timeout: time.Minute, Format: "onnx", Idempotent: true}
 	model := func(name, source, path string) config.Model {
 		m := base
 		m.Name, m.Source, m.Path = name, source, path

@@ -23,6 +23,7 @@ var knownAnnotations = map[string]bool{
 	AnnotationCommand:        true,
 	AnnotationPipeline:       true,
 	AnnotationStickyReplicas: true,
+	AnnotationIdempotent:     true,
 	AnnotationRollout:        true,
 
 	AnnotationMirrorPercent:  true,
@@ -57,6 +58,14 @@ const AnnotationMirrorRevision = "infergate.io/mirror-revision"
 // use it for runtimes whose latency varies little; see
 // runtimes.RESTOptions.Pipeline.
 const AnnotationPipeline = "infergate.io/pipeline"
+
+// AnnotationIdempotent, set to "false", says that running an inference
+// twice may do harm (a model with side effects): the gateway then retries
+// a request on another replica only when it never reached a runtime
+// (connection refused). By default models are idempotent, and a request
+// that met a draining replica's 503 or a connection broken before an
+// answer is retried too, within the retry budget and the deadline.
+const AnnotationIdempotent = "infergate.io/idempotent"
 
 // AnnotationStickyReplicas, set to "true", sends the requests of one
 // session (the gateway's X-Session-Key header or infergate-session cookie)
@@ -137,6 +146,8 @@ type Model struct {
 	// annotation, in the order written; nil when infergate starts the
 	// model's runtime.
 	Endpoints []Endpoint
+	// Idempotent is AnnotationIdempotent (default true).
+	Idempotent bool
 	// StickyReplicas is AnnotationStickyReplicas.
 	StickyReplicas bool
 	// Pipeline is AnnotationPipeline: pipeline requests to REST runtimes.

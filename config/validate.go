@@ -94,6 +94,14 @@ func readMetadata(m *Model, meta ObjectMeta, d *docProblems) {
 		}
 		m.Pipeline = v
 	}
+	m.Idempotent = true
+	if raw, ok := meta.Annotations[AnnotationIdempotent]; ok {
+		v, err := strconv.ParseBool(raw)
+		if err != nil {
+			d.addf(annotationField(AnnotationIdempotent), "%s is not true or false", quote(raw))
+		}
+		m.Idempotent = v
+	}
 	if raw, ok := meta.Annotations[AnnotationStickyReplicas]; ok {
 		v, err := strconv.ParseBool(raw)
 		if err != nil {

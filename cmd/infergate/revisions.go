@@ -108,7 +108,7 @@ func (m *runtimeManager) build(model, name string, spec config.Model, replicas i
 	if len(clients) == 0 && !m.withRuntimes {
 		return nil, fmt.Errorf("%s: model %q names no runtime URL (annotation infergate.io/endpoints); `infergate gateway` starts no runtime, use `infergate serve`", spec.Source, model)
 	}
-	pool, err := runtimes.NewPool(runtimes.PoolOptions{Model: model, Logger: m.log.With("revision", name)}, clients)
+	pool, err := runtimes.NewPool(runtimes.PoolOptions{Model: model, NonIdempotent: !spec.Idempotent, Logger: m.log.With("revision", name)}, clients)
 	if err != nil {
 		return nil, err
 	}

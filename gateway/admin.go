@@ -40,7 +40,7 @@ func AdminHandler(opts AdminOptions) http.Handler {
 	pp.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	pp.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.Handle("/debug/pprof/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !opts.PprofFromAnywhere && !isLoopback(r.RemoteAddr) {
+		if !opts.PprofFromAnywhere && !IsLoopback(r.RemoteAddr) {
 			http.Error(w, "pprof is served to loopback clients only", http.StatusForbidden)
 			return
 		}
@@ -49,7 +49,9 @@ func AdminHandler(opts AdminOptions) http.Handler {
 	return mux
 }
 
-func isLoopback(remote string) bool {
+// IsLoopback reports whether an http.Request's RemoteAddr is a loopback
+// address (127.0.0.0/8, ::1).
+func IsLoopback(remote string) bool {
 	host, _, err := net.SplitHostPort(remote)
 	if err != nil {
 		return false

@@ -25,11 +25,15 @@ import (
 //
 // Errors are JSON {"error": "..."} with a 4xx or 5xx status.
 type controlAPI struct {
-	rec    *reconciler
-	rt     *runtimeManager
-	scaler *autoscaler.Autoscaler
-	gw     *gateway.Gateway
-	log    *slog.Logger
+	// changesFromAnywhere lets non-loopback clients apply and steer
+	// rollouts; without it they get 403, since a declaration can name a
+	// command to run (infergate.io/command).
+	changesFromAnywhere bool
+	rec                 *reconciler
+	rt                  *runtimeManager
+	scaler              *autoscaler.Autoscaler
+	gw                  *gateway.Gateway
+	log                 *slog.Logger
 }
 
 // maxApplyBytes bounds an apply request: a few files of declarations.
@@ -39,10 +43,22 @@ func (a *controlAPI) handler(base http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", base)
 	mux.HandleFunc("GET /api/v1/models", a.models)
-	mux.HandleFunc("POST /api/v1/apply", a.apply)
+	mux.HandleFunc("POST /api/v1/apply", a.guard(a.apply))
 	mux.HandleFunc("GET /api/v1/rollouts/{model}", a.rolloutStatus)
-	mux.HandleFunc("POST /api/v1/rollouts/{model}/{action}", a.rolloutAction)
+	mux.HandleFunc("POST /api/v1/rollouts/{model}/{action}", a.guard(a.rolloutAction))
 	return mux
+}
+
+// guard lets only loopback clients make changes, unless
+// changesFromAnywhere.
+func (a *controlAPI) guard(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !a.changesFromAnywhere && !gateway.IsLoopback(r.RemoteAddr) {
+			writeAPIError(w, http.StatusForbidden, errors.New("changes are accepted from loopback clients only; start infergate with -api-changes-anywhere on a trusted network"))
+			return
+		}
+		h(w, r)
+	}
 }
 
 // applyRequest is the body of POST /api/v1/apply: the documents of one or

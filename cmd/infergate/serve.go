@@ -36,6 +36,7 @@ type serveFlags struct {
 	maxBody                       int
 	drain                         time.Duration
 	pprofAnywhere                 bool
+	changesAnywhere               bool
 	logs                          logFlags
 }
 
@@ -59,6 +60,7 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	fs.IntVar(&f.maxBody, "max-body-bytes", 64<<20, "largest REST body or gRPC message accepted")
 	fs.DurationVar(&f.drain, "drain-timeout", 30*time.Second, "on SIGTERM, how long in-flight requests may take to finish")
 	fs.BoolVar(&f.pprofAnywhere, "pprof-anywhere", false, "serve /debug/pprof to non-loopback clients too")
+	fs.BoolVar(&f.changesAnywhere, "api-changes-anywhere", false, "accept apply and rollout actions on the admin API from non-loopback clients too")
 	f.logs.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -167,7 +169,7 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 		closeListeners()
 		return err
 	}
-	api := &controlAPI{rec: rec, rt: rt, scaler: scaler, gw: gw, log: log}
+	api := &controlAPI{changesFromAnywhere: f.changesAnywhere, rec: rec, rt: rt, scaler: scaler, gw: gw, log: log}
 	admin := &http.Server{
 		Handler:           api.handler(gateway.AdminHandler(gateway.AdminOptions{Gatherer: reg, PprofFromAnywhere: f.pprofAnywhere, Ready: gw.Ready})),
 		ReadHeaderTimeout: 10 * time.Second,

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,8 +14,14 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
 	"github.com/infergate/infergate/config"
 	"github.com/infergate/infergate/controlplane"
+	pb "github.com/infergate/infergate/oip/inferencepb"
 )
 
 // fakeModel is an InferenceService for model m served by fake runtime
@@ -140,8 +147,8 @@ func TestCanaryThroughConfigAndApply(t *testing.T) {
 		}
 	}
 	write(fakeModel("m", "1", 200, ""))
-	admin := freeAddr(t)
-	_, rest, _, logs := startServe(t, "/v2/models/m/ready", "-config", dir, "-data-dir", t.TempDir(), "-admin-addr", admin)
+	admin, grpcAddr := freeAddr(t), freeAddr(t)
+	_, rest, _, logs := startServe(t, "/v2/models/m/ready", "-config", dir, "-data-dir", t.TempDir(), "-admin-addr", admin, "-grpc-addr", grpcAddr)
 	waitTraffic(t, admin, "m", "m-00001=100")
 
 	write(fakeModel("m", "2", 200, "    canaryTrafficPercent: 20\n"))
@@ -170,6 +177,38 @@ func TestCanaryThroughConfigAndApply(t *testing.T) {
 		}
 	}
 
+	// gRPC pins by model_version or x-model-revision metadata, and hears
+	// which revision answered in the header metadata.
+	grpcc := dialGRPC(t, grpcAddr)
+	for _, tc := range []struct {
+		version, pin, want string
+	}{
+		{"2", "", "m-00002"},
+		{"", "prev", "m-00001"},
+		{"m-00001", "latest", "m-00001"}, // model_version wins
+	} {
+		ctx := context.Background()
+		if tc.pin != "" {
+			ctx = metadata.AppendToOutgoingContext(ctx, "x-model-revision", tc.pin)
+		}
+		var hdr metadata.MD
+		resp, err := grpcc.ModelInfer(ctx, &pb.ModelInferRequest{ModelName: "m", ModelVersion: tc.version, Inputs: []*pb.ModelInferRequest_InferInputTensor{
+			{Name: "x", Datatype: "FP32", Shape: []int64{1, 4}, Contents: &pb.InferTensorContents{Fp32Contents: []float32{1, 2, 3, 4}}},
+		}}, grpc.Header(&hdr))
+		if err != nil {
+			t.Errorf("gRPC version %q pin %q: %v", tc.version, tc.pin, err)
+			continue
+		}
+		if got := hdr.Get("x-model-revision"); len(got) != 1 || got[0] != tc.want || resp.GetModelVersion() != tc.want[len(tc.want)-1:] {
+			t.Errorf("gRPC version %q pin %q: answered by %v with model_version %q, want %s", tc.version, tc.pin, got, resp.GetModelVersion(), tc.want)
+		}
+	}
+	var out []byte
+	_, err := grpcc.ModelInfer(context.Background(), &pb.ModelInferRequest{ModelName: "m", ModelVersion: "9"})
+	if status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), "revisions: m-00001 (1), m-00002 (2)") {
+		t.Errorf("gRPC unknown revision: %v", err)
+	}
+
 	// A bad document is logged and leaves the routes as they were.
 	write(fakeModel("m", "3", 200, "    canaryTrafficPercent: 150\n"))
 	deadline := time.Now().Add(20 * time.Second)
@@ -187,7 +226,7 @@ func TestCanaryThroughConfigAndApply(t *testing.T) {
 	if err := os.WriteFile(applied, []byte(fakeModel("m", "2", 200, "    canaryTrafficPercent: 0\n")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(binPath, "apply", "-f", applied, "-admin", admin).CombinedOutput()
+	out, err = exec.Command(binPath, "apply", "-f", applied, "-admin", admin).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "inferenceservice/m configured; traffic m-00001 100%") {
 		t.Fatalf("infergate apply: %v\n%s", err, out)
 	}

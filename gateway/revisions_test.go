@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"log/slog"
 	"math"
@@ -24,7 +25,8 @@ import (
 // scriptedRuntime is an in-memory OIP REST runtime whose infer answer is
 // set per test, and which remembers the paths it was asked.
 type scriptedRuntime struct {
-	ln     *fasthttputil.InmemoryListener
+	ln     *fasthttputil.InmemoryListener // or addr, a loopback socket
+	addr   string
 	calls  atomic.Int64
 	status atomic.Int64
 	body   string
@@ -36,7 +38,13 @@ func newScriptedRuntime(t testing.TB, body string) *scriptedRuntime {
 	t.Helper()
 	s := &scriptedRuntime{ln: fasthttputil.NewInmemoryListener(), body: body}
 	s.status.Store(200)
-	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+	go s.server().Serve(s.ln) //nolint:errcheck // ends when the listener closes
+	t.Cleanup(func() { s.ln.Close() })
+	return s
+}
+
+func (s *scriptedRuntime) server() *fasthttp.Server {
+	return &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
 		switch {
 		case bytes.HasSuffix(ctx.Path(), []byte("/ready")):
 		case bytes.HasSuffix(ctx.Path(), []byte("/infer")):
@@ -49,13 +57,31 @@ func newScriptedRuntime(t testing.TB, body string) *scriptedRuntime {
 			ctx.SetBodyString(s.body)
 		}
 	}}
-	go srv.Serve(s.ln) //nolint:errcheck // ends when the listener closes
-	t.Cleanup(func() { s.ln.Close() })
+}
+
+// newLoopbackRuntime is a scriptedRuntime listening on 127.0.0.1.
+func newLoopbackRuntime(t testing.TB, body string) *scriptedRuntime {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &scriptedRuntime{addr: ln.Addr().String(), body: body}
+	s.status.Store(200)
+	go s.server().Serve(ln) //nolint:errcheck // ends when the listener closes
+	t.Cleanup(func() { ln.Close() })
 	return s
 }
 
 func (s *scriptedRuntime) client(t testing.TB) runtimes.Client {
 	t.Helper()
+	if s.addr != "" {
+		c, err := runtimes.NewRESTClient(runtimes.RESTOptions{Addr: s.addr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
 	c, err := runtimes.NewRESTClient(runtimes.RESTOptions{Addr: "127.0.0.1:1", Dial: func(string) (net.Conn, error) { return s.ln.Dial() }})
 	if err != nil {
 		t.Fatal(err)
@@ -192,11 +218,13 @@ func TestStickySessions(t *testing.T) {
 	}
 }
 
-// TestWeightChangesUnderLoad changes a canary's weight while requests flow
-// without pause: no request fails, and in each phase the share each
-// revision took matches its weight within 4 points.
+// TestWeightChangesUnderLoad changes a canary's weight every few hundred
+// milliseconds while clients send requests without pause, over loopback
+// sockets to the gateway and from it to two runtimes: no request fails or
+// is lost, and in each phase the share each revision took matches its
+// weight within 4 points.
 func TestWeightChangesUnderLoad(t *testing.T) {
-	a, b := newScriptedRuntime(t, scoresA), newScriptedRuntime(t, scoresB)
+	a, b := newLoopbackRuntime(t, scoresA), newLoopbackRuntime(t, scoresB)
 	g := newTestGateway(t)
 	tables := map[float64][]router.Model[Route]{}
 	for _, w := range []float64{0, 10, 25, 50, 90, 100} {
@@ -205,29 +233,50 @@ func TestWeightChangesUnderLoad(t *testing.T) {
 	if err := g.SetModels(tables[0]); err != nil {
 		t.Fatal(err)
 	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(ctx, ln, nil) }()
+	defer func() {
+		cancel()
+		<-served
+	}()
+	client := &fasthttp.HostClient{Addr: ln.Addr().String(), MaxConns: 16}
+
 	const workers = 4
-	var failed, served atomic.Int64
+	var failed, sent atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	deadline := time.Now().Add(time.Minute)
 	for range workers {
 		wg.Go(func() {
-			for i := 0; i < 200000; i++ { // bounded; stop ends it sooner
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			for i := 0; i < 200000 && time.Now().Before(deadline); i++ { // bounded; stop ends it sooner
 				select {
 				case <-stop:
 					return
 				default:
 				}
-				if ctx := serveWith(g, "/v2/models/m/infer", nil); ctx.Response.StatusCode() != 200 {
+				req.SetRequestURI("http://" + client.Addr + "/v2/models/m/infer")
+				req.Header.SetMethod("POST")
+				req.SetBodyString(inferBody)
+				if err := client.DoTimeout(req, resp, 10*time.Second); err != nil || resp.StatusCode() != 200 {
 					failed.Add(1)
 				}
-				served.Add(1)
+				sent.Add(1)
 			}
 		})
 	}
-	waitServed := func(n int64) {
-		target := served.Load() + n
-		deadline := time.Now().Add(30 * time.Second)
-		for served.Load() < target && time.Now().Before(deadline) {
+	// waitSent waits until at least n more requests were answered and at
+	// least d passed (bounded by the load's own deadline).
+	waitSent := func(n int64, d time.Duration) {
+		target, until := sent.Load()+n, time.Now().Add(d)
+		for (sent.Load() < target || time.Now().Before(until)) && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond)
 		}
 	}
@@ -235,9 +284,9 @@ func TestWeightChangesUnderLoad(t *testing.T) {
 		if err := g.SetModels(tables[w]); err != nil {
 			t.Fatal(err)
 		}
-		waitServed(200) // let requests resolved on the old table finish
+		waitSent(2*workers, 0) // requests resolved on the old table finish
 		a0, b0 := a.calls.Load(), b.calls.Load()
-		waitServed(3000)
+		waitSent(2000, 300*time.Millisecond)
 		da, db := a.calls.Load()-a0, b.calls.Load()-b0
 		share := 100 * float64(db) / float64(da+db)
 		if math.Abs(share-w) > 4 {
@@ -247,11 +296,12 @@ func TestWeightChangesUnderLoad(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	if failed.Load() != 0 {
-		t.Fatalf("%d of %d requests failed across weight changes", failed.Load(), served.Load())
+		t.Fatalf("%d of %d requests failed across weight changes", failed.Load(), sent.Load())
 	}
-	if a.calls.Load()+b.calls.Load() != served.Load() {
-		t.Fatalf("runtimes answered %d requests, clients sent %d", a.calls.Load()+b.calls.Load(), served.Load())
+	if a.calls.Load()+b.calls.Load() != sent.Load() {
+		t.Fatalf("runtimes answered %d requests, clients sent %d", a.calls.Load()+b.calls.Load(), sent.Load())
 	}
+	t.Logf("%d requests across 7 weight changes", sent.Load())
 }
 
 func TestMirrorComparesOutputs(t *testing.T) {

@@ -276,6 +276,11 @@ func (s *Supervisor) serve(run context.Context, r *replica, p *runtimes.Process,
 // its process group.
 func (s *Supervisor) retire(run context.Context, r *replica, p *runtimes.Process, client runtimes.Client, rep *runtimes.Replica) {
 	s.update(r, func(st *ReplicaStatus) { st.State = StateStopping })
+	// It no longer counts as ready: say so before the pool stops sending
+	// it calls, so that a reader holding requests for the model (the
+	// activator) learns it at once rather than admitting them to a pool
+	// with no ready replica.
+	s.notify()
 	if rep != nil {
 		dctx, cancel := context.WithTimeout(run, s.opts.DrainTimeout)
 		if err := s.opts.Pool.Remove(dctx, rep); err != nil && run.Err() == nil {

@@ -296,8 +296,8 @@ func (s *Supervisor) SetReplicas(ctx context.Context, n int) error {
 }
 
 // Changed is signalled when the model's readiness may have changed: a
-// replica turned ready or not ready or exited, or the model failed or was
-// asked for replicas again. Signals coalesce, so a reader calls Status
+// replica turned ready or not ready (scaled down included), exited or
+// stopped, or the model failed or was asked for replicas again. Signals coalesce, so a reader calls Status
 // after each one; one reader per Supervisor.
 func (s *Supervisor) Changed() <-chan struct{} { return s.changed }
 
@@ -420,13 +420,15 @@ func (s *Supervisor) newReplica(ctx context.Context) *replica {
 	return r
 }
 
-// forget removes r once its goroutine is done, and lets Run reconcile.
+// forget removes r once its goroutine is done, lets Run reconcile, and
+// signals Changed (one replica fewer runs).
 func (s *Supervisor) forget(r *replica) {
 	r.stop()
 	s.mu.Lock()
 	s.replicas = slices.DeleteFunc(s.replicas, func(x *replica) bool { return x == r })
 	s.mu.Unlock()
 	s.poke()
+	s.notify()
 }
 
 // Set is a group of Supervisors by model name: what `infergate serve`

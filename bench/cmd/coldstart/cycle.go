@@ -295,7 +295,7 @@ func runBench(ctx context.Context, f flags, stdout, stderr io.Writer) error {
 		},
 		log: stderr,
 	}
-	fmt.Fprintf(stdout, "== cold start: %d cycles per model, each from zero replicas: one request, and %d clients sending back to back for %s alongside it\n",
+	fmt.Fprintf(stdout, "%d cycles per model, each from zero replicas: one request, and %d clients sending back to back for %s alongside it\n",
 		f.cycles, f.concurrency, f.load)
 	runs := make([]*modelRun, len(models))
 	var wg sync.WaitGroup

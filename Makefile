@@ -5,7 +5,7 @@ TOOLS     := $(CURDIR)/bin/tools
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all build run test test-long fuzz bench bench-generator bench-batching proto models vet fmt clean
+.PHONY: all build run test test-long fuzz bench bench-generator bench-batching bench-coldstart proto models vet fmt clean
 
 all: build
 
@@ -47,6 +47,13 @@ bench-generator: build
 # dynamic batching, closed loop at concurrency 1, 8, 64 and 256.
 bench-batching: build
 	./scripts/bench.sh batching
+
+# Only the cold-start table: iris (ONNX) and a simulated model, 20 times
+# each from zero replicas and back under load through infergate serve; the
+# first request's latency split into the runtime's start-to-ready time and
+# the gateway's share, and failed requests (about five minutes).
+bench-coldstart: build
+	./scripts/bench.sh coldstart
 
 # Regenerates oip/inferencepb from oip/proto with pinned generators.
 proto:

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The end-to-end comparisons that `make bench` runs after the Go
-# micro-benchmarks, on loopback only and bounded in time (about three
-# minutes with the defaults). See bench/README.md.
+# micro-benchmarks, on loopback only and bounded in time (about eight
+# minutes with the defaults, five of them the cold starts). See
+# bench/README.md.
 #
-#   scripts/bench.sh [all|generator|batching|proxies]
+#   scripts/bench.sh [all|generator|batching|coldstart|proxies]
 #
 #   generator  the load generator's own rate from one core: `infergate bench`
 #              (GOMAXPROCS=1, pinned to one core) against wrk on the same
@@ -13,6 +14,13 @@
 #              slot) twice, as sim (unbatched) and sim-batched (maxBatchSize
 #              64, maxLatency 5): closed loop at BATCH_CONCURRENCY, a table
 #              and the issue's two checks, PASS or FAIL (exit 0 either way)
+#   coldstart  scale from zero through `infergate serve` (bench/cmd/coldstart):
+#              iris (ONNX) and a simulated model, each COLD_CYCLES times from
+#              zero replicas, one request with COLD_CONCURRENCY clients
+#              alongside for COLD_LOAD, then back to zero; the first request's
+#              latency split into the runtime's start-to-ready time and the
+#              gateway's share (p50, p99), and failed requests, with two
+#              checks, PASS or FAIL (exit 0 either way)
 #   proxies    infergate's gateway against nginx and haproxy in front of the
 #              same trivial runtime (bench/cmd/proxybench, which drives them
 #              with the load generator of `infergate bench`)
@@ -34,12 +42,16 @@
 #                  (default "1 8 64 256")
 #   BATCH_WINDOW, BATCH_WARMUP  its measured window and warm-up per point
 #                  (default 3s, 1s)
+#   COLD_CYCLES    cycles per model of the cold-start part (default 20)
+#   COLD_CONCURRENCY, COLD_LOAD  its clients and their time per cycle
+#                  (default 8, 1s)
+#   COLDSTART_ARGS more flags for bin/coldstart
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MODE=${1:-all}
-case $MODE in all | generator | batching | proxies) ;; *)
-	echo "usage: $0 [all|generator|batching|proxies]" >&2
+case $MODE in all | generator | batching | coldstart | proxies) ;; *)
+	echo "usage: $0 [all|generator|batching|coldstart|proxies]" >&2
 	exit 2
 	;;
 esac
@@ -70,6 +82,9 @@ if [[ -n ${BUILD_INFERGATE:-} ]]; then
 fi
 if [[ $MODE == all || $MODE == proxies ]]; then
 	"$GO" build -o bin/proxybench ./bench/cmd/proxybench
+fi
+if [[ $MODE == all || $MODE == coldstart ]]; then
+	"$GO" build -o bin/coldstart ./bench/cmd/coldstart
 fi
 
 # cpu_ticks prints the user+system clock ticks (1/100 s) pid has used.
@@ -256,13 +271,31 @@ batching_comparison() {
 	return 0
 }
 
+# coldstart_comparison cycles two models from zero replicas and back
+# through one `infergate serve` (bench/cmd/coldstart, bounded to 8 minutes).
+# It is a report: it returns 0 whatever the figures.
+coldstart_comparison() {
+	echo "== cold start: iris (ONNX) and a simulated model, from zero replicas and back, ${COLD_CYCLES:-20} cycles each"
+	# Its progress, a line per cycle, goes to bin/coldstart.log.
+	# shellcheck disable=SC2086 # COLDSTART_ARGS is split on purpose.
+	if ! bin/coldstart -infergate "$INFERGATE" -cycles "${COLD_CYCLES:-20}" -concurrency "${COLD_CONCURRENCY:-8}" \
+		-load "${COLD_LOAD:-1s}" ${COLDSTART_ARGS:-} 2>bin/coldstart.log; then
+		echo "coldstart failed; the end of bin/coldstart.log:"
+		tail -20 bin/coldstart.log
+	fi
+	return 0
+}
+
 if [[ $MODE == all || $MODE == generator ]]; then
 	generator_comparison
 fi
 if [[ $MODE == all || $MODE == batching ]]; then
 	batching_comparison
 fi
-if [[ $MODE == generator || $MODE == batching ]]; then
+if [[ $MODE == all || $MODE == coldstart ]]; then
+	coldstart_comparison
+fi
+if [[ $MODE == generator || $MODE == batching || $MODE == coldstart ]]; then
 	exit 0
 fi
 

@@ -251,6 +251,7 @@ func (m *runtimeManager) supervisor(name string, spec config.Model, pool *runtim
 		Pool:        pool,
 		DataDir:     filepath.Join(m.dataDir, "revisions", name),
 		MaxReplicas: spec.MaxReplicas,
+		Registerer:  m.reg,
 		Logger:      m.log.With("revision", name),
 	})
 	if err != nil {

@@ -16,7 +16,8 @@ import (
 // TestScaleFromZeroAndBack sends 500 concurrent requests to a model with
 // no replica: the activator holds them, the autoscaler starts a replica,
 // and every request succeeds. With no traffic after that, the model
-// returns to zero replicas after its stable window and grace period.
+// returns to zero replicas after its stable window and grace period, and
+// requests after that scale it from zero again.
 func TestScaleFromZeroAndBack(t *testing.T) {
 	iris, err := filepath.Abs(filepath.Join(samplesDir, "iris"))
 	if err != nil {
@@ -82,6 +83,17 @@ spec:
 	if kids := childrenOf(t, cmd.Process.Pid); len(kids) != 0 {
 		t.Errorf("%d replicas 45 s after the last request, want 0", len(kids))
 	}
+	// And from zero again: the gateway must have learnt that the replica
+	// went, and hold these requests for a new one.
+	for range 20 {
+		wg.Go(func() {
+			code, resp := postJSON(t, "http://"+rest+"/v2/models/iris/infer", body, nil)
+			if code != http.StatusOK {
+				t.Errorf("second scale from zero: status %d: %s", code, resp.Error)
+			}
+		})
+	}
+	wg.Wait()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

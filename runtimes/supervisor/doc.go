@@ -41,6 +41,18 @@
 //
 // It never decides how many replicas a model needs (the autoscaler does,
 // through SetReplicas, or the configuration's minReplicas), never routes a
-// request, and never runs a shell the user did not write. It has no metrics
-// of its own yet; Status reports its state.
+// request, and never runs a shell the user did not write.
+//
+// # Metrics
+//
+// On Options.Registerer, labelled by model:
+//   - infergate_runtime_start_to_ready_seconds (histogram): from the start
+//     of a replica's process to its first ready answer, once per start; the
+//     runtime's part of a cold start, as the supervisor sees it.
+//   - infergate_runtime_ready_probe_gap_seconds (histogram): from the last
+//     look that found a starting replica not ready (or its start) to the
+//     first ready answer: the most the replica may have been ready unseen,
+//     which the first metric counts although it is the supervisor's delay.
+//
+// Status reports the rest of its state, and each replica's StartToReady.
 package supervisor

@@ -31,8 +31,20 @@ type replica struct {
 	hist history
 }
 
-// startProbeInterval bounds the probe interval of a replica not ready yet.
-const startProbeInterval = 50 * time.Millisecond
+// Bounds of the probe interval of a replica not ready since its start.
+const (
+	startProbeMin = time.Millisecond
+	startProbeMax = 50 * time.Millisecond
+)
+
+// startProbeWait is the wait before the next probe of a replica that has
+// not been ready since it started, elapsed ago: a twentieth of elapsed,
+// within [startProbeMin, startProbeMax] and never more than interval. The
+// time a ready runtime goes unseen is then about 5% of its start time, at
+// least 1ms and at most 50ms, for about twenty probes per doubling.
+func startProbeWait(elapsed, interval time.Duration) time.Duration {
+	return min(max(elapsed/20, startProbeMin), startProbeMax, interval)
+}
 
 // errExpand marks a command template that did not expand: restarting
 // cannot help.
@@ -97,7 +109,7 @@ func (s *Supervisor) runReplica(run context.Context, r *replica) {
 // retired when the replica stopped as asked.
 func (s *Supervisor) once(run context.Context, r *replica) (e exit, reason string, retired bool) {
 	e.started = time.Now()
-	s.update(r, func(st *ReplicaStatus) { st.State, st.Started = StateStarting, e.started })
+	s.update(r, func(st *ReplicaStatus) { st.State, st.Started, st.StartToReady = StateStarting, e.started, 0 })
 	p, addr, err := s.start(r)
 	if err != nil {
 		if r.down.Err() != nil {
@@ -202,9 +214,13 @@ func (s *Supervisor) serve(run context.Context, r *replica, p *runtimes.Process,
 		s.notify()
 	}
 	deadline := started.Add(s.opts.StartTimeout)
+	// lastNotReady is when the last look that did not find the replica
+	// ready began: the runtime became ready after it.
+	lastNotReady := started
 	tick := time.NewTimer(0)
 	defer tick.Stop()
 	for {
+		lookedAt := time.Now()
 		if rep == nil && s.listening(pctx, addr) {
 			c, err := s.newClient(addr)
 			if err != nil {
@@ -219,7 +235,11 @@ func (s *Supervisor) serve(run context.Context, r *replica, p *runtimes.Process,
 			switch {
 			case ok && !ready && readyAt.IsZero():
 				readyAt = time.Now()
-				s.log.Info("replica ready", "replica", r.index, "addr", addr, "after", readyAt.Sub(started).Round(time.Millisecond))
+				took, gap := readyAt.Sub(started), readyAt.Sub(lastNotReady)
+				s.metrics.startToReady.Observe(took.Seconds())
+				s.metrics.probeGap.Observe(gap.Seconds())
+				s.log.Info("replica ready", "replica", r.index, "addr", addr,
+					"after", took.Round(time.Microsecond), "probe_gap", gap.Round(time.Microsecond))
 			case ok && !ready:
 				s.log.Info("replica ready again", "replica", r.index, "addr", addr)
 			case !ok && ready && pctx.Err() == nil:
@@ -228,6 +248,9 @@ func (s *Supervisor) serve(run context.Context, r *replica, p *runtimes.Process,
 			if ok != ready {
 				ready = ok
 				s.update(r, func(st *ReplicaStatus) {
+					if ok && st.StartToReady == 0 {
+						st.StartToReady = readyAt.Sub(started)
+					}
 					if st.State == StateStopping {
 						return
 					}
@@ -239,16 +262,21 @@ func (s *Supervisor) serve(run context.Context, r *replica, p *runtimes.Process,
 				s.notify()
 			}
 		}
+		if readyAt.IsZero() {
+			lastNotReady = lookedAt
+		}
 		if readyAt.IsZero() && time.Now().After(deadline) && pctx.Err() == nil {
 			withdraw()
 			_ = p.Stop(s.opts.StopGrace)
 			return readyAt, fmt.Sprintf("not ready within %s%s", s.opts.StartTimeout, tail(p)), false
 		}
-		// Until the first ready probe, probe often: a replica that loads
-		// fast should not wait a whole interval to take traffic.
+		// Until the first ready probe, probe often, and the more often the
+		// younger the replica: one that loads fast should not wait a whole
+		// interval to take traffic, and what it waits is the gateway's
+		// share of a cold start.
 		wait := s.opts.ProbeInterval
 		if readyAt.IsZero() {
-			wait = min(wait, startProbeInterval)
+			wait = startProbeWait(time.Since(started), wait)
 		}
 		tick.Reset(wait)
 		select {
@@ -276,6 +304,11 @@ func (s *Supervisor) serve(run context.Context, r *replica, p *runtimes.Process,
 // its process group.
 func (s *Supervisor) retire(run context.Context, r *replica, p *runtimes.Process, client runtimes.Client, rep *runtimes.Replica) {
 	s.update(r, func(st *ReplicaStatus) { st.State = StateStopping })
+	// It no longer counts as ready: say so before the pool stops sending
+	// it calls, so that a reader holding requests for the model (the
+	// activator) learns it at once rather than admitting them to a pool
+	// with no ready replica.
+	s.notify()
 	if rep != nil {
 		dctx, cancel := context.WithTimeout(run, s.opts.DrainTimeout)
 		if err := s.opts.Pool.Remove(dctx, rep); err != nil && run.Err() == nil {

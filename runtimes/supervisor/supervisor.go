@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/infergate/infergate/runtimes"
 )
 
@@ -66,8 +68,12 @@ type Options struct {
 	// MaxReplicas bounds SetReplicas; 0 means no bound.
 	MaxReplicas int
 	// ProbeInterval is how often each ready replica's readiness is probed
-	// (default 500ms); one not ready yet since its start is probed every
-	// 50ms at most.
+	// (default 500ms). One not ready yet since its start is probed more
+	// often: after a twentieth of the time since its start, at least 1ms
+	// and at most 50ms apart (and never further apart than ProbeInterval),
+	// so that a runtime ready in 10ms is seen within a millisecond or so,
+	// one that takes seconds within 50ms, and a start costs about twenty
+	// probes per doubling of its length until then.
 	ProbeInterval time.Duration
 	// ProbeTimeout bounds one probe (default 1s).
 	ProbeTimeout time.Duration
@@ -95,6 +101,10 @@ type Options struct {
 	// Logger receives starts, readiness changes, exits and failures
 	// (default slog.Default()).
 	Logger *slog.Logger
+	// Registerer receives the metrics (default: a private registry, so
+	// nothing is registered globally). Supervisors of several models may
+	// share one: they share the metrics, labelled by model.
+	Registerer prometheus.Registerer
 }
 
 // ReplicaState is where a replica is in its life.
@@ -139,6 +149,9 @@ type ReplicaStatus struct {
 	Addr string
 	// Started is when the current (or last) process started.
 	Started time.Time
+	// StartToReady is how long the current (or last) process took from
+	// its start to its first ready answer; 0 until it was ready once.
+	StartToReady time.Duration
 	// LastExit says how the previous process ended, "" if none did.
 	LastExit string
 }
@@ -157,12 +170,13 @@ const (
 // Supervisor runs one model's runtime replicas; see the package doc. Its
 // methods are safe for concurrent use.
 type Supervisor struct {
-	opts   Options
-	cmd    *command // nil: the built-in runtime
-	policy policy
-	log    *slog.Logger
-	logDir string
-	wake   chan struct{}
+	opts    Options
+	cmd     *command // nil: the built-in runtime
+	policy  policy
+	log     *slog.Logger
+	metrics modelMetrics
+	logDir  string
+	wake    chan struct{}
 	// changed is signalled (without blocking; capacity 1) when a replica
 	// turns ready or not ready, exits, or the model fails or recovers.
 	changed chan struct{}
@@ -243,6 +257,14 @@ func New(opts Options) (*Supervisor, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Registerer == nil {
+		opts.Registerer = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(opts.Registerer, opts.Model)
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: model %q: metrics: %w", opts.Model, err)
+	}
+	s.metrics = m
 	s.opts = opts
 	s.log = opts.Logger.With("model", opts.Model)
 	s.logDir = filepath.Join(opts.DataDir, "logs")
@@ -296,8 +318,8 @@ func (s *Supervisor) SetReplicas(ctx context.Context, n int) error {
 }
 
 // Changed is signalled when the model's readiness may have changed: a
-// replica turned ready or not ready or exited, or the model failed or was
-// asked for replicas again. Signals coalesce, so a reader calls Status
+// replica turned ready or not ready (scaled down included), exited or
+// stopped, or the model failed or was asked for replicas again. Signals coalesce, so a reader calls Status
 // after each one; one reader per Supervisor.
 func (s *Supervisor) Changed() <-chan struct{} { return s.changed }
 
@@ -420,13 +442,15 @@ func (s *Supervisor) newReplica(ctx context.Context) *replica {
 	return r
 }
 
-// forget removes r once its goroutine is done, and lets Run reconcile.
+// forget removes r once its goroutine is done, lets Run reconcile, and
+// signals Changed (one replica fewer runs).
 func (s *Supervisor) forget(r *replica) {
 	r.stop()
 	s.mu.Lock()
 	s.replicas = slices.DeleteFunc(s.replicas, func(x *replica) bool { return x == r })
 	s.mu.Unlock()
 	s.poke()
+	s.notify()
 }
 
 // Set is a group of Supervisors by model name: what `infergate serve`

@@ -712,3 +712,23 @@ func TestChangedSignalsReadiness(t *testing.T) {
 	}
 	r.stop(t)
 }
+
+// TestChangedSignalsScaleDown: a reader that waits only on Changed sees a
+// ready replica that is scaled down stop counting as ready, and then stop
+// running. (A gateway that missed it would keep admitting requests for a
+// model at zero replicas.)
+func TestChangedSignalsScaleDown(t *testing.T) {
+	r := start(t, supervisor.Options{}, 1)
+	r.waitReady(t, 1)
+	if err := r.SetReplicas(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(30 * time.Second)
+	for st := r.Status(); st.Ready != 0 || st.Running != 0; st = r.Status() {
+		select {
+		case <-r.Changed():
+		case <-deadline:
+			t.Fatalf("no change signal brought the model to zero: %+v", r.Status())
+		}
+	}
+}

@@ -140,20 +140,43 @@ func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, r *route, req router.Reque
 	ctx.Request.Header.Del("Keep-Alive")
 	var decoded *oip.InferRequest
 	defer func() { putRequest(decoded) }()
-	release, err := r.activate(deadline)
-	if err != nil {
-		rest.WriteError(ctx, err)
-		setRetryAfter(ctx, err)
-		return
+	for attempt := 1; ; attempt++ {
+		release, err := r.activate(deadline)
+		if err != nil {
+			rest.WriteError(ctx, err)
+			setRetryAfter(ctx, err)
+			return
+		}
+		if r.Batcher != nil {
+			g.restBatched(ctx, r, deadline)
+			release()
+			return
+		}
+		err = g.restCall(ctx, r, req, deadline, &decoded)
+		release()
+		if !activatedTooEarly(r, err, attempt, deadline) {
+			break
+		}
 	}
-	defer release()
-	if r.Batcher != nil {
-		g.restBatched(ctx, r, deadline)
-		return
-	}
+	ctx.Response.Header.Del("Connection")
+}
+
+// activatedTooEarly reports whether a call found its pool without a ready
+// replica although the activator had admitted it: a replica left (scale
+// down, crash) before the activator heard of it. Such a request waits in
+// the activator again (which also asks for a replica), a few times,
+// within its deadline, rather than failing.
+func activatedTooEarly(r *route, err error, attempt int, deadline time.Time) bool {
+	return r.Activator != nil && attempt < 3 && errors.Is(err, runtimes.ErrNoReadyReplica) && time.Now().Before(deadline)
+}
+
+// restCall sends a REST infer request to a replica of r: as bytes to a
+// REST replica, translated (decoding into *decoded once) for any other.
+// It answers the client except when the pool had no ready replica.
+func (g *Gateway) restCall(ctx *fasthttp.RequestCtx, r *route, req router.Request, deadline time.Time, decoded **oip.InferRequest) error {
 	// The pass-through needs only the deadline; a context (two allocations
 	// and a timer) is made only when the request is translated.
-	err = r.do(context.Background(), req, func(cl runtimes.Client) error {
+	err := r.do(context.Background(), req, func(cl runtimes.Client) error {
 		t0 := time.Now()
 		var err error
 		if rc, ok := cl.(*runtimes.RESTClient); ok {
@@ -167,27 +190,26 @@ func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, r *route, req router.Reque
 			}
 			return err
 		}
-		if decoded == nil {
-			if decoded, err = decodeREST(ctx, r); err != nil {
+		if *decoded == nil {
+			if *decoded, err = decodeREST(ctx, r); err != nil {
 				return err
 			}
 		}
 		c, cancel := context.WithDeadline(context.Background(), deadline)
 		defer cancel()
-		resp, err := cl.Infer(c, decoded)
+		resp, err := cl.Infer(c, *decoded)
 		g.countUpstream(r, t0, err, 0)
 		if err != nil {
 			return err
 		}
-		rest.WriteInferResponse(ctx, resp, decoded.BinaryOutput)
+		rest.WriteInferResponse(ctx, resp, (*decoded).BinaryOutput)
 		return nil
 	})
 	if err != nil && !errors.Is(err, errRuntimeAnswered) {
 		ctx.Response.Reset()
 		rest.WriteError(ctx, err)
-		return
 	}
-	ctx.Response.Header.Del("Connection")
+	return err
 }
 
 // errRuntimeAnswered marks an error made from a runtime's own error answer,

@@ -34,11 +34,24 @@ const (
 // value is ready to use. Counters only grow: readers take a Snapshot and
 // subtract an earlier one to judge a window.
 type Stats struct {
+	inFlight     atomic.Int64
 	requests     atomic.Uint64
 	clientErrors atomic.Uint64
 	serverErrors atomic.Uint64
 	latency      [NumBuckets]atomic.Uint64
 }
+
+// Begin counts a request the revision took and has not answered yet;
+// End, once it is answered. InFlight tells an owner retiring a revision
+// when the requests that chose it are done, whichever routing table they
+// chose it from.
+func (s *Stats) Begin() { s.inFlight.Add(1) }
+
+// End undoes one Begin.
+func (s *Stats) End() { s.inFlight.Add(-1) }
+
+// InFlight returns the requests begun and not ended.
+func (s *Stats) InFlight() int64 { return s.inFlight.Load() }
 
 // Record counts one answered request that took d.
 func (s *Stats) Record(d time.Duration, o Outcome) {
@@ -55,15 +68,17 @@ func (s *Stats) Record(d time.Duration, o Outcome) {
 }
 
 // Snapshot reads the counters. Concurrent Records may land in some
-// counters and not yet in others; the skew is a few requests.
+// counters and not yet in others; the skew is a few requests, and never
+// makes ClientErrors or ServerErrors exceed Requests: they are read
+// before Requests, which Record counts first.
 func (s *Stats) Snapshot() Counts {
 	var c Counts
-	c.Requests = s.requests.Load()
-	c.ClientErrors = s.clientErrors.Load()
-	c.ServerErrors = s.serverErrors.Load()
 	for i := range s.latency {
 		c.Latency[i] = s.latency[i].Load()
 	}
+	c.ClientErrors = s.clientErrors.Load()
+	c.ServerErrors = s.serverErrors.Load()
+	c.Requests = s.requests.Load()
 	return c
 }
 
@@ -93,7 +108,12 @@ func (c Counts) Sub(prev Counts) Counts {
 
 // Judged is the number of requests that count for a revision's health:
 // all but client errors.
-func (c Counts) Judged() uint64 { return c.Requests - c.ClientErrors }
+func (c Counts) Judged() uint64 {
+	if c.ClientErrors > c.Requests {
+		return 0
+	}
+	return c.Requests - c.ClientErrors
+}
 
 // ErrorRate is server errors over judged requests, 0 when none.
 func (c Counts) ErrorRate() float64 {

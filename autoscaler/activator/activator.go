@@ -421,6 +421,27 @@ func (a *Activator) Fail(name string, reason error) {
 	m.mm.depth.Set(0)
 }
 
+// Forget fails the requests held for model with reason (see Fail), then
+// drops the model's state and metrics: for a model (a revision) that is
+// gone for good. A later request for the name starts afresh.
+func (a *Activator) Forget(name string, reason error) {
+	if _, ok := (*a.models.Load())[name]; !ok {
+		return
+	}
+	a.Fail(name, reason)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old := *a.models.Load()
+	next := make(map[string]*model, len(old))
+	for k, v := range old {
+		if k != name {
+			next[k] = v
+		}
+	}
+	a.models.Store(&next)
+	a.metrics.forget(name)
+}
+
 // Reset ends a failure of model reported by Fail, so that new requests are
 // held again (and poke the autoscaler), as when the owner retries a start.
 func (a *Activator) Reset(name string) {

@@ -3,6 +3,7 @@ package activator
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -610,4 +611,42 @@ func TestTryAcquire(t *testing.T) {
 	if _, ok := h.TryAcquire("m"); !ok {
 		t.Error("TryAcquire refused after the slot was released")
 	}
+}
+
+func TestForgetFailsHeldAndDropsState(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	a, err := New(Options{Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := errors.New("revision retired")
+	held := make(chan error, 1)
+	go func() {
+		_, err := a.Acquire(context.Background(), "m-00001")
+		held <- err
+	}()
+	for a.Concurrency("m-00001") == 0 {
+		runtime.Gosched()
+	}
+	a.Forget("m-00001", gone)
+	if err := <-held; !errors.Is(err, gone) || !errors.Is(err, ErrFailed) {
+		t.Fatalf("held request got %v, want the reason", err)
+	}
+	if _, ok := (*a.models.Load())["m-00001"]; ok {
+		t.Fatal("the model's state outlived Forget")
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetValue() == "m-00001" {
+					t.Errorf("%s still has a series for the forgotten model", mf.GetName())
+				}
+			}
+		}
+	}
+	a.Forget("never-seen", gone) // no-op
 }

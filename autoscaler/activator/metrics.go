@@ -58,3 +58,12 @@ func (m *metrics) forModel(name string) modelMetrics {
 		failed:    m.rejected.WithLabelValues(name, "failed"),
 	}
 }
+
+// forget deletes a model's series.
+func (m *metrics) forget(name string) {
+	labels := prometheus.Labels{"model": name}
+	m.depth.DeletePartialMatch(labels)
+	m.wait.DeletePartialMatch(labels)
+	m.coldStart.DeletePartialMatch(labels)
+	m.rejected.DeletePartialMatch(labels)
+}

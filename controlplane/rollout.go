@@ -67,6 +67,10 @@ type Gate struct {
 	StableRequests       uint64  `json:"stableRequests"`
 	StableErrorRate      float64 `json:"stableErrorRate"`
 	StableLatencySeconds float64 `json:"stableLatencySeconds"`
+	// CanaryClientErrorRate and StableClientErrorRate are client errors
+	// over all requests: a canary refusing what the stable serves fails.
+	CanaryClientErrorRate float64 `json:"canaryClientErrorRate"`
+	StableClientErrorRate float64 `json:"stableClientErrorRate"`
 
 	// Compared says the stable revision had the step's minRequests, so
 	// its figures were the baseline. Without it the canary's error rate
@@ -189,6 +193,18 @@ func window(cur, base router.Counts) router.Counts {
 	return cur.Sub(base)
 }
 
+// clientErrorMargin is the least a canary's share of client errors may
+// exceed the stable's by before it fails.
+const clientErrorMargin = 0.1
+
+// clientErrorRate is the share of all requests that were client errors.
+func clientErrorRate(c router.Counts) float64 {
+	if c.Requests == 0 {
+		return 0
+	}
+	return float64(c.ClientErrors) / float64(c.Requests)
+}
+
 func pct(rate float64) string { return fmt.Sprintf("%.2f%%", 100*rate) }
 
 // judge evaluates the progressing rollout's step on the counters canary
@@ -213,7 +229,10 @@ func (m *model) judge(now time.Time, canary, stable router.Counts) (Decision, bo
 		StableRequests:       sw.Judged(),
 		StableErrorRate:      sw.ErrorRate(),
 		StableLatencySeconds: sw.Quantile(p.Quantile).Seconds(),
-		Compared:             sw.Judged() >= uint64(max(step.MinRequests, 1)),
+
+		CanaryClientErrorRate: clientErrorRate(cw),
+		StableClientErrorRate: clientErrorRate(sw),
+		Compared:              sw.Judged() >= uint64(max(step.MinRequests, 1)),
 	}
 	g.ErrorRateLimit = p.MaxErrorRateIncrease
 	if g.Compared {
@@ -231,6 +250,21 @@ func (m *model) judge(now time.Time, canary, stable router.Counts) (Decision, bo
 		} else {
 			reason += fmt.Sprintf(" (stable had %d requests, too few to compare)", g.StableRequests)
 		}
+		return m.gateRollback(now, reason, g), true
+	}
+	// A canary that refuses what the stable takes (its runtime answers 4xx
+	// to requests the stable serves: a model that did not load under its
+	// name, a changed input contract) fails too, though client errors
+	// never count as its own: judged on its share of client errors
+	// against the stable's, over all its requests, so that it cannot
+	// escape judgement by refusing everything. The margin is at least
+	// clientErrorMargin: which clients send bad requests is not spread
+	// evenly over a few hundred requests.
+	margin := max(p.MaxErrorRateIncrease, clientErrorMargin)
+	if g.Compared && cw.Requests >= uint64(max(step.MinRequests, 1)) &&
+		g.CanaryClientErrorRate > g.StableClientErrorRate+margin {
+		reason := fmt.Sprintf("step %d: client error rate %s over %d requests is above the stable's %s + %s", g.Step,
+			pct(g.CanaryClientErrorRate), cw.Requests, pct(g.StableClientErrorRate), pct(margin))
 		return m.gateRollback(now, reason, g), true
 	}
 	if !enough || now.Sub(r.stepStarted) < step.MinDuration {

@@ -235,10 +235,20 @@ func TestRolloutEngine(t *testing.T) {
 			policy: testPolicy,
 			steps: []rstep{
 				open,
-				{after: time.Minute, canary: load{ok: 99, clientErrs: 1000, latency: fast}, stable: load{ok: 900, clientErrs: 5000, latency: fast},
+				{after: time.Minute, canary: load{ok: 99, clientErrs: 1000, latency: fast}, stable: load{ok: 900, clientErrs: 9000, latency: fast},
 					state: RolloutProgressing, step: 1, weight: 10},
 				{canary: load{ok: 1, latency: fast}, verdicts: tick(VerdictAdvance), state: RolloutProgressing, step: 2, weight: 50},
 			},
+		},
+		{
+			name:   "a canary refusing what the stable serves rolls back",
+			policy: testPolicy,
+			steps: []rstep{
+				open,
+				{after: time.Second, canary: load{ok: 10, clientErrs: 200, latency: fast}, stable: stable900,
+					verdicts: tick(VerdictRollback), state: RolloutRolledBack, step: 1, weight: 0},
+			},
+			reason: "step 1: client error rate 95.24% over 210 requests is above the stable's 0.00% + 10.00%",
 		},
 		{
 			name:   "pause and resume",
@@ -376,7 +386,8 @@ func TestRolloutDecisionFigures(t *testing.T) {
 		Time: clk.now, Step: 1, ElapsedSeconds: 45,
 		CanaryRequests: 200, CanaryErrorRate: 0.01, CanaryLatencySeconds: got.Gate.CanaryLatencySeconds,
 		StableRequests: 1800, StableErrorRate: 0.01, StableLatencySeconds: got.Gate.StableLatencySeconds,
-		Compared: true, ErrorRateLimit: 0.02,
+		CanaryClientErrorRate: 7.0 / 207,
+		Compared:              true, ErrorRateLimit: 0.02,
 	}
 	want := Decision{
 		Time: clk.now, Model: "iris", Canary: r2, Stable: r1, Step: 1, Verdict: VerdictAdvance,

@@ -140,9 +140,9 @@ func printRollout(w io.Writer, st controlplane.RolloutStatus) {
 	if g := st.Gate; g != nil {
 		fmt.Fprintf(w, "Last gate (step %d, %.0fs into it):\n", g.Step, g.ElapsedSeconds)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  \tREQUESTS\tERROR RATE\tLATENCY")
-		fmt.Fprintf(tw, "  canary\t%d\t%.2f%%\t%s\n", g.CanaryRequests, 100*g.CanaryErrorRate, seconds(g.CanaryLatencySeconds))
-		fmt.Fprintf(tw, "  stable\t%d\t%.2f%%\t%s\n", g.StableRequests, 100*g.StableErrorRate, seconds(g.StableLatencySeconds))
+		fmt.Fprintln(tw, "  \tREQUESTS\tERROR RATE\tLATENCY\tCLIENT ERRORS")
+		fmt.Fprintf(tw, "  canary\t%d\t%.2f%%\t%s\t%.2f%%\n", g.CanaryRequests, 100*g.CanaryErrorRate, seconds(g.CanaryLatencySeconds), 100*g.CanaryClientErrorRate)
+		fmt.Fprintf(tw, "  stable\t%d\t%.2f%%\t%s\t%.2f%%\n", g.StableRequests, 100*g.StableErrorRate, seconds(g.StableLatencySeconds), 100*g.StableClientErrorRate)
 		tw.Flush()
 		if !g.Compared {
 			fmt.Fprintln(w, "  (the stable revision had too few requests to compare; the canary is held to the error rate limit alone)")

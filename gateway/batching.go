@@ -6,7 +6,6 @@ import (
 
 	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/oip"
-	"github.com/infergate/infergate/router"
 	"github.com/infergate/infergate/runtimes"
 )
 
@@ -15,14 +14,13 @@ import (
 // back. Upstream calls are counted under the revision like unbatched ones
 // while it is routed.
 func (g *Gateway) Dispatcher(model, revision string, pool *runtimes.Pool) batcher.DispatchFunc {
-	name, pin := []byte(model), []byte(revision)
 	return func(ctx context.Context, req *oip.InferRequest) (*oip.InferResponse, error) {
 		var resp *oip.InferResponse
 		err := pool.Do(ctx, func(cl runtimes.Client) error {
 			t0 := time.Now()
 			var err error
 			resp, err = cl.Infer(ctx, req)
-			if rev, _, rerr := g.router.Table().Resolve(router.Request{Model: name, Pin: pin}); rerr == nil {
+			if rev := g.router.Table().Lookup(model, revision); rev != nil {
 				g.countUpstream(rev.Backend, t0, err, 0)
 			}
 			return err

@@ -205,8 +205,8 @@ func (g *Gateway) SetRoutes(routes []Route) error {
 // requests in flight finish on the table they started with. Each
 // revision's Backend is its Route (Model defaults to the model's name,
 // Revision is set to the revision's name). A revision that keeps its name
-// keeps its Stats when the caller passes none. Metrics of revisions no
-// longer routed are deleted.
+// keeps its Stats when the caller passes none. The metrics of revisions no
+// longer routed stay until Forget.
 func (g *Gateway) SetModels(models []router.Model[Route]) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -248,14 +248,14 @@ func (g *Gateway) SetModels(models []router.Model[Route]) error {
 		return fmt.Errorf("gateway: %w", err)
 	}
 	g.router.Store(t)
-	if old != nil {
-		old.Each(func(model string, r *router.Revision[*route]) {
-			if !hasRevision(t, model, r.Name) {
-				g.metrics.forget(model, r.Name)
-			}
-		})
-	}
 	return nil
+}
+
+// Forget deletes the metrics of a revision no longer routed. Call it once
+// the requests that chose the revision are done (its Stats.InFlight is 0):
+// one still running would bring its series back.
+func (g *Gateway) Forget(model, revision string) {
+	g.metrics.forget(model, revision)
 }
 
 // oldStats returns the Stats a revision had in t, a fresh one if none.
@@ -268,15 +268,6 @@ func oldStats(t *router.Table[*route], model, rev string) *router.Stats {
 		}
 	}
 	return new(router.Stats)
-}
-
-func hasRevision(t *router.Table[*route], model, rev string) bool {
-	for _, r := range t.Revisions(model) {
-		if r.Name == rev {
-			return true
-		}
-	}
-	return false
 }
 
 func (g *Gateway) newRoute(model string, r Route, stats *router.Stats) *route {
@@ -309,14 +300,15 @@ func (g *Gateway) resolve(req router.Request) (r, mirror *route, err error) {
 	return rev.Backend, mirror, nil
 }
 
-// Ready reports whether every routed revision is serving as meant (see
-// Route.Serving). A revision meant to have no replica (scaled to zero, or
+// Ready reports whether every revision with a share of traffic is serving
+// as meant (see Route.Serving); revisions kept for pinning or rollback do
+// not count. A revision meant to have no replica (scaled to zero, or
 // failed) does not hold the gateway back: its requests get their own
 // answer, and taking the whole gateway out of rotation for it would fail
 // every other model too.
 func (g *Gateway) Ready() bool {
 	ready := true
-	g.router.Table().Each(func(_ string, rev *router.Revision[*route]) {
+	g.router.Table().EachRouted(func(_ string, rev *router.Revision[*route]) {
 		r := rev.Backend
 		if r.Serving != nil {
 			ready = ready && r.Serving()
@@ -340,6 +332,11 @@ func (g *Gateway) RevisionCounts(rev string) router.Counts {
 	})
 	return c
 }
+
+// ErrRevisionRetired, given to the activator's Fail for a revision no
+// longer routed, sends the requests it held back to the router: they are
+// routed again on the current table rather than failed.
+var ErrRevisionRetired = errors.New("revision retired")
 
 // Stats returns the request counts of a model's revisions by revision
 // name, for rollout gates; nil for an unknown model.

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"google.golang.org/grpc"
@@ -114,10 +115,26 @@ func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame) (*oip.
 		s.g.metrics.requests.WithLabelValues("", "", "grpc", status.Code(oip.GRPCStatus(err)).String()).Inc()
 		return nil, oip.GRPCStatus(err)
 	}
-	r.inFlight.Inc()
+	_, clientDeadline := ctx.Deadline()
+	var resp *oip.RawFrame
+	for try := 1; ; try++ {
+		r.stats.Begin()
+		r.inFlight.Inc()
+		resp, err = s.infer(ctx, r, req, in)
+		r.inFlight.Dec()
+		r.stats.End()
+		if try > 1 || !errors.Is(err, ErrRevisionRetired) {
+			break
+		}
+		// The revision was retired while the request waited for it: the
+		// current table routes it again.
+		var rerr error
+		if r, mirror, rerr = s.g.resolve(req); rerr != nil {
+			s.g.metrics.requests.WithLabelValues("", "", "grpc", status.Code(oip.GRPCStatus(rerr)).String()).Inc()
+			return nil, oip.GRPCStatus(rerr)
+		}
+	}
 	_ = grpc.SetHeader(ctx, metadata.Pairs(metadataRevision, r.Revision))
-	resp, err := s.infer(ctx, r, req, in)
-	r.inFlight.Dec()
 	code := codes.OK
 	if err != nil {
 		err = oip.GRPCStatus(err)
@@ -126,7 +143,7 @@ func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame) (*oip.
 	r.grpcRequests.with(code.String()).Inc()
 	d := time.Since(start)
 	r.gatewayGRPC.Observe(d.Seconds())
-	r.stats.Record(d, grpcOutcome(code))
+	r.stats.Record(d, grpcOutcome(code, clientDeadline))
 	if mirror != nil && err == nil {
 		s.g.mirror.grpc(r.name, mirror, in, resp)
 	}
@@ -160,11 +177,17 @@ const (
 )
 
 // grpcOutcome judges an answer for the revision's health: codes that say
-// the caller erred are not the revision's fault.
-func grpcOutcome(c codes.Code) router.Outcome {
+// the caller erred are not the revision's fault, nor is a deadline the
+// client chose (clientDeadline).
+func grpcOutcome(c codes.Code, clientDeadline bool) router.Outcome {
 	switch c {
 	case codes.OK:
 		return router.OutcomeOK
+	case codes.DeadlineExceeded:
+		if clientDeadline {
+			return router.OutcomeClientError
+		}
+		return router.OutcomeServerError
 	case codes.InvalidArgument, codes.NotFound, codes.Canceled, codes.FailedPrecondition, codes.OutOfRange,
 		codes.AlreadyExists, codes.PermissionDenied, codes.Unauthenticated:
 		return router.OutcomeClientError

@@ -16,14 +16,19 @@ import (
 
 // mirrorer sends copies of answered requests to a model's mirror revision
 // and compares the mirror's outputs with the answer the client got. A copy
-// never delays or changes the client's answer: it starts after the answer
-// is written, runs on its own goroutine, and is dropped (and counted) when
-// the mirrorer already has its limit of copies in flight or the mirror
-// revision has no ready replica with room.
+// never changes the client's answer and costs it little: once the answer
+// is ready, the handler takes the request body (no copy), copies the
+// answer's body (at most maxMirrorBytes) and starts a goroutine; the copy
+// is dropped (and counted) when the mirrorer already has its limit of
+// copies in flight, the bodies are too large, or the mirror revision has
+// no ready replica with room.
 type mirrorer struct {
 	g     *Gateway
 	slots chan struct{}
 }
+
+// maxMirrorBytes bounds the answer a mirrored request copies.
+const maxMirrorBytes = 4 << 20
 
 func newMirrorer(g *Gateway, limit int) *mirrorer {
 	if limit <= 0 {
@@ -41,13 +46,17 @@ type copied struct {
 	decodeResponse func(*oip.InferResponse) error
 }
 
-// rest mirrors a REST request the primary answered with 200. It copies the
-// bodies it needs before the handler returns them to fasthttp.
+// rest mirrors a REST request the primary answered with 200. It takes the
+// request's body and copies the answer's before the handler returns them
+// to fasthttp.
 func (m *mirrorer) rest(ctx *fasthttp.RequestCtx, model string, target *route) {
 	if ctx.Response.StatusCode() != fasthttp.StatusOK {
 		return
 	}
-	if !m.take(model, target) {
+	if len(ctx.Response.Body()) > maxMirrorBytes || !m.take(model, target) {
+		if len(ctx.Response.Body()) > maxMirrorBytes {
+			m.g.metrics.mirror.outcome(model, target.Revision, "dropped").Inc()
+		}
 		return
 	}
 	reqLen, err := rest.HeaderLength(&ctx.Request.Header, len(ctx.Request.Body()))
@@ -59,7 +68,8 @@ func (m *mirrorer) rest(ctx *fasthttp.RequestCtx, model string, target *route) {
 	if v := ctx.Response.Header.Peek(rest.HeaderInferenceHeaderContentLength); len(v) > 0 {
 		respLen = parseLen(v)
 	}
-	reqBody := append([]byte(nil), ctx.Request.Body()...)
+	// The request was answered: its body is ours to keep.
+	reqBody := ctx.Request.SwapBody(nil)
 	respBody := append([]byte(nil), ctx.Response.Body()...)
 	go m.run(copied{
 		model:  model,
@@ -88,7 +98,10 @@ func parseLen(v []byte) int {
 // grpc mirrors a gRPC request the primary answered. The frames are copied:
 // grpc-go may reuse their buffers once the handler returns.
 func (m *mirrorer) grpc(model string, target *route, in, out *oip.RawFrame) {
-	if !m.take(model, target) {
+	if len(in.Bytes)+len(out.Bytes) > 2*maxMirrorBytes || !m.take(model, target) {
+		if len(in.Bytes)+len(out.Bytes) > 2*maxMirrorBytes {
+			m.g.metrics.mirror.outcome(model, target.Revision, "dropped").Inc()
+		}
 		return
 	}
 	reqBytes := append([]byte(nil), in.Bytes...)
@@ -140,6 +153,9 @@ func (m *mirrorer) run(c copied) {
 			mm.outcome(c.model, rev, "dropped").Inc()
 			return
 		}
+	} else if !c.target.Pool.Ready() {
+		mm.outcome(c.model, rev, "dropped").Inc()
+		return
 	}
 	defer release()
 	var req oip.InferRequest

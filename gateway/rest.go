@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sync"
@@ -76,15 +77,29 @@ func (g *Gateway) HandleREST(ctx *fasthttp.RequestCtx) {
 			// model under its own versions.
 			ctx.Request.URI().SetPath("/v2/models/" + r.Model + "/infer")
 		}
-		r.inFlight.Inc()
-		g.restInfer(ctx, r, req, start)
-		r.inFlight.Dec()
+		for try := 1; ; try++ {
+			r.stats.Begin()
+			r.inFlight.Inc()
+			rerouted := g.restInfer(ctx, r, req, start) && try == 1
+			r.inFlight.Dec()
+			r.stats.End()
+			if !rerouted {
+				break
+			}
+			// The revision was retired while the request waited for it:
+			// the current table routes it again.
+			if r, mirror, err = g.resolve(req); err != nil {
+				g.restError(ctx, nil, err)
+				return
+			}
+		}
 		ctx.Response.Header.Set(HeaderRevision, r.Revision)
 		code := ctx.Response.StatusCode()
 		r.restRequests.inc(code)
 		d := time.Since(start)
 		r.gatewayREST.Observe(d.Seconds())
-		r.stats.Record(d, httpOutcome(code))
+		clientDeadline := len(ctx.Request.Header.Peek(HeaderRequestTimeout)) > 0
+		r.stats.Record(d, httpOutcome(code, clientDeadline))
 		if mirror != nil {
 			g.mirror.rest(ctx, r.name, mirror)
 		}
@@ -92,21 +107,63 @@ func (g *Gateway) HandleREST(ctx *fasthttp.RequestCtx) {
 }
 
 // sessionKey returns the request's sticky key: HeaderSessionKey, else the
-// CookieSession cookie; nil when it has neither.
+// CookieSession cookie; nil when it has neither. The cookie is read from
+// the raw header bytes: asking fasthttp for the Cookie header parses it,
+// and fasthttp then writes the cookies out anew, changed, when the request
+// is forwarded.
 func sessionKey(ctx *fasthttp.RequestCtx) []byte {
 	if k := ctx.Request.Header.Peek(HeaderSessionKey); len(k) > 0 {
 		return k
 	}
-	return ctx.Request.Header.Cookie(CookieSession)
+	return cookieValue(rawHeader(ctx.Request.Header.RawHeaders(), "Cookie"), CookieSession)
+}
+
+// rawHeader returns the value of the first header called name in raw
+// request header lines, nil when absent. It does not allocate.
+func rawHeader(raw []byte, name string) []byte {
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		line = bytes.TrimRight(line, "\r")
+		if len(line) > len(name) && line[len(name)] == ':' && bytes.EqualFold(line[:len(name)], []byte(name)) {
+			return bytes.TrimSpace(line[len(name)+1:])
+		}
+	}
+	return nil
+}
+
+// cookieValue returns the value of the cookie name in a Cookie header
+// ("a=1; name=v"), nil when absent. It does not allocate.
+func cookieValue(h []byte, name string) []byte {
+	for len(h) > 0 {
+		var pair []byte
+		if i := bytes.IndexByte(h, ';'); i >= 0 {
+			pair, h = h[:i], h[i+1:]
+		} else {
+			pair, h = h, nil
+		}
+		pair = bytes.TrimLeft(pair, " ")
+		if len(pair) > len(name) && pair[len(name)] == '=' && string(pair[:len(name)]) == name {
+			return bytes.TrimRight(pair[len(name)+1:], " ")
+		}
+	}
+	return nil
 }
 
 // httpOutcome judges an answer for the revision's health: the client's
 // mistakes (4xx) are not the revision's, except overload (429) and a
-// timeout (408); 5xx are.
-func httpOutcome(code int) router.Outcome {
+// timeout (408); 5xx are, but a 504 for a deadline the client chose
+// (clientDeadline) is the client's.
+func httpOutcome(code int, clientDeadline bool) router.Outcome {
 	switch {
 	case code < 400:
 		return router.OutcomeOK
+	case code == fasthttp.StatusGatewayTimeout && clientDeadline:
+		return router.OutcomeClientError
 	case code < 500 && code != fasthttp.StatusRequestTimeout && code != fasthttp.StatusTooManyRequests:
 		return router.OutcomeClientError
 	}
@@ -123,13 +180,15 @@ func (g *Gateway) restError(ctx *fasthttp.RequestCtx, r *route, err error) {
 
 // restInfer sends a REST infer request to a replica: as bytes to a REST
 // replica, translated for any other.
-func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, r *route, req router.Request, start time.Time) {
+// It reports whether the revision was retired while the request waited
+// in its activator, so that the caller routes it again.
+func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, r *route, req router.Request, start time.Time) (retired bool) {
 	timeout := r.Timeout
 	if v := ctx.Request.Header.Peek(HeaderRequestTimeout); len(v) > 0 {
 		d, err := parseTimeout(v)
 		if err != nil {
 			rest.WriteError(ctx, err)
-			return
+			return false
 		}
 		timeout = d
 	}
@@ -145,12 +204,12 @@ func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, r *route, req router.Reque
 		if err != nil {
 			rest.WriteError(ctx, err)
 			setRetryAfter(ctx, err)
-			return
+			return errors.Is(err, ErrRevisionRetired)
 		}
 		if r.Batcher != nil {
 			g.restBatched(ctx, r, deadline)
 			release()
-			return
+			return false
 		}
 		err = g.restCall(ctx, r, req, deadline, &decoded)
 		release()
@@ -159,6 +218,7 @@ func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, r *route, req router.Reque
 		}
 	}
 	ctx.Response.Header.Del("Connection")
+	return false
 }
 
 // activatedTooEarly reports whether a call found its pool without a ready

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -188,17 +189,31 @@ func TestStickySessions(t *testing.T) {
 	if err := g.SetModels(twoRevisions(t, a, b, 50, 50, nil)); err != nil {
 		t.Fatal(err)
 	}
+	// Through a server connection: the cookie is read from the raw header.
+	gwLn := fasthttputil.NewInmemoryListener()
+	go g.restServer().Serve(gwLn) //nolint:errcheck // ends when the listener closes
+	defer gwLn.Close()
+	client := &fasthttp.HostClient{Addr: "gw", Dial: func(string) (net.Conn, error) { return gwLn.Dial() }}
 	onB := 0
 	for user := range 200 {
 		key := fmt.Sprintf("user-%d", user)
 		var first *scriptedRuntime
 		for i := range 10 {
 			a0 := a.calls.Load()
-			hdr := map[string]string{HeaderSessionKey: key}
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			req.SetRequestURI("http://gw/v2/models/m/infer")
+			req.Header.SetMethod("POST")
+			req.SetBodyString(inferBody)
 			if i%2 == 1 {
-				hdr = map[string]string{"Cookie": CookieSession + "=" + key}
+				req.Header.Set("Cookie", "theme=dark; "+CookieSession+"="+key)
+			} else {
+				req.Header.Set(HeaderSessionKey, key)
 			}
-			serveWith(g, "/v2/models/m/infer", hdr)
+			if err := client.Do(req, resp); err != nil || resp.StatusCode() != 200 {
+				t.Fatalf("request: %v %d", err, resp.StatusCode())
+			}
+			fasthttp.ReleaseRequest(req)
+			fasthttp.ReleaseResponse(resp)
 			got := b
 			if a.calls.Load() > a0 {
 				got = a
@@ -379,4 +394,64 @@ func counterValue(t testing.TB, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+func TestCookieValue(t *testing.T) {
+	for _, tc := range []struct{ header, want string }{
+		{"infergate-session=abc", "abc"},
+		{"a=1; infergate-session=u-42; b=2", "u-42"},
+		{"a=1;infergate-session=x", "x"},
+		{"xinfergate-session=no; infergate-session=yes", "yes"},
+		{"infergate-session-2=no", ""},
+		{"a=1", ""},
+		{"", ""},
+	} {
+		if got := string(cookieValue([]byte(tc.header), CookieSession)); got != tc.want {
+			t.Errorf("%q: got %q, want %q", tc.header, got, tc.want)
+		}
+	}
+}
+
+// TestCookiesPassUnchanged: over a real connection, the session cookie
+// pins a revision and the Cookie header reaches the runtime as the client
+// wrote it.
+func TestCookiesPassUnchanged(t *testing.T) {
+	var got atomic.Value
+	rt := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		got.Store(string(ctx.Request.Header.Peek("Cookie")))
+		ctx.SetBodyString(scoresA)
+	}}
+	rtLn := fasthttputil.NewInmemoryListener()
+	go rt.Serve(rtLn) //nolint:errcheck // ends when the listener closes
+	defer rtLn.Close()
+	c, err := runtimes.NewRESTClient(runtimes.RESTOptions{Addr: "127.0.0.1:1", Dial: func(string) (net.Conn, error) { return rtLn.Dial() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := runtimes.NewPool(runtimes.PoolOptions{Model: "m", Logger: slog.New(slog.DiscardHandler)}, []runtimes.Client{c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.Replicas()[0].SetReady(true)
+	g := newTestGateway(t, Route{Model: "m", Pool: pool})
+	gwLn := fasthttputil.NewInmemoryListener()
+	go g.restServer().Serve(gwLn) //nolint:errcheck // ends when the listener closes
+	defer gwLn.Close()
+	conn, err := gwLn.Dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	const cookie = `c="q v"; =x; infergate-session=u1`
+	fmt.Fprintf(conn, "POST /v2/models/m/infer HTTP/1.1\r\nHost: gw\r\nCookie: %s\r\nContent-Length: %d\r\n\r\n%s", cookie, len(inferBody), inferBody)
+	var resp fasthttp.Response
+	if err := resp.Read(bufio.NewReader(conn)); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode() != 200 || got.Load() != cookie {
+		t.Fatalf("status %d; the runtime got Cookie %q, want %q", resp.StatusCode(), got.Load(), cookie)
+	}
+	if k := rawHeader([]byte("Host: gw\r\ncookie: a=1; infergate-session=u1\r\n"), "Cookie"); string(cookieValue(k, CookieSession)) != "u1" {
+		t.Fatalf("session from raw headers: %q", k)
+	}
 }

@@ -53,16 +53,22 @@ func (r *reconciler) apply(models []config.Model, prune bool) (controlplane.Chan
 	return ch, r.sync()
 }
 
-// run keeps routes in step with the deployed state until ctx ends.
+// run keeps routes in step with the deployed state until ctx ends. A
+// state whose routes could not be made is tried again every few seconds.
 func (r *reconciler) run(ctx context.Context) {
 	gen := uint64(0)
 	for {
-		var err error
-		if gen, err = r.dep.Wait(ctx, gen); err != nil {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		next, err := r.dep.Wait(wctx, gen)
+		cancel()
+		if ctx.Err() != nil {
 			return
 		}
+		if err == nil {
+			gen = next
+		}
 		if err := r.sync(); err != nil {
-			r.log.Error("routes not changed", "err", err)
+			r.log.Error("routes not changed; trying again in 5s", "err", err)
 		}
 	}
 }
@@ -112,7 +118,7 @@ func (r *reconciler) sync() error {
 				}
 				settings[rev.Name] = s
 			}
-			rm.Revisions = append(rm.Revisions, &router.Revision[gateway.Route]{Name: rev.Name, Number: rev.Number, Backend: rr.route})
+			rm.Revisions = append(rm.Revisions, &router.Revision[gateway.Route]{Name: rev.Name, Number: rev.Number, Backend: rr.route, Stats: rr.stats})
 		}
 		for _, name := range slices.Sorted(maps.Keys(ms.Traffic)) {
 			rm.Traffic = append(rm.Traffic, router.Weight{Revision: name, Percent: float64(ms.Traffic[name])})
@@ -130,7 +136,7 @@ func (r *reconciler) sync() error {
 	}
 	if err := r.gw.SetModels(models); err != nil {
 		for _, rr := range fresh {
-			r.rt.retire(rr.name, 0)
+			r.rt.stop(rr)
 		}
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/infergate/infergate/config"
 	"github.com/infergate/infergate/gateway"
 	"github.com/infergate/infergate/oip"
+	"github.com/infergate/infergate/router"
 	"github.com/infergate/infergate/runtimes"
 	"github.com/infergate/infergate/runtimes/supervisor"
 )
@@ -33,6 +34,9 @@ type revisionRuntime struct {
 	sup         *supervisor.Supervisor // nil for runtimes at endpoints
 	batch       *batcher.Batcher       // nil without batching
 	route       gateway.Route
+	// stats is the revision's in every routing table, so that retiring
+	// it can wait for the requests that chose it from any of them.
+	stats *router.Stats
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -112,7 +116,7 @@ func (m *runtimeManager) build(model, name string, spec config.Model, replicas i
 	if err != nil {
 		return nil, err
 	}
-	rr := &revisionRuntime{model: model, name: name, spec: spec, pool: pool, done: make(chan struct{})}
+	rr := &revisionRuntime{model: model, name: name, spec: spec, pool: pool, stats: new(router.Stats), done: make(chan struct{})}
 	rr.route = gateway.Route{Model: model, Pool: pool, Timeout: spec.Timeout, StickyReplicas: stickyReplicas(spec)}
 	if len(clients) == 0 {
 		sup, err := m.supervisor(name, spec, pool, replicas)
@@ -171,9 +175,11 @@ func (m *runtimeManager) start(rr *revisionRuntime) {
 	m.mu.Unlock()
 }
 
-// retire stops a revision that no route reaches any more: it lets the
-// requests that still hold its replicas finish (up to drain), then stops
-// its goroutines and replicas. It returns at once.
+// retire stops a revision that no route reaches any more. Requests the
+// activator holds for it are routed again at once (gateway.
+// ErrRevisionRetired); those that chose it and still run finish, up to
+// drain; then its goroutines and replicas stop and its metrics go. It
+// returns at once.
 func (m *runtimeManager) retire(name string, drain time.Duration) {
 	m.mu.Lock()
 	rr := m.revs[name]
@@ -183,28 +189,42 @@ func (m *runtimeManager) retire(name string, drain time.Duration) {
 		return
 	}
 	m.log.Info("retiring revision", "model", rr.model, "revision", name)
+	if rr.sup != nil {
+		m.act.Fail(name, gateway.ErrRevisionRetired)
+	}
 	m.wg.Go(func() {
-		waitIdle(m.ctx, rr.pool, drain)
+		waitIdle(m.ctx, rr.stats, drain)
 		rr.cancel()
 		<-rr.done
+		if rr.sup != nil {
+			m.act.Forget(name, gateway.ErrRevisionRetired)
+		}
+		if m.gw != nil {
+			m.gw.Forget(rr.model, name)
+		}
 	})
 }
 
-// waitIdle waits until none of pool's replicas has a call in flight, at
-// most d or until ctx ends. The pool has no signal for it, so it looks
-// every 20ms.
-func waitIdle(ctx context.Context, pool *runtimes.Pool, d time.Duration) {
+// stop stops a revision at once and waits for it: for one that was never
+// routed.
+func (m *runtimeManager) stop(rr *revisionRuntime) {
+	m.mu.Lock()
+	if m.revs[rr.name] == rr {
+		delete(m.revs, rr.name)
+	}
+	m.mu.Unlock()
+	rr.cancel()
+	<-rr.done
+}
+
+// waitIdle waits until no request that chose the revision is running, at
+// most d or until ctx ends; at least a moment, for requests that chose it
+// and have not begun yet. Nothing signals it, so it looks every 20ms.
+func waitIdle(ctx context.Context, stats *router.Stats, d time.Duration) {
 	deadline := time.Now().Add(d)
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
-	for time.Now().Before(deadline) {
-		busy := false
-		for _, r := range pool.Replicas() {
-			busy = busy || r.InFlight() > 0
-		}
-		if !busy {
-			return
-		}
+	for first := true; first || (stats.InFlight() > 0 && time.Now().Before(deadline)); first = false {
 		select {
 		case <-ctx.Done():
 			return

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
 
+	"github.com/infergate/infergate/autoscaler/activator"
 	"github.com/infergate/infergate/router"
 	"github.com/infergate/infergate/runtimes"
 )
@@ -453,5 +455,47 @@ func TestCookiesPassUnchanged(t *testing.T) {
 	}
 	if k := rawHeader([]byte("Host: gw\r\ncookie: a=1; infergate-session=u1\r\n"), "Cookie"); string(cookieValue(k, CookieSession)) != "u1" {
 		t.Fatalf("session from raw headers: %q", k)
+	}
+}
+
+// TestRetiredRevisionReroutesHeldRequests: a request held in the activator
+// for a revision that is then retired is routed again on the new table
+// and answered there, not failed.
+func TestRetiredRevisionReroutesHeldRequests(t *testing.T) {
+	a, b := newScriptedRuntime(t, scoresA), newScriptedRuntime(t, scoresB)
+	act, err := activator.New(activator.Options{Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newTestGateway(t)
+	old := []router.Model[Route]{{
+		Name:      "m",
+		Revisions: []*router.Revision[Route]{{Name: "m-00001", Number: 1, Backend: Route{Pool: readyPool(t, "m", a.client(t)), Activator: act}}},
+		Traffic:   []router.Weight{{Revision: "m-00001", Percent: 100}},
+	}}
+	if err := g.SetModels(old); err != nil {
+		t.Fatal(err)
+	}
+	// m-00001 has no ready replica in the activator's eyes: requests wait.
+	done := make(chan *fasthttp.RequestCtx, 1)
+	go func() { done <- serveWith(g, "/v2/models/m/infer", nil) }()
+	for act.Concurrency("m-00001") == 0 {
+		runtime.Gosched()
+	}
+	next := []router.Model[Route]{{
+		Name:      "m",
+		Revisions: []*router.Revision[Route]{{Name: "m-00002", Number: 2, Backend: Route{Pool: readyPool(t, "m", b.client(t))}}},
+		Traffic:   []router.Weight{{Revision: "m-00002", Percent: 100}},
+	}}
+	if err := g.SetModels(next); err != nil {
+		t.Fatal(err)
+	}
+	act.Fail("m-00001", ErrRevisionRetired)
+	ctx := <-done
+	if ctx.Response.StatusCode() != 200 || string(ctx.Response.Header.Peek(HeaderRevision)) != "m-00002" || b.calls.Load() != 1 {
+		t.Fatalf("held request: %d from %q (%s); the new revision served %d", ctx.Response.StatusCode(), ctx.Response.Header.Peek(HeaderRevision), ctx.Response.Body(), b.calls.Load())
+	}
+	if a.calls.Load() != 0 {
+		t.Fatal("the retired revision served the request")
 	}
 }

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
+	"net"
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/infergate/infergate/autoscaler"
 	"github.com/infergate/infergate/config"
@@ -49,16 +52,40 @@ func (a *controlAPI) handler(base http.Handler) http.Handler {
 	return mux
 }
 
-// guard lets only loopback clients make changes, unless
-// changesFromAnywhere.
+// guard admits a change only as a JSON request that no web page can
+// send: Content-Type application/json (which a cross-site form or no-cors
+// fetch cannot set) and no Origin header (which browsers add). Unless
+// changesFromAnywhere, the client must also be on loopback and name a
+// loopback host (so that a DNS name rebound to 127.0.0.1 does not pass).
 func (a *controlAPI) guard(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !a.changesFromAnywhere && !gateway.IsLoopback(r.RemoteAddr) {
-			writeAPIError(w, http.StatusForbidden, errors.New("changes are accepted from loopback clients only; start infergate with -api-changes-anywhere on a trusted network"))
+		if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+			writeAPIError(w, http.StatusUnsupportedMediaType, errors.New("changes must be sent as Content-Type: application/json"))
+			return
+		}
+		if r.Header.Get("Origin") != "" {
+			writeAPIError(w, http.StatusForbidden, errors.New("changes are not accepted from web pages (the request has an Origin header)"))
+			return
+		}
+		if !a.changesFromAnywhere && (!gateway.IsLoopback(r.RemoteAddr) || !loopbackHost(r.Host)) {
+			writeAPIError(w, http.StatusForbidden, errors.New("changes are accepted from loopback clients only, addressed to a loopback host; start infergate with -api-changes-anywhere on a trusted network"))
 			return
 		}
 		h(w, r)
 	}
+}
+
+// loopbackHost reports whether a Host header names this machine by a
+// loopback address or as localhost.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
 }
 
 // applyRequest is the body of POST /api/v1/apply: the documents of one or

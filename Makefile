@@ -5,7 +5,7 @@ TOOLS     := $(CURDIR)/bin/tools
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all build run test test-long fuzz bench bench-generator bench-batching bench-coldstart proto models vet fmt clean
+.PHONY: all build run test test-race test-long fuzz bench bench-generator bench-batching bench-coldstart proto models vet fmt clean
 
 all: build
 
@@ -20,6 +20,11 @@ run: build
 test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 12m ./...
+
+# The tests under the race detector, the binaries they start included
+# (slower than make test; not part of it).
+test-race:
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 # Longer fuzzing of every decoder; not part of make test (which runs the
 # seed corpora). FUZZTIME per target.

@@ -1,20 +1,29 @@
 // Package gateway owns infergate's front doors: OIP over REST on fasthttp
 // and OIP over gRPC (with grpc.health.v1 and server reflection), and the
 // admin handler (/metrics, /debug/pprof). Both front doors share one path to
-// the runtimes: look the model up in an immutable route table, give the
-// request a deadline, and hand it to the model's runtime pool.
+// the runtimes: ask the router (an immutable table swapped atomically by
+// SetModels) which revision takes the request, give the request a
+// deadline, wait in the revision's activator if it has no ready replica,
+// and hand the request to its batcher or its replica pool; mirror a copy
+// when the router draws one.
 //
 // The fast path is pass-through: a REST request bound for a REST runtime is
 // forwarded as bytes, never decoded, and a gRPC request for a gRPC runtime
 // is forwarded as the message it arrived as. The gateway decodes only to
-// translate between protocols.
+// translate between protocols, to batch, and to mirror.
 //
 // gateway never loads models, reads config files or starts processes: cmd
-// wires those and hands it routes.
+// wires those and hands it revisions with their routes.
 //
-// Metrics, on the injected registerer:
-//   - infergate_gateway_requests_total{model,protocol,code}
-//   - infergate_gateway_request_duration_seconds{model,protocol}
-//   - infergate_runtime_upstream_requests_total{model,code}
-//   - infergate_runtime_upstream_duration_seconds{model}
+// Metrics, on the injected registerer, per model and revision:
+//   - infergate_gateway_requests_total{model,revision,protocol,code}
+//   - infergate_gateway_request_duration_seconds{model,revision,protocol}
+//   - infergate_gateway_in_flight_requests{model,revision}
+//   - infergate_runtime_upstream_requests_total{model,revision,code}
+//   - infergate_runtime_upstream_duration_seconds{model,revision}
+//   - infergate_runtime_{retries,retry_budget_exhausted,ejections,breaker_opens}_total,
+//     infergate_runtime_{ejected_replicas,breakers_open,replicas,ready_replicas}
+//     read from the replica pools at scrape time
+//   - infergate_mirror_{requests_total{outcome},duration_seconds,max_abs_diff,
+//     argmax_rows_total{agree},mismatched_outputs_total}
 package gateway

@@ -41,7 +41,9 @@ type reconciler struct {
 
 // apply checks models whole (declarations, runtimes' settings) and makes
 // them the desired state; see controlplane.Deployments.Apply for prune.
-// Nothing changes when anything is wrong.
+// Nothing changes when anything is wrong. Once the state is accepted the
+// routes follow: if making them fails (rare: what could fail was checked
+// first), it is logged and run tries again.
 func (r *reconciler) apply(models []config.Model, prune bool) (controlplane.Changes, error) {
 	if err := checkRuntimes(models, r.rt.withRuntimes); err != nil {
 		return controlplane.Changes{}, err
@@ -50,7 +52,10 @@ func (r *reconciler) apply(models []config.Model, prune bool) (controlplane.Chan
 	if err != nil {
 		return ch, err
 	}
-	return ch, r.sync()
+	if err := r.sync(); err != nil {
+		r.log.Error("state applied, routes not changed yet; trying again in 5s", "err", err)
+	}
+	return ch, nil
 }
 
 // run keeps routes in step with the deployed state until ctx ends. A

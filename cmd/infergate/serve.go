@@ -74,9 +74,15 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	}
 	slog.SetDefault(log)
 
-	var models []config.Model
+	var (
+		models []config.Model
+		// The config's fingerprint before it is read: a change made while
+		// infergate starts is applied by the watcher.
+		configFP string
+	)
 	switch {
 	case f.config != "":
+		configFP = fingerprint(f.config)
 		models, err = config.LoadPath(f.config)
 	case !withRuntimes:
 		err = errors.New("gateway: -config is required (models with infergate.io/endpoints)")
@@ -185,7 +191,7 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	// into routes.
 	eg.Go(func() error { return runRollouts(gctx, dep, 250*time.Millisecond, gw.RevisionCounts, log) })
 	if f.config != "" {
-		eg.Go(func() error { watchConfig(gctx, f.config, rec, log); return nil })
+		eg.Go(func() error { watchConfig(gctx, f.config, configFP, rec, log); return nil })
 	}
 	eg.Go(func() error { return gw.Serve(gctx, restLn, grpcLn) })
 	eg.Go(func() error {
@@ -207,17 +213,17 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	return err
 }
 
-// watchConfig re-reads the config file or directory when it changes
-// (looked at every second) and on SIGHUP, until ctx ends. A new state is
+// watchConfig re-reads the config file or directory when its fingerprint
+// differs from last (looked at every second) and on SIGHUP, until ctx
+// ends. A new state is
 // applied whole or not at all: a bad document is logged with its file,
 // field and reason, and the running routes stay.
-func watchConfig(ctx context.Context, path string, rec *reconciler, log *slog.Logger) {
+func watchConfig(ctx context.Context, path, last string, rec *reconciler, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	last := fingerprint(path)
 	for {
 		forced := false
 		select {

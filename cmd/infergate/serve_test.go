@@ -209,6 +209,9 @@ func startServe(t *testing.T, readyPath string, args ...string) (*exec.Cmd, stri
 			_ = cmd.Process.Kill()
 			<-exited
 		}
+		if strings.Contains(logs.String(), "WARNING: DATA RACE") {
+			t.Error("the race detector found a race in infergate serve")
+		}
 		if t.Failed() {
 			t.Logf("infergate serve log:\n%s", logs.String())
 		}

@@ -20,7 +20,11 @@ func Main(path *string, run func() int) {
 		os.Exit(1)
 	}
 	*path = filepath.Join(dir, "infergate")
-	build := exec.Command("go", "build", "-o", *path, "github.com/infergate/infergate/cmd/infergate")
+	args := []string{"build", "-o", *path}
+	if race {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "github.com/infergate/infergate/cmd/infergate")...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building infergate:", err)

@@ -292,6 +292,25 @@ func (t *Table[B]) Revisions(model string) []*Revision[B] {
 	return slices.Clone(m.revs)
 }
 
+// Lookup returns a model's revision by name, number or tag without
+// drawing anything; nil when there is none.
+func (t *Table[B]) Lookup(model, rev string) *Revision[B] {
+	if m, ok := t.models[model]; ok {
+		return m.byKey[rev]
+	}
+	return nil
+}
+
+// EachRouted calls fn for every revision that has a share of its model's
+// traffic, models in no order.
+func (t *Table[B]) EachRouted(fn func(model string, r *Revision[B])) {
+	for _, m := range t.models {
+		for _, r := range m.split {
+			fn(m.name, r)
+		}
+	}
+}
+
 // Each calls fn for every revision of every model, models in no order.
 func (t *Table[B]) Each(fn func(model string, r *Revision[B])) {
 	for _, m := range t.models {

@@ -116,8 +116,8 @@ func (b *bencher) waitZero(ctx context.Context, model string) (time.Time, error)
 		select {
 		case <-ctx.Done():
 			return time.Time{}, ctx.Err()
-		case <-b.gw.done:
-			return time.Time{}, fmt.Errorf("infergate serve exited (%v)%s", b.gw.err, logTail(b.gw.logPath))
+		case <-b.gw.proc.Done():
+			return time.Time{}, fmt.Errorf("infergate serve exited (%v)%s", b.gw.proc.Err(), b.gw.logTail())
 		case <-time.After(50 * time.Millisecond): // polling the admin API's state
 		}
 	}

@@ -8,15 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/infergate/infergate/bench/internal/procs"
 )
 
 // modelKind is what the bench knows of one of its models.
@@ -106,11 +105,8 @@ func absPath(p string) (string, error) {
 
 // gateway is the `infergate serve` process the bench runs.
 type gateway struct {
-	cmd         *exec.Cmd
+	proc        *procs.Process
 	rest, admin string
-	logPath     string
-	done        chan struct{}
-	err         error
 	http        *http.Client
 	mu          sync.Mutex
 	ready       []readyEvent // the supervisor's "replica ready" lines, in order
@@ -125,56 +121,38 @@ type readyEvent struct {
 
 // startGateway runs `infergate serve` on free loopback ports with JSON
 // logs, copies its log to dir/gateway.log while reading the supervisor's
-// readiness lines from it, and waits until it answers ready.
+// readiness lines from it, and waits until it answers ready. The gateway
+// runs in a process group of its own and, on Linux, dies with this
+// program.
 func startGateway(ctx context.Context, f flags, dir, config string) (*gateway, error) {
-	ports, err := freePorts(3)
+	addrs, err := procs.FreeAddrs(3)
 	if err != nil {
 		return nil, err
 	}
 	g := &gateway{
-		rest:    "127.0.0.1:" + strconv.Itoa(ports[0]),
-		admin:   "127.0.0.1:" + strconv.Itoa(ports[2]),
-		logPath: dir + "/gateway.log",
-		done:    make(chan struct{}),
-		http:    &http.Client{Timeout: 10 * time.Second},
+		rest:  addrs[0],
+		admin: addrs[2],
+		http:  &http.Client{Timeout: 10 * time.Second},
 	}
-	logF, err := os.Create(g.logPath)
+	g.proc, err = procs.Start(procs.Options{
+		Path: f.infergate,
+		Args: []string{"serve", "-config", config, "-data-dir", dir + "/data",
+			"-rest-addr", g.rest, "-grpc-addr", addrs[1], "-admin-addr", g.admin,
+			"-log-format", "json"},
+		LogPath: dir + "/gateway.log",
+		Stderr:  g.scanLog,
+	})
 	if err != nil {
 		return nil, err
 	}
-	g.cmd = exec.Command(f.infergate, "serve", "-config", config, "-data-dir", dir+"/data",
-		"-rest-addr", g.rest, "-grpc-addr", "127.0.0.1:"+strconv.Itoa(ports[1]), "-admin-addr", g.admin,
-		"-log-format", "json")
-	g.cmd.Stdout = logF
-	g.cmd.SysProcAttr = sysProcAttr()
-	stderr, err := g.cmd.StderrPipe()
-	if err != nil {
-		logF.Close()
-		return nil, err
-	}
-	if err := g.cmd.Start(); err != nil {
-		logF.Close()
-		return nil, fmt.Errorf("start %s: %w", f.infergate, err)
-	}
-	copied := make(chan struct{})
-	go func() {
-		defer close(copied)
-		g.scanLog(stderr, logF)
-	}()
-	go func() {
-		<-copied // Wait closes the pipe: read it to the end first.
-		g.err = g.cmd.Wait()
-		logF.Close()
-		close(g.done)
-	}()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if ok, _ := g.get(ctx, g.rest, "/v2/health/ready"); ok {
 			return g, nil
 		}
 		select {
-		case <-g.done:
-			return nil, fmt.Errorf("infergate serve exited (%v)%s", g.err, logTail(g.logPath))
+		case <-g.proc.Done():
+			return nil, fmt.Errorf("infergate serve exited (%v)%s", g.proc.Err(), g.logTail())
 		case <-ctx.Done():
 			g.stop()
 			return nil, ctx.Err()
@@ -182,7 +160,7 @@ func startGateway(ctx context.Context, f flags, dir, config string) (*gateway, e
 		}
 		if time.Now().After(deadline) {
 			g.stop()
-			return nil, errors.New("infergate serve not ready within 60s" + logTail(g.logPath))
+			return nil, errors.New("infergate serve not ready within 60s" + g.logTail())
 		}
 	}
 }
@@ -386,51 +364,7 @@ func labelValue(labels, key string) string {
 
 // stop sends SIGTERM to the gateway, which stops its runtimes, and SIGKILL
 // to its process group after 20 s.
-func (g *gateway) stop() {
-	select {
-	case <-g.done:
-		return
-	default:
-	}
-	pgid := -g.cmd.Process.Pid
-	_ = syscall.Kill(pgid, syscall.SIGTERM)
-	select {
-	case <-g.done:
-	case <-time.After(20 * time.Second):
-		_ = syscall.Kill(pgid, syscall.SIGKILL)
-		<-g.done
-	}
-}
+func (g *gateway) stop() { g.proc.Stop(20 * time.Second) }
 
-// freePorts returns n loopback ports that were free a moment ago.
-func freePorts(n int) ([]int, error) {
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
-// logTail returns the last lines of a log for error messages.
-func logTail(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil || len(b) == 0 {
-		return ""
-	}
-	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
-	if len(lines) > 15 {
-		lines = lines[len(lines)-15:]
-	}
-	return "; last lines of " + path + ":\n" + string(bytes.Join(lines, []byte("\n")))
-}
+// logTail returns the last lines of the gateway's log for error messages.
+func (g *gateway) logTail() string { return g.proc.LogTail(15) }

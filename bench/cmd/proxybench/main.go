@@ -443,8 +443,8 @@ func (d *driver) loop(ctx context.Context, t *target, conc int, dur time.Duratio
 		return nil, ctx.Err()
 	}
 	for _, p := range d.procs {
-		if p.exited() {
-			return nil, fmt.Errorf("%s exited during the run (%v)%s", p.name, p.err, p.logTail())
+		if p.Exited() {
+			return nil, fmt.Errorf("%s exited during the run (%v)%s", p.name, p.Err(), p.logTail())
 		}
 	}
 	return res, nil

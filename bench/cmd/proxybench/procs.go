@@ -2,63 +2,41 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
-	"os/exec"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/infergate/infergate/bench"
+	"github.com/infergate/infergate/bench/internal/procs"
 )
 
 // proc is a process this driver started, in its own process group, so that
 // stopping it stops what it started (nginx's workers) and nothing else.
 type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	logPath string
-	logF    *os.File
+	*procs.Process
+	name string
 	// tree: the process's CPU is its own plus its children's (a master
 	// and its workers).
 	tree bool
-	done chan struct{}
-	err  error
 }
 
-// startProc starts path with args, its stdout and stderr in logPath.
+// startProc starts path with args in a process group of its own that dies
+// with this driver, its stdout and stderr in logPath.
 func startProc(name, logPath string, tree bool, path string, args ...string) (*proc, error) {
 	return startProcEnv(name, logPath, tree, nil, path, args...)
 }
 
 // startProcEnv is startProc with env added to this process's environment.
 func startProcEnv(name, logPath string, tree bool, env []string, path string, args ...string) (*proc, error) {
-	logF, err := os.Create(logPath)
+	p, err := procs.Start(procs.Options{Path: path, Args: args, Env: env, LogPath: logPath})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	cmd := exec.Command(path, args...)
-	if len(env) > 0 {
-		cmd.Env = append(os.Environ(), env...)
-	}
-	cmd.Stdout, cmd.Stderr = logF, logF
-	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
-		logF.Close()
-		return nil, fmt.Errorf("%s: start %s: %w", name, path, err)
-	}
-	p := &proc{name: name, cmd: cmd, logPath: logPath, logF: logF, tree: tree, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		logF.Close()
-		close(p.done)
-	}()
-	return p, nil
+	return &proc{Process: p, name: name, tree: tree}, nil
 }
 
 // announcePrefix starts the line the upstream prints once it listens.
@@ -71,38 +49,21 @@ func startUpstream(ctx context.Context, logPath string, models []string) (p *pro
 	if err != nil {
 		return nil, "", "", err
 	}
-	logF, err := os.Create(logPath)
-	if err != nil {
-		return nil, "", "", err
-	}
-	cmd := exec.Command(exe, "-upstream", "-upstream-models", strings.Join(models, ","))
-	cmd.Stderr = logF
-	cmd.SysProcAttr = sysProcAttr()
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		logF.Close()
-		return nil, "", "", err
-	}
-	if err := cmd.Start(); err != nil {
-		logF.Close()
-		return nil, "", "", fmt.Errorf("upstream: start: %w", err)
-	}
-	p = &proc{name: "upstream", cmd: cmd, logPath: logPath, logF: logF, done: make(chan struct{})}
 	lines := make(chan string, 1)
-	copied := make(chan struct{})
-	go func() {
-		defer close(copied)
-		br := bufio.NewReader(out)
-		line, _ := br.ReadString('\n')
-		lines <- line
-		_, _ = io.Copy(logF, br)
-	}()
-	go func() {
-		<-copied // Wait must not close the pipe before the copy ends.
-		p.err = cmd.Wait()
-		logF.Close()
-		close(p.done)
-	}()
+	pp, err := procs.Start(procs.Options{
+		Path: exe, Args: []string{"-upstream", "-upstream-models", strings.Join(models, ",")}, LogPath: logPath,
+		// The first line gives the addresses; the rest is the log's.
+		Stdout: func(out io.Reader, log io.Writer) {
+			br := bufio.NewReader(out)
+			line, _ := br.ReadString('\n')
+			lines <- line
+			_, _ = io.Copy(log, br)
+		},
+	})
+	if err != nil {
+		return nil, "", "", fmt.Errorf("upstream: %w", err)
+	}
+	p = &proc{Process: pp, name: "upstream"}
 	select {
 	case line := <-lines:
 		if !strings.HasPrefix(line, announcePrefix) {
@@ -128,13 +89,11 @@ func startUpstream(ctx context.Context, logPath string, models []string) (p *pro
 	}
 }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
 // pids returns the process and, for a tree, its children.
 func (p *proc) pids() []int {
-	out := []int{p.pid()}
+	out := []int{p.Pid()}
 	if p.tree {
-		kids, _ := bench.Children(p.pid())
+		kids, _ := bench.Children(p.Pid())
 		out = append(out, kids...)
 	}
 	return out
@@ -144,59 +103,14 @@ func (p *proc) pids() []int {
 // used so far.
 func (p *proc) cpu() (time.Duration, error) {
 	if p.tree {
-		return bench.ProcessTreeCPU(p.pid())
+		return bench.ProcessTreeCPU(p.Pid())
 	}
-	return bench.ProcessCPU(p.pid())
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
+	return bench.ProcessCPU(p.Pid())
 }
 
 // stop sends SIGTERM to the process group, waits up to 5s, then SIGKILLs
 // the group.
-func (p *proc) stop() {
-	if p.exited() {
-		return
-	}
-	pgid := -p.pid()
-	_ = syscall.Kill(pgid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-		_ = syscall.Kill(pgid, syscall.SIGKILL)
-		<-p.done
-	}
-	// Members the leader left behind get no grace.
-	_ = syscall.Kill(pgid, syscall.SIGKILL)
-}
+func (p *proc) stop() { p.Stop(5 * time.Second) }
 
 // logTail returns the last lines of the process's log for error messages.
-func (p *proc) logTail() string {
-	b, err := os.ReadFile(p.logPath)
-	if err != nil || len(b) == 0 {
-		return ""
-	}
-	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
-	if len(lines) > 10 {
-		lines = lines[len(lines)-10:]
-	}
-	return "; last lines of " + p.logPath + ":\n" + string(bytes.Join(lines, []byte("\n")))
-}
-
-// freePort returns a loopback port that was free a moment ago. Another
-// process may take it before ours binds it; the start then fails and says
-// so.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
+func (p *proc) logTail() string { return p.LogTail(10) }

@@ -233,8 +233,8 @@ func (pr *profiler) countSyscalls(ctx context.Context, tool string, events []str
 	case <-ctx.Done():
 		return syscallCount{}, ctx.Err()
 	}
-	if tr.exited() {
-		return syscallCount{}, fmt.Errorf("%s exited (%v)%s", tool, tr.err, tr.logTail())
+	if tr.Exited() {
+		return syscallCount{}, fmt.Errorf("%s exited (%v)%s", tool, tr.Err(), tr.logTail())
 	}
 	res, err := bench.RunClosedLoop(ctx, t.t, bench.LoopOptions{
 		Concurrency: pr.conc, Duration: time.Duration(pr.seconds) * time.Second, StopTimeout: pr.timeout,
@@ -243,9 +243,9 @@ func (pr *profiler) countSyscalls(ctx context.Context, tool string, events []str
 		return syscallCount{}, err
 	}
 	// SIGINT makes both tools write their summary and detach.
-	_ = syscall.Kill(tr.pid(), syscall.SIGINT)
+	_ = syscall.Kill(tr.Pid(), syscall.SIGINT)
 	select {
-	case <-tr.done:
+	case <-tr.Done():
 	case <-time.After(30 * time.Second):
 		return syscallCount{}, fmt.Errorf("%s did not stop within 30s", tool)
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/infergate/infergate/bench/internal/procs"
 )
 
 // nginxConf is the nginx comparison: 2 workers, keep-alive to the
@@ -185,11 +187,11 @@ type proxyAddrs struct {
 }
 
 func startNginx(ctx context.Context, bin, dir, upstream string) (*proc, proxyAddrs, error) {
-	port, err := freePort()
+	addrs, err := procs.FreeAddrs(1)
 	if err != nil {
 		return nil, proxyAddrs{}, err
 	}
-	listen := fmt.Sprintf("127.0.0.1:%d", port)
+	listen := addrs[0]
 	for _, d := range []string{"body", "proxy", "fastcgi", "uwsgi", "scgi"} {
 		if err := os.MkdirAll(filepath.Join(dir, "nginx-tmp", d), 0o755); err != nil {
 			return nil, proxyAddrs{}, err
@@ -210,11 +212,11 @@ func startNginx(ctx context.Context, bin, dir, upstream string) (*proc, proxyAdd
 }
 
 func startHAProxy(ctx context.Context, bin, dir, upstream string) (*proc, proxyAddrs, error) {
-	port, err := freePort()
+	addrs, err := procs.FreeAddrs(1)
 	if err != nil {
 		return nil, proxyAddrs{}, err
 	}
-	listen := fmt.Sprintf("127.0.0.1:%d", port)
+	listen := addrs[0]
 	conf := filepath.Join(dir, "haproxy.cfg")
 	if err := writeTemplate(conf, haproxyConf, map[string]string{"Listen": listen, "Upstream": upstream}); err != nil {
 		return nil, proxyAddrs{}, err
@@ -228,24 +230,16 @@ func startHAProxy(ctx context.Context, bin, dir, upstream string) (*proc, proxyA
 }
 
 func startGateway(ctx context.Context, bin, dir, upREST, upGRPC string, env []string) (*proc, proxyAddrs, error) {
-	var ports [3]int
-	for i := range ports {
-		p, err := freePort()
-		if err != nil {
-			return nil, proxyAddrs{}, err
-		}
-		ports[i] = p
+	addrs, err := procs.FreeAddrs(3)
+	if err != nil {
+		return nil, proxyAddrs{}, err
 	}
-	a := proxyAddrs{
-		rest:  fmt.Sprintf("127.0.0.1:%d", ports[0]),
-		grpc:  fmt.Sprintf("127.0.0.1:%d", ports[1]),
-		admin: fmt.Sprintf("127.0.0.1:%d", ports[2]),
-	}
+	a := proxyAddrs{rest: addrs[0], grpc: addrs[1], admin: addrs[2]}
 	cfgDir := filepath.Join(dir, "gw")
 	if err := os.MkdirAll(cfgDir, 0o755); err != nil {
 		return nil, a, err
 	}
-	err := writeTemplate(filepath.Join(cfgDir, "models.yaml"), gatewayConf, map[string]string{
+	err = writeTemplate(filepath.Join(cfgDir, "models.yaml"), gatewayConf, map[string]string{
 		"RESTModel": restModel, "GRPCModel": grpcModel, "PipeModel": pipeModel, "SplitModel": splitModel, "UpstreamREST": upREST, "UpstreamGRPC": upGRPC,
 	})
 	if err != nil {
@@ -267,8 +261,8 @@ func waitREST(ctx context.Context, p *proc, addr, path string) error {
 	deadline := time.Now().Add(30 * time.Second)
 	var last string
 	for time.Now().Before(deadline) {
-		if p.exited() {
-			return fmt.Errorf("%s exited while starting (%v)%s", p.name, p.err, p.logTail())
+		if p.Exited() {
+			return fmt.Errorf("%s exited while starting (%v)%s", p.name, p.Err(), p.logTail())
 		}
 		code, _, err := fasthttp.GetTimeout(nil, "http://"+addr+path, time.Second)
 		if err == nil && code == fasthttp.StatusOK {

@@ -1,10 +1,11 @@
 //go:build !linux
 
-package main
+package procs
 
 import "syscall"
 
-// sysProcAttr puts the gateway in its own process group.
+// sysProcAttr puts a child in its own process group. (Only Linux has a
+// signal for a parent's death.)
 func sysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true}
 }

@@ -240,6 +240,7 @@ func (g *Gateway) restCall(ctx *fasthttp.RequestCtx, r *route, req router.Reques
 		t0 := time.Now()
 		var err error
 		if rc, ok := cl.(*runtimes.RESTClient); ok {
+			dropRoutingHeaders(&ctx.Request.Header)
 			err = rc.Forward(&ctx.Request, &ctx.Response, deadline)
 			code := ctx.Response.StatusCode()
 			g.countUpstream(r, t0, err, code)
@@ -270,6 +271,18 @@ func (g *Gateway) restCall(ctx *fasthttp.RequestCtx, r *route, req router.Reques
 		rest.WriteError(ctx, err)
 	}
 	return err
+}
+
+// dropRoutingHeaders removes the gateway's own routing headers from a
+// request it forwards: they chose this gateway's revision, and a runtime
+// that is itself an infergate gateway would read them again.
+func dropRoutingHeaders(h *fasthttp.RequestHeader) {
+	if len(h.Peek(HeaderRevision)) > 0 {
+		h.Del(HeaderRevision)
+	}
+	if len(h.Peek(HeaderSessionKey)) > 0 {
+		h.Del(HeaderSessionKey)
+	}
 }
 
 // errRuntimeAnswered marks an error made from a runtime's own error answer,

@@ -503,3 +503,30 @@ func TestRetiredRevisionReroutesHeldRequests(t *testing.T) {
 		t.Fatal("the retired revision served the request")
 	}
 }
+
+// TestRoutingHeadersStayHere: the pin and session headers chose this
+// gateway's revision and do not reach the runtime.
+func TestRoutingHeadersStayHere(t *testing.T) {
+	var seen atomic.Value
+	rt := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		seen.Store(string(ctx.Request.Header.Peek(HeaderRevision)) + "|" + string(ctx.Request.Header.Peek(HeaderSessionKey)) + "|" + string(ctx.Request.Header.Peek("X-Other")))
+		ctx.SetBodyString(scoresA)
+	}}
+	ln := fasthttputil.NewInmemoryListener()
+	go rt.Serve(ln) //nolint:errcheck // ends when the listener closes
+	defer ln.Close()
+	c, err := runtimes.NewRESTClient(runtimes.RESTOptions{Addr: "127.0.0.1:1", Dial: func(string) (net.Conn, error) { return ln.Dial() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := runtimes.NewPool(runtimes.PoolOptions{Model: "m", Logger: slog.New(slog.DiscardHandler)}, []runtimes.Client{c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.Replicas()[0].SetReady(true)
+	g := newTestGateway(t, Route{Model: "m", Pool: pool})
+	ctx := serveWith(g, "/v2/models/m/infer", map[string]string{HeaderRevision: "1", HeaderSessionKey: "u1", "X-Other": "kept"})
+	if ctx.Response.StatusCode() != 200 || seen.Load() != "||kept" {
+		t.Fatalf("status %d; the runtime saw %q", ctx.Response.StatusCode(), seen.Load())
+	}
+}

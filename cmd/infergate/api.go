@@ -49,6 +49,9 @@ func (a *controlAPI) handler(base http.Handler) http.Handler {
 	mux.HandleFunc("POST /api/v1/apply", a.guard(a.apply))
 	mux.HandleFunc("GET /api/v1/rollouts/{model}", a.rolloutStatus)
 	mux.HandleFunc("POST /api/v1/rollouts/{model}/{action}", a.guard(a.rolloutAction))
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeAPIError(w, http.StatusNotFound, fmt.Errorf("no control API at %s %s; see GET /api/v1/models, POST /api/v1/apply, GET /api/v1/rollouts/{model}, POST /api/v1/rollouts/{model}/{promote|rollback|pause|resume}", r.Method, r.URL.Path))
+	})
 	return mux
 }
 

@@ -90,32 +90,14 @@ func splitSource(s string) (string, int) {
 // the files. LoadPath returns every problem it finds and no Models if there
 // is any; a directory with no such files yields no Models and no error.
 func LoadPath(path string) ([]Model, error) {
-	fi, err := os.Stat(path)
+	files, err := Files(path)
 	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, err
 	}
-	files := []string{path}
-	if fi.IsDir() {
-		entries, err := os.ReadDir(path)
-		if err != nil {
-			return nil, fmt.Errorf("config: %w", err)
-		}
-		files = files[:0]
-		for _, e := range entries {
-			name := e.Name()
-			ext := filepath.Ext(name)
-			if strings.HasPrefix(name, ".") || (ext != ".yaml" && ext != ".yml") || e.IsDir() {
-				continue
-			}
-			files = append(files, filepath.Join(path, name))
-		}
-		slices.Sort(files)
-	}
-
 	var p problems
 	var models []Model
 	for _, f := range files {
-		data, err := readFile(f)
+		data, err := ReadFile(f)
 		if err != nil {
 			p.add(&Error{Source: f, Msg: err.Error()})
 			continue
@@ -134,8 +116,36 @@ func LoadPath(path string) ([]Model, error) {
 	return models, nil
 }
 
-// readFile reads a file of at most MaxFileBytes.
-func readFile(name string) ([]byte, error) {
+// Files returns the declaration files at path, as LoadPath reads them: the
+// file itself, or the *.yaml and *.yml files of a directory (not its
+// subdirectories; names starting with "." skipped) in name order.
+func Files(path string) ([]string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if !fi.IsDir() {
+		return []string{path}, nil
+	}
+	entries, err := os.ReadDir(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	var files []string
+	for _, e := range entries {
+		name := e.Name()
+		ext := filepath.Ext(name)
+		if strings.HasPrefix(name, ".") || (ext != ".yaml" && ext != ".yml") || e.IsDir() {
+			continue
+		}
+		files = append(files, filepath.Join(path, name))
+	}
+	slices.Sort(files)
+	return files, nil
+}
+
+// ReadFile reads a declaration file of at most MaxFileBytes.
+func ReadFile(name string) ([]byte, error) {
 	f, err := os.Open(name)
 	if err != nil {
 		// The error names the file already.

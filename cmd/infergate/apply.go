@@ -99,34 +99,18 @@ func readApplyFiles(path string, stdin io.Reader) ([]applyFile, error) {
 		wd, _ := os.Getwd()
 		return []applyFile{{Source: "stdin", BaseDir: wd, YAML: string(b)}}, nil
 	}
-	fi, err := os.Stat(path)
+	names, err := config.Files(path)
 	if err != nil {
 		return nil, err
 	}
-	names := []string{path}
-	if fi.IsDir() {
-		entries, err := os.ReadDir(path)
-		if err != nil {
-			return nil, err
-		}
-		names = names[:0]
-		for _, e := range entries {
-			ext := filepath.Ext(e.Name())
-			if e.IsDir() || strings.HasPrefix(e.Name(), ".") || (ext != ".yaml" && ext != ".yml") {
-				continue
-			}
-			names = append(names, filepath.Join(path, e.Name()))
-		}
-		slices.Sort(names)
-		if len(names) == 0 {
-			return nil, fmt.Errorf("%s: no *.yaml or *.yml file", path)
-		}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("%s: no *.yaml or *.yml file", path)
 	}
 	var out []applyFile
 	for _, n := range names {
-		b, err := os.ReadFile(n)
+		b, err := config.ReadFile(n)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s: %w", n, err)
 		}
 		dir, err := filepath.Abs(filepath.Dir(n))
 		if err != nil {

@@ -254,19 +254,15 @@ func watchConfig(ctx context.Context, path, last string, rec *reconciler, log *s
 	}
 }
 
-// fingerprint sums up the YAML files at path (names, sizes, modification
-// times), so that a change shows without reading them.
+// fingerprint sums up the files config.LoadPath would read at path
+// (names, sizes, modification times), so that a change shows without
+// reading them.
 func fingerprint(path string) string {
 	var b strings.Builder
-	add := func(p string) {
-		if fi, err := os.Stat(p); err == nil {
-			fmt.Fprintf(&b, "%s %d %d\n", p, fi.Size(), fi.ModTime().UnixNano())
-		}
-	}
-	add(path)
-	if entries, err := os.ReadDir(path); err == nil {
-		for _, e := range entries {
-			add(filepath.Join(path, e.Name()))
+	files, _ := config.Files(path)
+	for _, f := range append(files, path) {
+		if fi, err := os.Stat(f); err == nil {
+			fmt.Fprintf(&b, "%s %d %d\n", f, fi.Size(), fi.ModTime().UnixNano())
 		}
 	}
 	return b.String()

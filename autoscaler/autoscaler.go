@@ -14,9 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Scaler sets how many replicas a model runs. The local process supervisor
-// (runtimes/supervisor.Set) implements it, and so will the Kubernetes
-// scaler; the Autoscaler does not know which one runs.
+// Scaler sets how many replicas a model runs. `infergate serve` implements
+// it over the local process supervisors (one per revision), and so will
+// the Kubernetes scaler; the Autoscaler does not know which one runs.
 type Scaler interface {
 	// SetReplicas asks for n replicas of model (0 stops them all). It
 	// should return once the request is recorded, not wait for replicas

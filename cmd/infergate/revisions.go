@@ -75,11 +75,15 @@ func (m *runtimeManager) get(name string) *revisionRuntime {
 	return m.revs[name]
 }
 
+// errNotSupervised is SetReplicas's error for a revision infergate does
+// not run itself.
+var errNotSupervised = errors.New("revision not supervised")
+
 // SetReplicas implements autoscaler.Scaler over the revisions' supervisors.
 func (m *runtimeManager) SetReplicas(ctx context.Context, name string, n int) error {
 	rr := m.get(name)
 	if rr == nil || rr.sup == nil {
-		return fmt.Errorf("revision %q: %w", name, supervisor.ErrUnknownModel)
+		return fmt.Errorf("revision %q: %w", name, errNotSupervised)
 	}
 	return rr.sup.SetReplicas(ctx, n)
 }

@@ -643,36 +643,19 @@ func TestStopKillsProcessGroup(t *testing.T) {
 	waitDead(t, grandchild, "the runtime's child")
 }
 
-func TestSetRoutesByModel(t *testing.T) {
-	mk := func(model string) *supervisor.Supervisor {
-		s, err := supervisor.New(supervisor.Options{Model: model, ModelPath: "/m", Executable: "/bin/false", Pool: newPool(t, model), Logger: quiet, MaxReplicas: 2})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	a, b := mk("a"), mk("b")
-	set, err := supervisor.NewSet(a, b)
+func TestSetReplicasBounds(t *testing.T) {
+	a, err := supervisor.New(supervisor.Options{Model: "a", ModelPath: "/m", Executable: "/bin/false", Pool: newPool(t, "a"), Logger: quiet, MaxReplicas: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := set.SetReplicas(context.Background(), "b", 2); err != nil {
-		t.Fatal(err)
+	if err := a.SetReplicas(context.Background(), 2); err != nil || a.Status().Desired != 2 {
+		t.Fatalf("SetReplicas(2) = %v, desired %d", err, a.Status().Desired)
 	}
-	if a.Status().Desired != 0 || b.Status().Desired != 2 {
-		t.Errorf("desired a=%d b=%d, want 0 and 2", a.Status().Desired, b.Status().Desired)
-	}
-	if err := set.SetReplicas(context.Background(), "c", 1); !errors.Is(err, supervisor.ErrUnknownModel) {
-		t.Errorf("SetReplicas of an unknown model = %v", err)
-	}
-	if err := set.SetReplicas(context.Background(), "a", 3); err == nil || !strings.Contains(err.Error(), "more than maxReplicas (2)") {
+	if err := a.SetReplicas(context.Background(), 3); err == nil || !strings.Contains(err.Error(), "more than maxReplicas (2)") {
 		t.Errorf("SetReplicas over the maximum = %v", err)
 	}
-	if err := set.SetReplicas(context.Background(), "a", -1); err == nil {
+	if err := a.SetReplicas(context.Background(), -1); err == nil {
 		t.Error("SetReplicas(-1) succeeded")
-	}
-	if _, err := supervisor.NewSet(a, mk("a")); err == nil {
-		t.Error("NewSet with two supervisors for one model succeeded")
 	}
 }
 

@@ -452,5 +452,3 @@ func (s *Supervisor) forget(r *replica) {
 	s.poke()
 	s.notify()
 }
-
-

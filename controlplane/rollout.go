@@ -370,7 +370,7 @@ func (d *Deployments) Tick(now time.Time, stats func(revision string) router.Cou
 
 // Run calls Tick every interval with the Clock's time until ctx is done,
 // then returns nil. State changes show through Wait.
-func (d *Deployments) Run(ctx context.Context, interval time.Duration, stats func(revision string) router.Counts) error {
+func (d *Deployments) Run(ctx context.Context, interval time.Duration, stats func(revision string) router.Counts, onDecision func(Decision)) error {
 	if interval <= 0 {
 		return fmt.Errorf("controlplane: Run: interval %v is not positive", interval)
 	}
@@ -381,7 +381,11 @@ func (d *Deployments) Run(ctx context.Context, interval time.Duration, stats fun
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			d.Tick(d.clock.Now(), stats)
+			for _, dec := range d.Tick(d.clock.Now(), stats) {
+				if onDecision != nil {
+					onDecision(dec)
+				}
+			}
 		}
 	}
 }

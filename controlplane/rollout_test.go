@@ -629,7 +629,7 @@ func TestRun(t *testing.T) {
 		stats := fakeStats{r1: new(router.Stats), r2: new(router.Stats)}
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error)
-		go func() { done <- d.Run(ctx, time.Second, stats.read) }()
+		go func() { done <- d.Run(ctx, time.Second, stats.read, nil) }()
 		time.Sleep(1500 * time.Millisecond) // the first tick opens the window
 		stats.add(r2, load{ok: 10, latency: fast})
 		gen, err := d.Wait(ctx, d.Generation()) // the second tick promotes
@@ -643,7 +643,7 @@ func TestRun(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Errorf("Run returned %v", err)
 		}
-		if err := d.Run(t.Context(), 0, stats.read); err == nil {
+		if err := d.Run(t.Context(), 0, stats.read, nil); err == nil {
 			t.Error("Run accepted a zero interval")
 		}
 	})

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -15,30 +14,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/infergate/infergate/controlplane"
-	"github.com/infergate/infergate/router"
 )
 
-// runRollouts judges every progressing rollout each interval from the
-// gateway's per-revision counts and logs each decision with its figures,
-// until ctx ends. Decisions change the deployed state, which the
-// reconciler turns into routes.
-func runRollouts(ctx context.Context, dep *controlplane.Deployments, interval time.Duration, counts func(rev string) router.Counts, log *slog.Logger) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case now := <-t.C:
-			for _, d := range dep.Tick(now, counts) {
-				attrs := []any{"model", d.Model, "canary", d.Canary, "stable", d.Stable, "step", d.Step, "verdict", d.Verdict, "reason", d.Reason, "traffic", formatTraffic(d.Weights)}
-				if g := d.Gate; g != nil {
-					attrs = append(attrs, "canary_requests", g.CanaryRequests, "canary_error_rate", g.CanaryErrorRate, "canary_latency", g.CanaryLatencySeconds,
-						"stable_requests", g.StableRequests, "stable_error_rate", g.StableErrorRate, "stable_latency", g.StableLatencySeconds)
-				}
-				log.Info("rollout decision", attrs...)
-			}
+// logDecision logs a rollout decision with its figures.
+func logDecision(log *slog.Logger) func(controlplane.Decision) {
+	return func(d controlplane.Decision) {
+		attrs := []any{"model", d.Model, "canary", d.Canary, "stable", d.Stable, "step", d.Step, "verdict", d.Verdict, "reason", d.Reason, "traffic", formatTraffic(d.Weights)}
+		if g := d.Gate; g != nil {
+			attrs = append(attrs, "canary_requests", g.CanaryRequests, "canary_error_rate", g.CanaryErrorRate, "canary_latency", g.CanaryLatencySeconds,
+				"stable_requests", g.StableRequests, "stable_error_rate", g.StableErrorRate, "stable_latency", g.StableLatencySeconds)
 		}
+		log.Info("rollout decision", attrs...)
 	}
 }
 

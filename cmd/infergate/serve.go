@@ -189,7 +189,7 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	// (a failing canary is rolled back soon after it has a step's
 	// requests); their decisions change the state, which rec.run turns
 	// into routes.
-	eg.Go(func() error { return runRollouts(gctx, dep, 250*time.Millisecond, gw.RevisionCounts, log) })
+	eg.Go(func() error { return dep.Run(gctx, 250*time.Millisecond, gw.RevisionCounts, logDecision(log)) })
 	if f.config != "" {
 		eg.Go(func() error { watchConfig(gctx, f.config, configFP, rec, log); return nil })
 	}

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/metadata"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
@@ -136,6 +137,9 @@ type route struct {
 	gatewayREST, gatewayGRPC   prometheus.Observer
 	upstream                   prometheus.Observer
 	inFlight                   prometheus.Gauge
+	// grpcHeader names the revision in gRPC answers; grpc.SetHeader copies
+	// it, so one per revision serves every call.
+	grpcHeader metadata.MD
 	restRequests, grpcRequests *codeCounters
 	upstreamRequests           *codeCounters
 }
@@ -280,6 +284,7 @@ func (g *Gateway) newRoute(model string, r Route, stats *router.Stats) *route {
 		gatewayGRPC: m.duration.WithLabelValues(model, r.Revision, "grpc"),
 		upstream:    m.upstreamDuration.WithLabelValues(model, r.Revision),
 		inFlight:    m.inFlight.WithLabelValues(model, r.Revision),
+		grpcHeader:  metadata.Pairs(metadataRevision, r.Revision),
 
 		restRequests:     newCodeCounters(m.requests, model, r.Revision, "rest"),
 		grpcRequests:     newCodeCounters(m.requests, model, r.Revision, "grpc"),

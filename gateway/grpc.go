@@ -134,7 +134,7 @@ func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame) (*oip.
 			return nil, oip.GRPCStatus(rerr)
 		}
 	}
-	_ = grpc.SetHeader(ctx, metadata.Pairs(metadataRevision, r.Revision))
+	_ = grpc.SetHeader(ctx, r.grpcHeader)
 	code := codes.OK
 	if err != nil {
 		err = oip.GRPCStatus(err)
@@ -154,17 +154,15 @@ func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame) (*oip.
 // the pin (model_version, else x-model-revision metadata) and the
 // x-session-key metadata.
 func grpcRouting(ctx context.Context, model, version []byte) router.Request {
+	// ValueFromIncomingContext looks one key up; FromIncomingContext
+	// would copy the whole metadata on every request.
 	req := router.Request{Model: model, Pin: version}
-	md, ok := metadata.FromIncomingContext(ctx)
-	if !ok {
-		return req
-	}
 	if len(req.Pin) == 0 {
-		if v := md.Get(metadataRevision); len(v) > 0 {
+		if v := metadata.ValueFromIncomingContext(ctx, metadataRevision); len(v) > 0 {
 			req.Pin = []byte(v[0])
 		}
 	}
-	if v := md.Get(metadataSessionKey); len(v) > 0 && v[0] != "" {
+	if v := metadata.ValueFromIncomingContext(ctx, metadataSessionKey); len(v) > 0 && v[0] != "" {
 		req.Key, req.Sticky = runtimes.HashKey([]byte(v[0])), true
 	}
 	return req
@@ -293,9 +291,13 @@ func (s grpcService) batched(ctx context.Context, r *route, in *oip.RawFrame) (*
 
 // withDefaultTimeout gives ctx the route's timeout when the client sent no
 // grpc-timeout.
+// The client's deadline is kept as it is: grpc cancels the call's context
+// when the handler returns, so no context of our own is needed.
 func withDefaultTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
-		return context.WithCancel(ctx)
+		return ctx, noCancel
 	}
 	return context.WithTimeout(ctx, d)
 }
+
+func noCancel() {}

@@ -18,10 +18,10 @@ import (
 // and compares the mirror's outputs with the answer the client got. A copy
 // never changes the client's answer and costs it little: once the answer
 // is ready, the handler takes the request body (no copy), copies the
-// answer's body (at most maxMirrorBytes) and starts a goroutine; the copy
-// is dropped (and counted) when the mirrorer already has its limit of
-// copies in flight, the bodies are too large, or the mirror revision has
-// no ready replica with room.
+// answer's body (REST, at most maxMirrorBytes) and starts a goroutine;
+// the copy is dropped (and counted) when the mirrorer already has its
+// limit of copies in flight, the answer is too large, or the mirror
+// revision has no ready replica with room.
 type mirrorer struct {
 	g     *Gateway
 	slots chan struct{}
@@ -53,10 +53,11 @@ func (m *mirrorer) rest(ctx *fasthttp.RequestCtx, model string, target *route) {
 	if ctx.Response.StatusCode() != fasthttp.StatusOK {
 		return
 	}
-	if len(ctx.Response.Body()) > maxMirrorBytes || !m.take(model, target) {
-		if len(ctx.Response.Body()) > maxMirrorBytes {
-			m.g.metrics.mirror.outcome(model, target.Revision, "dropped").Inc()
-		}
+	if len(ctx.Response.Body()) > maxMirrorBytes {
+		m.g.metrics.mirror.outcome(model, target.Revision, "dropped").Inc()
+		return
+	}
+	if !m.take(model, target) {
 		return
 	}
 	reqLen, err := rest.HeaderLength(&ctx.Request.Header, len(ctx.Request.Body()))
@@ -66,7 +67,9 @@ func (m *mirrorer) rest(ctx *fasthttp.RequestCtx, model string, target *route) {
 	}
 	respLen := -1
 	if v := ctx.Response.Header.Peek(rest.HeaderInferenceHeaderContentLength); len(v) > 0 {
-		respLen = parseLen(v)
+		if respLen, err = fasthttp.ParseUint(v); err != nil {
+			respLen = -1
+		}
 	}
 	// The request was answered: its body is ours to keep.
 	reqBody := ctx.Request.SwapBody(nil)
@@ -83,29 +86,19 @@ func (m *mirrorer) rest(ctx *fasthttp.RequestCtx, model string, target *route) {
 	})
 }
 
-// parseLen reads a decimal header value; -1 when it is not one.
-func parseLen(v []byte) int {
-	n := 0
-	for _, c := range v {
-		if c < '0' || c > '9' || n > 1<<40 {
-			return -1
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n
-}
-
-// grpc mirrors a gRPC request the primary answered. The frames are copied:
-// grpc-go may reuse their buffers once the handler returns.
+// grpc mirrors a gRPC request the primary answered. The frames need no
+// copy: oip.Codec gives each request its own bytes, and the answer's are
+// fresh too (from the runtime's codec or an encoding here), and neither
+// is reused once sent.
 func (m *mirrorer) grpc(model string, target *route, in, out *oip.RawFrame) {
-	if len(in.Bytes)+len(out.Bytes) > 2*maxMirrorBytes || !m.take(model, target) {
-		if len(in.Bytes)+len(out.Bytes) > 2*maxMirrorBytes {
-			m.g.metrics.mirror.outcome(model, target.Revision, "dropped").Inc()
-		}
+	if len(out.Bytes) > maxMirrorBytes {
+		m.g.metrics.mirror.outcome(model, target.Revision, "dropped").Inc()
 		return
 	}
-	reqBytes := append([]byte(nil), in.Bytes...)
-	respBytes := append([]byte(nil), out.Bytes...)
+	if !m.take(model, target) {
+		return
+	}
+	reqBytes, respBytes := in.Bytes, out.Bytes
 	go m.run(copied{
 		model:  model,
 		target: target,

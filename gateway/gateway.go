@@ -16,8 +16,8 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
-	"google.golang.org/grpc/metadata"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/infergate/infergate/autoscaler/activator"
@@ -132,14 +132,14 @@ type Gateway struct {
 // router's revisions.
 type route struct {
 	Route
-	name                       string // the model's name in the router
-	stats                      *router.Stats
-	gatewayREST, gatewayGRPC   prometheus.Observer
-	upstream                   prometheus.Observer
-	inFlight                   prometheus.Gauge
+	name                     string // the model's name in the router
+	stats                    *router.Stats
+	gatewayREST, gatewayGRPC prometheus.Observer
+	upstream                 prometheus.Observer
+	inFlight                 prometheus.Gauge
 	// grpcHeader names the revision in gRPC answers; grpc.SetHeader copies
 	// it, so one per revision serves every call.
-	grpcHeader metadata.MD
+	grpcHeader                 metadata.MD
 	restRequests, grpcRequests *codeCounters
 	upstreamRequests           *codeCounters
 }

@@ -196,29 +196,24 @@ func grpcOutcome(c codes.Code, clientDeadline bool) router.Outcome {
 func (s grpcService) infer(ctx context.Context, r *route, req router.Request, in *oip.RawFrame) (*oip.RawFrame, error) {
 	ctx, cancel := withDefaultTimeout(ctx, r.Timeout)
 	defer cancel()
-	var decoded *decodedFrame
-	for attempt := 1; ; attempt++ {
-		release, err := r.activateCtx(ctx)
-		if err != nil {
-			return nil, err
-		}
-		var resp *oip.RawFrame
-		if r.Batcher != nil {
-			resp, err = s.batched(ctx, r, in)
-		} else {
-			resp, err = s.call(ctx, r, req, in, &decoded)
-		}
-		release()
-		if deadline, _ := ctx.Deadline(); !activatedTooEarly(r, err, attempt, deadline) {
-			return resp, err
-		}
+	release, err := r.activateCtx(ctx)
+	if err != nil {
+		return nil, err
 	}
+	defer release()
+	if r.Batcher != nil {
+		return s.batched(ctx, r, in)
+	}
+	return s.call(ctx, r, req, in)
 }
 
 // call sends a ModelInferRequest to a replica of r: as bytes to a gRPC
-// replica, translated (decoding into *decoded once) for any other.
-func (s grpcService) call(ctx context.Context, r *route, req router.Request, in *oip.RawFrame, decoded **decodedFrame) (*oip.RawFrame, error) {
-	var resp *oip.RawFrame
+// replica, translated for any other.
+func (s grpcService) call(ctx context.Context, r *route, req router.Request, in *oip.RawFrame) (*oip.RawFrame, error) {
+	var (
+		resp    *oip.RawFrame
+		decoded *decodedFrame
+	)
 	err := r.do(ctx, req, func(cl runtimes.Client) error {
 		t0 := time.Now()
 		var err error
@@ -227,17 +222,17 @@ func (s grpcService) call(ctx context.Context, r *route, req router.Request, in 
 			s.g.countUpstream(r, t0, err, 0)
 			return err
 		}
-		if *decoded == nil {
-			if *decoded, err = decodeFrame(in); err != nil {
+		if decoded == nil {
+			if decoded, err = decodeFrame(in); err != nil {
 				return err
 			}
 		}
-		out, err := cl.Infer(ctx, &(*decoded).req)
+		out, err := cl.Infer(ctx, &decoded.req)
 		s.g.countUpstream(r, t0, err, 0)
 		if err != nil {
 			return err
 		}
-		resp, err = (*decoded).answer(out)
+		resp, err = decoded.answer(out)
 		return err
 	})
 	if err != nil {

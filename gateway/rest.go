@@ -197,43 +197,27 @@ func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, r *route, req router.Reque
 	// Hop-by-hop headers stay on this hop.
 	ctx.Request.Header.Del("Connection")
 	ctx.Request.Header.Del("Keep-Alive")
-	var decoded *oip.InferRequest
-	defer func() { putRequest(decoded) }()
-	for attempt := 1; ; attempt++ {
-		release, err := r.activate(deadline)
-		if err != nil {
-			rest.WriteError(ctx, err)
-			setRetryAfter(ctx, err)
-			return errors.Is(err, ErrRevisionRetired)
-		}
-		if r.Batcher != nil {
-			g.restBatched(ctx, r, deadline)
-			release()
-			return false
-		}
-		err = g.restCall(ctx, r, req, deadline, &decoded)
-		release()
-		if !activatedTooEarly(r, err, attempt, deadline) {
-			break
-		}
+	release, err := r.activate(deadline)
+	if err != nil {
+		rest.WriteError(ctx, err)
+		setRetryAfter(ctx, err)
+		return errors.Is(err, ErrRevisionRetired)
 	}
+	defer release()
+	if r.Batcher != nil {
+		g.restBatched(ctx, r, deadline)
+		return false
+	}
+	g.restCall(ctx, r, req, deadline)
 	ctx.Response.Header.Del("Connection")
 	return false
 }
 
-// activatedTooEarly reports whether a call found its pool without a ready
-// replica although the activator had admitted it: a replica left (scale
-// down, crash) before the activator heard of it. Such a request waits in
-// the activator again (which also asks for a replica), a few times,
-// within its deadline, rather than failing.
-func activatedTooEarly(r *route, err error, attempt int, deadline time.Time) bool {
-	return r.Activator != nil && attempt < 3 && errors.Is(err, runtimes.ErrNoReadyReplica) && time.Now().Before(deadline)
-}
-
-// restCall sends a REST infer request to a replica of r: as bytes to a
-// REST replica, translated (decoding into *decoded once) for any other.
-// It answers the client except when the pool had no ready replica.
-func (g *Gateway) restCall(ctx *fasthttp.RequestCtx, r *route, req router.Request, deadline time.Time, decoded **oip.InferRequest) error {
+// restCall sends a REST infer request to a replica of r and answers the
+// client: as bytes to a REST replica, translated for any other.
+func (g *Gateway) restCall(ctx *fasthttp.RequestCtx, r *route, req router.Request, deadline time.Time) {
+	var decoded *oip.InferRequest
+	defer func() { putRequest(decoded) }()
 	// The pass-through needs only the deadline; a context (two allocations
 	// and a timer) is made only when the request is translated.
 	err := r.do(context.Background(), req, func(cl runtimes.Client) error {
@@ -251,26 +235,25 @@ func (g *Gateway) restCall(ctx *fasthttp.RequestCtx, r *route, req router.Reques
 			}
 			return err
 		}
-		if *decoded == nil {
-			if *decoded, err = decodeREST(ctx, r); err != nil {
+		if decoded == nil {
+			if decoded, err = decodeREST(ctx, r); err != nil {
 				return err
 			}
 		}
 		c, cancel := context.WithDeadline(context.Background(), deadline)
 		defer cancel()
-		resp, err := cl.Infer(c, *decoded)
+		resp, err := cl.Infer(c, decoded)
 		g.countUpstream(r, t0, err, 0)
 		if err != nil {
 			return err
 		}
-		rest.WriteInferResponse(ctx, resp, (*decoded).BinaryOutput)
+		rest.WriteInferResponse(ctx, resp, decoded.BinaryOutput)
 		return nil
 	})
 	if err != nil && !errors.Is(err, errRuntimeAnswered) {
 		ctx.Response.Reset()
 		rest.WriteError(ctx, err)
 	}
-	return err
 }
 
 // dropRoutingHeaders removes the gateway's own routing headers from a

@@ -563,14 +563,8 @@ func (p *Pool) noReplicaError() error {
 			return &oip.Error{Kind: oip.KindUnavailable, Msg: fmt.Sprintf("model %q: every ready replica's circuit breaker is open", p.opts.Model)}
 		}
 	}
-	return &oip.Error{Kind: oip.KindUnavailable, Msg: fmt.Sprintf("model %q has no ready replica", p.opts.Model), Err: ErrNoReadyReplica}
+	return &oip.Error{Kind: oip.KindUnavailable, Msg: fmt.Sprintf("model %q has no ready replica", p.opts.Model)}
 }
-
-// ErrNoReadyReplica is in the chain of Do's error when the pool had no
-// ready replica, so the call was not tried at all. A caller whose own view
-// said a replica was ready (an activator that has not heard of a scale
-// down yet) may wait for one and call again.
-var ErrNoReadyReplica = errors.New("no ready replica")
 
 // PoolStats counts what the pool did to keep calls off sick replicas, for
 // the gateway to export. Counters only grow; Ejected and BreakersOpen are

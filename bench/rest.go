@@ -128,14 +128,13 @@ func NewRESTTarget(opts RESTOptions) (*RESTTarget, error) {
 		opts:    opts,
 	}
 	t.hc = &fasthttp.HostClient{
-		Addr:                          opts.Addr,
-		MaxConns:                      opts.MaxConns,
-		MaxConnWaitTimeout:            opts.Timeout,
-		MaxIdleConnDuration:           5 * time.Minute,
-		NoDefaultUserAgentHeader:      true,
-		DisableHeaderNamesNormalizing: true,
-		DisablePathNormalizing:        true,
-		RetryIfErr:                    func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+		Addr:                     opts.Addr,
+		MaxConns:                 opts.MaxConns,
+		MaxConnWaitTimeout:       opts.Timeout,
+		MaxIdleConnDuration:      5 * time.Minute,
+		NoDefaultUserAgentHeader: true,
+		DisablePathNormalizing:   true,
+		RetryIfErr:               func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
 	}
 	if opts.Dial != nil {
 		t.hc.Dial = func(addr string) (net.Conn, error) {

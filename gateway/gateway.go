@@ -411,19 +411,18 @@ func (g *Gateway) Serve(ctx context.Context, restLn, grpcLn net.Listener) error 
 
 func (g *Gateway) restServer() *fasthttp.Server {
 	return &fasthttp.Server{
-		Handler:                       g.HandleREST,
-		Name:                          "infergate",
-		MaxRequestBodySize:            g.opts.MaxBodyBytes,
-		ReadTimeout:                   g.opts.ReadTimeout,
-		WriteTimeout:                  g.opts.WriteTimeout,
-		IdleTimeout:                   g.opts.IdleTimeout,
-		Concurrency:                   g.opts.MaxConns,
-		DisableHeaderNamesNormalizing: true,
-		NoDefaultServerHeader:         true,
-		NoDefaultDate:                 true,
-		CloseOnShutdown:               true,
-		ErrorHandler:                  g.restErrorHandler,
-		Logger:                        fasthttpLogger{g.opts.Logger},
+		Handler:               g.HandleREST,
+		Name:                  "infergate",
+		MaxRequestBodySize:    g.opts.MaxBodyBytes,
+		ReadTimeout:           g.opts.ReadTimeout,
+		WriteTimeout:          g.opts.WriteTimeout,
+		IdleTimeout:           g.opts.IdleTimeout,
+		Concurrency:           g.opts.MaxConns,
+		NoDefaultServerHeader: true,
+		NoDefaultDate:         true,
+		CloseOnShutdown:       true,
+		ErrorHandler:          g.restErrorHandler,
+		Logger:                fasthttpLogger{g.opts.Logger},
 	}
 }
 

@@ -530,3 +530,29 @@ func TestRoutingHeadersStayHere(t *testing.T) {
 		t.Fatalf("status %d; the runtime saw %q", ctx.Response.StatusCode(), seen.Load())
 	}
 }
+
+// TestHeaderNamesAnyCase: header names are case-insensitive (HTTP/2
+// proxies send them lowercase): a lowercase x-model-revision pins.
+func TestHeaderNamesAnyCase(t *testing.T) {
+	a, b := newScriptedRuntime(t, scoresA), newScriptedRuntime(t, scoresB)
+	g := newTestGateway(t)
+	if err := g.SetModels(twoRevisions(t, a, b, 100, 0, nil)); err != nil {
+		t.Fatal(err)
+	}
+	ln := fasthttputil.NewInmemoryListener()
+	go g.restServer().Serve(ln) //nolint:errcheck // ends when the listener closes
+	defer ln.Close()
+	conn, err := ln.Dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v2/models/m/infer HTTP/1.1\r\nhost: gw\r\nx-model-revision: latest\r\ncontent-length: %d\r\n\r\n%s", len(inferBody), inferBody)
+	var resp fasthttp.Response
+	if err := resp.Read(bufio.NewReader(conn)); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(resp.Header.Peek(HeaderRevision)); resp.StatusCode() != 200 || got != "m-00002" || b.calls.Load() != 1 {
+		t.Fatalf("status %d, answered by %q; a lowercase header name was not read", resp.StatusCode(), got)
+	}
+}

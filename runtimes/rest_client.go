@@ -81,14 +81,13 @@ func NewRESTClient(opts RESTOptions) (*RESTClient, error) {
 		addr:    opts.Addr,
 		timeout: opts.DefaultTimeout,
 		hc: &fasthttp.HostClient{
-			Addr:                          opts.Addr,
-			MaxConns:                      opts.MaxConns,
-			MaxIdleConnDuration:           opts.MaxIdleConnDuration,
-			MaxResponseBodySize:           opts.MaxResponseBodySize,
-			NoDefaultUserAgentHeader:      true,
-			DisableHeaderNamesNormalizing: true,
-			DisablePathNormalizing:        true,
-			Dial:                          fasthttp.DialFunc(opts.Dial),
+			Addr:                     opts.Addr,
+			MaxConns:                 opts.MaxConns,
+			MaxIdleConnDuration:      opts.MaxIdleConnDuration,
+			MaxResponseBodySize:      opts.MaxResponseBodySize,
+			NoDefaultUserAgentHeader: true,
+			DisablePathNormalizing:   true,
+			Dial:                     fasthttp.DialFunc(opts.Dial),
 			// A request is retried only by the pool, which knows whether
 			// it may have reached the runtime.
 			RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
@@ -99,16 +98,15 @@ func NewRESTClient(opts RESTOptions) (*RESTClient, error) {
 			opts.PipelineConns = 2
 		}
 		c.pc = &fasthttp.PipelineClient{
-			Addr:                          opts.Addr,
-			MaxConns:                      opts.PipelineConns,
-			MaxPendingRequests:            opts.MaxConns,
-			MaxIdleConnDuration:           opts.MaxIdleConnDuration,
-			MaxResponseBodySize:           opts.MaxResponseBodySize,
-			NoDefaultUserAgentHeader:      true,
-			DisableHeaderNamesNormalizing: true,
-			DisablePathNormalizing:        true,
-			Dial:                          fasthttp.DialFunc(opts.Dial),
-			Logger:                        discardLogger{},
+			Addr:                     opts.Addr,
+			MaxConns:                 opts.PipelineConns,
+			MaxPendingRequests:       opts.MaxConns,
+			MaxIdleConnDuration:      opts.MaxIdleConnDuration,
+			MaxResponseBodySize:      opts.MaxResponseBodySize,
+			NoDefaultUserAgentHeader: true,
+			DisablePathNormalizing:   true,
+			Dial:                     fasthttp.DialFunc(opts.Dial),
+			Logger:                   discardLogger{},
 		}
 	}
 	return c, nil

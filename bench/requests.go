@@ -68,7 +68,7 @@ func ResolveShapes(md *oip.ModelMetadata, opts RequestOptions) ([][]int64, error
 	for i, in := range md.Inputs {
 		if s, ok := opts.Shapes[in.Name]; ok {
 			if err := shapeFits(s, in.Shape); err != nil {
-				return nil, fmt.Errorf("bench: input %q: shape %s %w", in.Name, fmtShape(s), err)
+				return nil, fmt.Errorf("bench: input %q: shape %s %w", in.Name, oip.FormatShape(s), err)
 			}
 			out[i] = s
 			batched = batched || (len(in.Shape) > 0 && in.Shape[0] < 0)
@@ -84,7 +84,7 @@ func ResolveShapes(md *oip.ModelMetadata, opts RequestOptions) ([][]int64, error
 				batched = true
 				continue
 			}
-			return nil, fmt.Errorf("bench: input %q has shape %s with variable dimension %d: %w", in.Name, fmtShape(in.Shape), d, ErrShapeNeeded)
+			return nil, fmt.Errorf("bench: input %q has shape %s with variable dimension %d: %w", in.Name, oip.FormatShape(in.Shape), d, ErrShapeNeeded)
 		}
 		out[i] = s
 	}
@@ -97,14 +97,14 @@ func ResolveShapes(md *oip.ModelMetadata, opts RequestOptions) ([][]int64, error
 // shapeFits checks an explicit shape against the metadata's.
 func shapeFits(s, want []int64) error {
 	if len(s) != len(want) {
-		return fmt.Errorf("has %d dimensions, the model's %s has %d", len(s), fmtShape(want), len(want))
+		return fmt.Errorf("has %d dimensions, the model's %s has %d", len(s), oip.FormatShape(want), len(want))
 	}
 	for i, d := range s {
 		if d < 0 {
 			return fmt.Errorf("has a negative dimension")
 		}
 		if want[i] >= 0 && d != want[i] {
-			return fmt.Errorf("does not fit the model's %s", fmtShape(want))
+			return fmt.Errorf("does not fit the model's %s", oip.FormatShape(want))
 		}
 	}
 	return nil
@@ -134,7 +134,7 @@ func GenerateRequests(md *oip.ModelMetadata, opts RequestOptions) ([]*oip.InferR
 		}
 		n := oip.ShapeElements(shapes[i])
 		if n < 0 || n > 1<<28 {
-			return nil, fmt.Errorf("bench: input %q: shape %s is too large to generate", in.Name, fmtShape(shapes[i]))
+			return nil, fmt.Errorf("bench: input %q: shape %s is too large to generate", in.Name, oip.FormatShape(shapes[i]))
 		}
 		elems += n
 	}
@@ -305,12 +305,12 @@ func perfAnalyzerBodies(data json.RawMessage, md *oip.ModelMetadata) ([][]byte, 
 				}
 			}
 			if shape == nil {
-				return nil, fmt.Errorf("data entry %d, input %q: the model's shape %s has a variable dimension: give \"shape\"", i+1, in.Name, fmtShape(in.Shape))
+				return nil, fmt.Errorf("data entry %d, input %q: the model's shape %s has a variable dimension: give \"shape\"", i+1, in.Name, oip.FormatShape(in.Shape))
 			}
 			if j > 0 {
 				b.WriteByte(',')
 			}
-			fmt.Fprintf(&b, `{"name":%s,"datatype":%q,"shape":%s,"data":%s}`, strconv.Quote(in.Name), in.Datatype, fmtShape(shape), content)
+			fmt.Fprintf(&b, `{"name":%s,"datatype":%q,"shape":%s,"data":%s}`, strconv.Quote(in.Name), in.Datatype, oip.FormatShape(shape), content)
 		}
 		b.WriteString(`]}`)
 		out = append(out, b.Bytes())
@@ -429,7 +429,7 @@ func GRPCRequests(reqs []*oip.InferRequest, model, version string, raw bool) ([]
 func describeInputs(md *oip.ModelMetadata) string {
 	parts := make([]string, len(md.Inputs))
 	for i, in := range md.Inputs {
-		parts[i] = in.Name + " " + in.Datatype.String() + " " + fmtShape(in.Shape)
+		parts[i] = in.Name + " " + in.Datatype.String() + " " + oip.FormatShape(in.Shape)
 	}
 	return "inputs " + strings.Join(parts, ", ")
 }
@@ -440,17 +440,4 @@ func inputNames(md *oip.ModelMetadata) string {
 		parts[i] = strconv.Quote(in.Name)
 	}
 	return strings.Join(parts, ", ")
-}
-
-// fmtShape writes a shape as JSON: [1,-1,4].
-func fmtShape(s []int64) string {
-	b := make([]byte, 0, 2+4*len(s))
-	b = append(b, '[')
-	for i, d := range s {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = strconv.AppendInt(b, d, 10)
-	}
-	return string(append(b, ']'))
 }

@@ -52,7 +52,7 @@ func (d *decoder) finishTensor(t *Tensor, tc *tensorCtx, hasData bool, count, n 
 			return tc.errorf(`missing "data" (and no %s parameter)`, ParamBinaryDataSize)
 		}
 		if count != n {
-			return tc.errorf("data has %d elements, shape %s needs %d", count, shapeString(t.Shape), n)
+			return tc.errorf("data has %d elements, shape %s needs %d", count, FormatShape(t.Shape), n)
 		}
 		return nil
 	}
@@ -95,7 +95,7 @@ func checkCanonical(dt DataType, shape []int64, n int64, data []byte) error {
 	size := int64(dt.Size())
 	if n > int64(len(data))/size || n*size != int64(len(data)) {
 		return Errorf(KindInvalidArgument, "data is %d bytes, shape %s of %s needs %s",
-			len(data), shapeString(shape), dt, bytesNeeded(n, size))
+			len(data), FormatShape(shape), dt, bytesNeeded(n, size))
 	}
 	return nil
 }

@@ -268,7 +268,7 @@ func decodeTensor(t *Tensor, s side, dtName string, c *inferencepb.InferTensorCo
 	t.Datatype = dt
 	n := ShapeElements(t.Shape)
 	if n < 0 {
-		return Errorf(s.kind, "%s %q: invalid shape %s", s.noun, t.Name, formatShape(t.Shape))
+		return Errorf(s.kind, "%s %q: invalid shape %s", s.noun, t.Name, FormatShape(t.Shape))
 	}
 	if useRaw {
 		if f := firstContentsField(c); f != "" {
@@ -292,7 +292,7 @@ func decodeTensor(t *Tensor, s side, dtName string, c *inferencepb.InferTensorCo
 		return Errorf(s.kind, "%s %q: datatype %s takes %s, got %s", s.noun, t.Name, dt, want, f)
 	}
 	if got := contentsLen(c, dt); int64(got) != n {
-		return Errorf(s.kind, "%s %q: %s has %d elements, shape %s needs %d", s.noun, t.Name, want, got, formatShape(t.Shape), n)
+		return Errorf(s.kind, "%s %q: %s has %d elements, shape %s needs %d", s.noun, t.Name, want, got, FormatShape(t.Shape), n)
 	}
 	data, err := contentsToData(c, dt)
 	if err != nil {
@@ -311,7 +311,7 @@ func checkRawSize(t *Tensor, s side, n int64, raw []byte) error {
 			return Errorf(s.kind, "%s %q: %s: %s", s.noun, t.Name, s.raw, Message(err))
 		}
 		if got != n {
-			return Errorf(s.kind, "%s %q: %s has %d elements, shape %s needs %d", s.noun, t.Name, s.raw, got, formatShape(t.Shape), n)
+			return Errorf(s.kind, "%s %q: %s has %d elements, shape %s needs %d", s.noun, t.Name, s.raw, got, FormatShape(t.Shape), n)
 		}
 		return nil
 	}
@@ -320,9 +320,9 @@ func checkRawSize(t *Tensor, s side, n int64, raw []byte) error {
 		// n*size can overflow for absurd shapes; report the need only when
 		// it is representable.
 		if n > math.MaxInt64/size {
-			return Errorf(s.kind, "%s %q: %s has %d bytes, shape %s of %s is too large", s.noun, t.Name, s.raw, l, formatShape(t.Shape), t.Datatype)
+			return Errorf(s.kind, "%s %q: %s has %d bytes, shape %s of %s is too large", s.noun, t.Name, s.raw, l, FormatShape(t.Shape), t.Datatype)
 		}
-		return Errorf(s.kind, "%s %q: %s has %d bytes, shape %s of %s needs %d", s.noun, t.Name, s.raw, l, formatShape(t.Shape), t.Datatype, n*size)
+		return Errorf(s.kind, "%s %q: %s has %d bytes, shape %s of %s needs %d", s.noun, t.Name, s.raw, l, FormatShape(t.Shape), t.Datatype, n*size)
 	}
 	return nil
 }

@@ -479,7 +479,7 @@ func (d *decoder) tensor(t *Tensor, tc tensorCtx) error {
 	}
 	n := ShapeElements(t.Shape)
 	if n < 0 {
-		return tc.errorf("shape %s has too many elements", shapeString(t.Shape))
+		return tc.errorf("shape %s has too many elements", FormatShape(t.Shape))
 	}
 	if dataAt >= 0 {
 		end := d.pos
@@ -529,19 +529,6 @@ func (d *decoder) shape(dims []int64) ([]int64, error) {
 		more, err = d.nextElement()
 	}
 	return dims, err
-}
-
-// shapeString formats a shape as [2,3] for messages.
-func shapeString(shape []int64) string {
-	b := make([]byte, 0, 2+len(shape)*4)
-	b = append(b, '[')
-	for i, v := range shape {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = strconv.AppendInt(b, v, 10)
-	}
-	return string(append(b, ']'))
 }
 
 // data reads a tensor's JSON data, flat or nested to any depth, appending

@@ -152,7 +152,7 @@ func checkTensor(t *Tensor, what string, kind Kind) error {
 	}
 	n := ShapeElements(t.Shape)
 	if n < 0 {
-		return tc.wrap(Errorf(kind, "invalid shape %s", shapeString(t.Shape)))
+		return tc.wrap(Errorf(kind, "invalid shape %s", FormatShape(t.Shape)))
 	}
 	if err := checkCanonical(t.Datatype, t.Shape, n, t.Data); err != nil {
 		return tc.wrap(&Error{Kind: kind, Msg: err.(*Error).Msg})

@@ -42,11 +42,11 @@ func ValidateRequest(req *InferRequest, md *ModelMetadata) error {
 		}
 		for _, d := range t.Shape {
 			if d < 0 {
-				return Errorf(KindInvalidArgument, "input %q: shape %s has a negative dimension", t.Name, formatShape(t.Shape))
+				return Errorf(KindInvalidArgument, "input %q: shape %s has a negative dimension", t.Name, FormatShape(t.Shape))
 			}
 		}
 		if !ShapeMatches(t.Shape, m.Shape) {
-			return Errorf(KindInvalidArgument, "input %q: shape %s, model expects %s", t.Name, formatShape(t.Shape), formatShape(m.Shape))
+			return Errorf(KindInvalidArgument, "input %q: shape %s, model expects %s", t.Name, FormatShape(t.Shape), FormatShape(m.Shape))
 		}
 		if err := checkData(t); err != nil {
 			return err
@@ -80,7 +80,7 @@ func ValidateRequest(req *InferRequest, md *ModelMetadata) error {
 func checkData(t *Tensor) error {
 	n := ShapeElements(t.Shape)
 	if n < 0 {
-		return Errorf(KindInvalidArgument, "input %q: shape %s has too many elements", t.Name, formatShape(t.Shape))
+		return Errorf(KindInvalidArgument, "input %q: shape %s has too many elements", t.Name, FormatShape(t.Shape))
 	}
 	if t.Datatype == BYTES {
 		got, err := CountBytesElements(t.Data)
@@ -88,16 +88,16 @@ func checkData(t *Tensor) error {
 			return Errorf(KindInvalidArgument, "input %q: %s", t.Name, Message(err))
 		}
 		if got != n {
-			return Errorf(KindInvalidArgument, "input %q: data has %d elements, shape %s needs %d", t.Name, got, formatShape(t.Shape), n)
+			return Errorf(KindInvalidArgument, "input %q: data has %d elements, shape %s needs %d", t.Name, got, FormatShape(t.Shape), n)
 		}
 		return nil
 	}
 	size := int64(t.Datatype.Size())
 	if l := int64(len(t.Data)); l%size != 0 || l/size != n {
 		if n > (1<<63-1)/size {
-			return Errorf(KindInvalidArgument, "input %q: shape %s of %s is too large", t.Name, formatShape(t.Shape), t.Datatype)
+			return Errorf(KindInvalidArgument, "input %q: shape %s of %s is too large", t.Name, FormatShape(t.Shape), t.Datatype)
 		}
-		return Errorf(KindInvalidArgument, "input %q: data has %d bytes, shape %s of %s needs %d", t.Name, l, formatShape(t.Shape), t.Datatype, n*size)
+		return Errorf(KindInvalidArgument, "input %q: data has %d bytes, shape %s of %s needs %d", t.Name, l, FormatShape(t.Shape), t.Datatype, n*size)
 	}
 	return nil
 }
@@ -144,8 +144,8 @@ func listNames(what string, n int, name func(int) string) string {
 	return b.String()
 }
 
-// formatShape returns shape as the protocol writes it in JSON: [1,-1,4].
-func formatShape(shape []int64) string {
+// FormatShape prints a shape as "[2,3]", as OIP messages write it.
+func FormatShape(shape []int64) string {
 	b := make([]byte, 0, 2+4*len(shape))
 	b = append(b, '[')
 	for i, d := range shape {
@@ -182,7 +182,7 @@ func BatchSize(req *InferRequest, md *ModelMetadata) (int64, error) {
 			if s := ts[i].Shape; len(s) == 0 || s[0] >= 0 {
 				return 0, &Error{
 					Kind: KindInternal,
-					Msg:  "model " + strconv.Quote(md.Name) + ": " + [2]string{"input ", "output "}[k] + strconv.Quote(ts[i].Name) + " has shape " + formatShape(s) + " with no variable first dimension",
+					Msg:  "model " + strconv.Quote(md.Name) + ": " + [2]string{"input ", "output "}[k] + strconv.Quote(ts[i].Name) + " has shape " + FormatShape(s) + " with no variable first dimension",
 					Err:  ErrNotBatchable,
 				}
 			}

@@ -316,7 +316,7 @@ func (c *KServeV1Client) checkRequest(r *oip.InferRequest) (*oip.Tensor, error) 
 	}
 	for _, d := range t.Shape {
 		if d < 0 {
-			return nil, oip.Errorf(oip.KindInvalidArgument, "input %q: shape %s has a negative dimension", t.Name, v1Shape(t.Shape))
+			return nil, oip.Errorf(oip.KindInvalidArgument, "input %q: shape %s has a negative dimension", t.Name, oip.FormatShape(t.Shape))
 		}
 	}
 	if t.Shape[0] == 0 {
@@ -327,7 +327,7 @@ func (c *KServeV1Client) checkRequest(r *oip.InferRequest) (*oip.Tensor, error) 
 	}
 	n := oip.ShapeElements(t.Shape)
 	if n < 0 {
-		return nil, oip.Errorf(oip.KindInvalidArgument, "input %q: shape %s has too many elements", t.Name, v1Shape(t.Shape))
+		return nil, oip.Errorf(oip.KindInvalidArgument, "input %q: shape %s has too many elements", t.Name, oip.FormatShape(t.Shape))
 	}
 	if n == 0 {
 		// Without elements the arrays are not bounded by the data.
@@ -337,7 +337,7 @@ func (c *KServeV1Client) checkRequest(r *oip.InferRequest) (*oip.Tensor, error) 
 				break
 			}
 			if arrays > v1MaxArrays/d {
-				return nil, oip.Errorf(oip.KindInvalidArgument, "input %q: shape %s has too many empty arrays to send as JSON", t.Name, v1Shape(t.Shape))
+				return nil, oip.Errorf(oip.KindInvalidArgument, "input %q: shape %s has too many empty arrays to send as JSON", t.Name, oip.FormatShape(t.Shape))
 			}
 			arrays *= d
 		}
@@ -348,13 +348,13 @@ func (c *KServeV1Client) checkRequest(r *oip.InferRequest) (*oip.Tensor, error) 
 			return nil, oip.Errorf(oip.KindInvalidArgument, "input %q: %s", t.Name, oip.Message(err))
 		}
 		if got != n {
-			return nil, oip.Errorf(oip.KindInvalidArgument, "input %q: data has %d elements, shape %s needs %d", t.Name, got, v1Shape(t.Shape), n)
+			return nil, oip.Errorf(oip.KindInvalidArgument, "input %q: data has %d elements, shape %s needs %d", t.Name, got, oip.FormatShape(t.Shape), n)
 		}
 		return t, nil
 	}
 	size := int64(t.Datatype.Size())
 	if l := int64(len(t.Data)); l%size != 0 || l/size != n {
-		return nil, oip.Errorf(oip.KindInvalidArgument, "input %q: data has %d bytes, shape %s of %s needs %d elements of %d bytes", t.Name, l, v1Shape(t.Shape), t.Datatype, n, size)
+		return nil, oip.Errorf(oip.KindInvalidArgument, "input %q: data has %d bytes, shape %s of %s needs %d elements of %d bytes", t.Name, l, oip.FormatShape(t.Shape), t.Datatype, n, size)
 	}
 	return t, nil
 }
@@ -506,7 +506,7 @@ func (c *KServeV1Client) decodePredictions(body []byte, n int64) (oip.Tensor, er
 	}
 	shape := append([]int64{n}, dims...)
 	if c.outShape != nil && !oip.ShapeMatches(shape, c.outShape) {
-		return oip.Tensor{}, oip.Errorf(oip.KindInternal, "runtime %s: predictions have shape %s, output %q is declared %s", c.rc.addr, v1Shape(shape), c.outName, v1Shape(c.outShape))
+		return oip.Tensor{}, oip.Errorf(oip.KindInternal, "runtime %s: predictions have shape %s, output %q is declared %s", c.rc.addr, oip.FormatShape(shape), c.outName, oip.FormatShape(c.outShape))
 	}
 	dt := c.outType
 	if dt == oip.Invalid {
@@ -694,17 +694,4 @@ func appendLE(dst []byte, v uint64, size int) []byte {
 		dst = append(dst, byte(v>>(8*i)))
 	}
 	return dst
-}
-
-// v1Shape formats shape as the protocol writes it: [2,-1,4].
-func v1Shape(shape []int64) string {
-	b := make([]byte, 0, 2+4*len(shape))
-	b = append(b, '[')
-	for i, d := range shape {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = strconv.AppendInt(b, d, 10)
-	}
-	return string(append(b, ']'))
 }

@@ -32,13 +32,5 @@ func (g *Gateway) Dispatcher(model, revision string, pool *runtimes.Pool) batche
 // ReadyReplicas returns a count of pool's ready replicas, at least 1: the
 // batcher's default limit of batches in flight is one per ready replica.
 func ReadyReplicas(pool *runtimes.Pool) func() int {
-	return func() int {
-		n := 0
-		for _, r := range pool.Replicas() {
-			if r.Ready() {
-				n++
-			}
-		}
-		return max(n, 1)
-	}
+	return func() int { return max(pool.ReadyCount(), 1) }
 }

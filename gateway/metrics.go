@@ -116,13 +116,7 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		seen[p] = true
 		st := p.Stats()
-		ready := 0
-		reps := p.Replicas()
-		for _, r := range reps {
-			if r.Ready() {
-				ready++
-			}
-		}
+		ready, reps := p.ReadyCount(), p.Replicas()
 		for _, v := range []struct {
 			d   *prometheus.Desc
 			t   prometheus.ValueType

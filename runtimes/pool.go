@@ -318,6 +318,17 @@ func (p *Pool) Ready() bool {
 	return false
 }
 
+// ReadyCount returns how many replicas are ready.
+func (p *Pool) ReadyCount() int {
+	n := 0
+	for _, r := range p.Replicas() {
+		if r.ready.Load() {
+			n++
+		}
+	}
+	return n
+}
+
 // Run probes every replica each ProbeInterval until ctx is done, and always
 // returns nil then. When a replica turns ready the pool refreshes its cached
 // metadata, so a model that changed behind the runtime is seen again.

@@ -94,13 +94,7 @@ func (m *runtimeManager) ready(name string) int {
 		if rr.sup != nil {
 			return rr.sup.Status().Ready
 		}
-		n := 0
-		for _, r := range rr.pool.Replicas() {
-			if r.Ready() {
-				n++
-			}
-		}
-		return n
+		return rr.pool.ReadyCount()
 	}
 	return 0
 }

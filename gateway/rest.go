@@ -48,7 +48,8 @@ func (g *Gateway) HandleREST(ctx *fasthttp.RequestCtx) {
 	if len(req.Pin) == 0 {
 		req.Pin = ctx.Request.Header.Peek(HeaderRevision)
 	}
-	if k := sessionKey(ctx); len(k) > 0 {
+	k, keyFromHeader := sessionKey(ctx)
+	if len(k) > 0 {
 		req.Key, req.Sticky = runtimes.HashKey(k), true
 	}
 	r, mirror, err := g.resolve(req)
@@ -77,10 +78,23 @@ func (g *Gateway) HandleREST(ctx *fasthttp.RequestCtx) {
 			// model under its own versions.
 			ctx.Request.URI().SetPath("/v2/models/" + r.Model + "/infer")
 		}
+		// Hop-by-hop headers and this gateway's routing headers stay on
+		// this hop: a runtime that is itself an infergate gateway would
+		// read the pin and the session key again.
+		h := &ctx.Request.Header
+		h.Del("Connection")
+		h.Del("Keep-Alive")
+		if len(req.Pin) > 0 {
+			h.Del(HeaderRevision)
+		}
+		if keyFromHeader {
+			h.Del(HeaderSessionKey)
+		}
+		timeoutHeader := h.Peek(HeaderRequestTimeout)
 		for try := 1; ; try++ {
 			r.stats.Begin()
 			r.inFlight.Inc()
-			rerouted := g.restInfer(ctx, r, req, start) && try == 1
+			rerouted := g.restInfer(ctx, r, req, start, timeoutHeader) && try == 1
 			r.inFlight.Dec()
 			r.stats.End()
 			if !rerouted {
@@ -98,24 +112,23 @@ func (g *Gateway) HandleREST(ctx *fasthttp.RequestCtx) {
 		r.restRequests.inc(code)
 		d := time.Since(start)
 		r.gatewayREST.Observe(d.Seconds())
-		clientDeadline := len(ctx.Request.Header.Peek(HeaderRequestTimeout)) > 0
-		r.stats.Record(d, httpOutcome(code, clientDeadline))
+		r.stats.Record(d, httpOutcome(code, len(timeoutHeader) > 0))
 		if mirror != nil {
 			g.mirror.rest(ctx, r.name, mirror)
 		}
 	}
 }
 
-// sessionKey returns the request's sticky key: HeaderSessionKey, else the
-// CookieSession cookie; nil when it has neither. The cookie is read from
-// the raw header bytes: asking fasthttp for the Cookie header parses it,
-// and fasthttp then writes the cookies out anew, changed, when the request
-// is forwarded.
-func sessionKey(ctx *fasthttp.RequestCtx) []byte {
+// sessionKey returns the request's sticky key, and whether it came from
+// HeaderSessionKey rather than the CookieSession cookie; nil when it has
+// neither. The cookie is read from the raw header bytes: asking fasthttp
+// for the Cookie header parses it, and fasthttp then writes the cookies
+// out anew, changed, when the request is forwarded.
+func sessionKey(ctx *fasthttp.RequestCtx) (key []byte, fromHeader bool) {
 	if k := ctx.Request.Header.Peek(HeaderSessionKey); len(k) > 0 {
-		return k
+		return k, true
 	}
-	return cookieValue(rawHeader(ctx.Request.Header.RawHeaders(), "Cookie"), CookieSession)
+	return cookieValue(rawHeader(ctx.Request.Header.RawHeaders(), "Cookie"), CookieSession), false
 }
 
 // rawHeader returns the value of the first header called name in raw
@@ -182,9 +195,10 @@ func (g *Gateway) restError(ctx *fasthttp.RequestCtx, r *route, err error) {
 // replica, translated for any other.
 // It reports whether the revision was retired while the request waited
 // in its activator, so that the caller routes it again.
-func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, r *route, req router.Request, start time.Time) (retired bool) {
+// timeoutHeader is the request's HeaderRequestTimeout, if any.
+func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, r *route, req router.Request, start time.Time, timeoutHeader []byte) (retired bool) {
 	timeout := r.Timeout
-	if v := ctx.Request.Header.Peek(HeaderRequestTimeout); len(v) > 0 {
+	if v := timeoutHeader; len(v) > 0 {
 		d, err := parseTimeout(v)
 		if err != nil {
 			rest.WriteError(ctx, err)
@@ -193,10 +207,6 @@ func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, r *route, req router.Reque
 		timeout = d
 	}
 	deadline := start.Add(timeout)
-
-	// Hop-by-hop headers stay on this hop.
-	ctx.Request.Header.Del("Connection")
-	ctx.Request.Header.Del("Keep-Alive")
 	release, err := r.activate(deadline)
 	if err != nil {
 		rest.WriteError(ctx, err)
@@ -224,7 +234,6 @@ func (g *Gateway) restCall(ctx *fasthttp.RequestCtx, r *route, req router.Reques
 		t0 := time.Now()
 		var err error
 		if rc, ok := cl.(*runtimes.RESTClient); ok {
-			dropRoutingHeaders(&ctx.Request.Header)
 			err = rc.Forward(&ctx.Request, &ctx.Response, deadline)
 			code := ctx.Response.StatusCode()
 			g.countUpstream(r, t0, err, code)
@@ -253,18 +262,6 @@ func (g *Gateway) restCall(ctx *fasthttp.RequestCtx, r *route, req router.Reques
 	if err != nil && !errors.Is(err, errRuntimeAnswered) {
 		ctx.Response.Reset()
 		rest.WriteError(ctx, err)
-	}
-}
-
-// dropRoutingHeaders removes the gateway's own routing headers from a
-// request it forwards: they chose this gateway's revision, and a runtime
-// that is itself an infergate gateway would read them again.
-func dropRoutingHeaders(h *fasthttp.RequestHeader) {
-	if len(h.Peek(HeaderRevision)) > 0 {
-		h.Del(HeaderRevision)
-	}
-	if len(h.Peek(HeaderSessionKey)) > 0 {
-		h.Del(HeaderSessionKey)
 	}
 }
 

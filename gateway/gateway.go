@@ -343,20 +343,6 @@ func (g *Gateway) RevisionCounts(rev string) router.Counts {
 // routed again on the current table rather than failed.
 var ErrRevisionRetired = errors.New("revision retired")
 
-// Stats returns the request counts of a model's revisions by revision
-// name, for rollout gates; nil for an unknown model.
-func (g *Gateway) Stats(model string) map[string]router.Counts {
-	revs := g.router.Table().Revisions(model)
-	if revs == nil {
-		return nil
-	}
-	out := make(map[string]router.Counts, len(revs))
-	for _, r := range revs {
-		out[r.Name] = r.Stats.Snapshot()
-	}
-	return out
-}
-
 func (g *Gateway) serverMetadata() oip.ServerMetadata {
 	return oip.ServerMetadata{Name: "infergate", Version: g.opts.Version, Extensions: []string{"binary_tensor_data"}}
 }

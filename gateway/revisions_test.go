@@ -377,18 +377,17 @@ func TestRevisionStatsJudgeOutcomes(t *testing.T) {
 	for range 10 {
 		serveWith(g, "/v2/models/m/versions/1/infer", nil)
 	}
-	st := g.Stats("m")
-	if c := st["m-00002"]; c.Requests != 10 || c.ServerErrors != 10 || c.ErrorRate() != 1 {
+	if c := g.RevisionCounts("m-00002"); c.Requests != 10 || c.ServerErrors != 10 || c.ErrorRate() != 1 {
 		t.Errorf("revision answering 500: %+v", c)
 	}
-	if c := st["m-00001"]; c.Requests != 10 || c.ClientErrors != 10 || c.ErrorRate() != 0 {
+	if c := g.RevisionCounts("m-00001"); c.Requests != 10 || c.ClientErrors != 10 || c.ErrorRate() != 0 {
 		t.Errorf("revision answering 400: %+v", c)
 	}
 	// Counts survive a new table for the same revisions.
 	if err := g.SetModels(twoRevisions(t, a, b, 90, 10, nil)); err != nil {
 		t.Fatal(err)
 	}
-	if c := g.Stats("m")["m-00002"]; c.ServerErrors != 10 {
+	if c := g.RevisionCounts("m-00002"); c.ServerErrors != 10 {
 		t.Errorf("stats lost across a table swap: %+v", c)
 	}
 }

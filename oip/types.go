@@ -111,10 +111,6 @@ type Tensor struct {
 	Data       []byte
 }
 
-// NumElements returns the product of the shape, or -1 when a dimension is
-// negative or the product overflows.
-func (t *Tensor) NumElements() int64 { return ShapeElements(t.Shape) }
-
 // ShapeElements returns the product of shape (1 for a scalar), or -1 when a
 // dimension is negative or the product overflows int64.
 func ShapeElements(shape []int64) int64 {

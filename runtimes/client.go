@@ -32,14 +32,12 @@ func (p Protocol) String() string {
 
 // Client is a connection to one runtime replica. It is the extension point
 // for runtime kinds, so it stays small; protocol-specific fast paths live on
-// the concrete types (RESTClient.Forward, GRPCClient.ModelInferProto).
+// the concrete types (RESTClient.Forward, GRPCClient.ModelInferRaw).
 //
 // Every method honours ctx's deadline. Errors are *oip.Error values whose
 // kind tells unavailable (the replica could not be reached) from errors the
 // runtime returned.
 type Client interface {
-	// Protocol reports the replica's wire protocol.
-	Protocol() Protocol
 	// ModelReady reports whether the runtime serves the model now.
 	ModelReady(ctx context.Context, model, version string) (bool, error)
 	// ModelMetadata asks the runtime for the model's metadata.

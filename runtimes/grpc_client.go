@@ -54,7 +54,6 @@ func NewGRPCClient(opts GRPCOptions) (*GRPCClient, error) {
 }
 
 // Protocol returns GRPC.
-func (c *GRPCClient) Protocol() Protocol { return GRPC }
 
 // Addr returns the replica's host:port.
 func (c *GRPCClient) Addr() string { return c.addr }
@@ -62,9 +61,9 @@ func (c *GRPCClient) Addr() string { return c.addr }
 // Close closes the connection.
 func (c *GRPCClient) Close() error { return c.conn.Close() }
 
-// ModelInferProto sends a gRPC request as it is: the gateway's pass-through.
-// Errors carry the runtime's status code as an *oip.Error kind.
-func (c *GRPCClient) ModelInferProto(ctx context.Context, req *pb.ModelInferRequest) (*pb.ModelInferResponse, error) {
+// modelInferProto sends a decoded gRPC request. Errors carry the runtime's
+// status code as an *oip.Error kind.
+func (c *GRPCClient) modelInferProto(ctx context.Context, req *pb.ModelInferRequest) (*pb.ModelInferResponse, error) {
 	resp, err := c.api.ModelInfer(ctx, req)
 	if err != nil {
 		return nil, c.callError(err)
@@ -136,7 +135,7 @@ func (c *GRPCClient) ModelMetadata(ctx context.Context, model, version string) (
 // Infer converts req to a raw-contents gRPC request, sends it and converts
 // the answer back.
 func (c *GRPCClient) Infer(ctx context.Context, req *oip.InferRequest) (*oip.InferResponse, error) {
-	resp, err := c.ModelInferProto(ctx, oip.RequestToProto(req))
+	resp, err := c.modelInferProto(ctx, oip.RequestToProto(req))
 	if err != nil {
 		return nil, err
 	}

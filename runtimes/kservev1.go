@@ -196,7 +196,6 @@ func cloneTensorMetadata(ts []oip.TensorMetadata) []oip.TensorMetadata {
 }
 
 // Protocol returns KServeV1.
-func (c *KServeV1Client) Protocol() Protocol { return KServeV1 }
 
 // Addr returns the replica's host:port.
 func (c *KServeV1Client) Addr() string { return c.rc.addr }

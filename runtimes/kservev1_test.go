@@ -708,7 +708,7 @@ func TestNewKServeV1ClientErrors(t *testing.T) {
 		})
 	}
 	c, err := NewKServeV1Client(KServeV1Options{Addr: "127.0.0.1:1"})
-	if err != nil || c.Protocol() != KServeV1 || c.Addr() != "127.0.0.1:1" {
+	if err != nil || c.Addr() != "127.0.0.1:1" {
 		t.Errorf("NewKServeV1Client = %v, %v; want a kserve-v1 client for 127.0.0.1:1", c, err)
 	}
 }

@@ -117,7 +117,6 @@ type discardLogger struct{}
 func (discardLogger) Printf(string, ...any) {}
 
 // Protocol returns REST.
-func (c *RESTClient) Protocol() Protocol { return REST }
 
 // Addr returns the replica's host:port.
 func (c *RESTClient) Addr() string { return c.addr }
@@ -156,16 +155,16 @@ func (c *RESTClient) transportError(err error) error {
 	switch {
 	case errors.Is(err, fasthttp.ErrTimeout):
 		return &oip.Error{Kind: oip.KindDeadlineExceeded, Msg: "runtime " + c.addr + " did not answer in time", Err: err}
-	case IsNotSent(err):
+	case isNotSent(err):
 		return unavailable(c.addr, err)
 	}
 	return &oip.Error{Kind: oip.KindUnavailable, Msg: "runtime " + c.addr + " failed", Err: err}
 }
 
-// IsNotSent reports whether err shows that a request never reached the
+// isNotSent reports whether err shows that a request never reached the
 // runtime (the connection was refused or could not be made), so sending it
 // to another replica cannot run it twice.
-func IsNotSent(err error) bool {
+func isNotSent(err error) bool {
 	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, fasthttp.ErrDialTimeout) ||
 		errors.Is(err, fasthttp.ErrNoFreeConns) {
 		return true

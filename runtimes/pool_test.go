@@ -15,8 +15,8 @@ import (
 // a call to it returns.
 type fakeClient struct{ name string }
 
-func (f *fakeClient) Addr() string       { return f.name }
-func (f *fakeClient) Close() error       { return nil }
+func (f *fakeClient) Addr() string { return f.name }
+func (f *fakeClient) Close() error { return nil }
 func (f *fakeClient) ModelReady(context.Context, string, string) (bool, error) {
 	return true, nil
 }

@@ -194,6 +194,12 @@ type Options struct {
 
 // withDefaults validates o and returns it with defaults applied and
 // PreferredBatchSizes sorted, deduplicated and copied.
+// Validate reports what New would refuse in o, without making anything.
+func (o Options) Validate() error {
+	_, err := o.withDefaults()
+	return err
+}
+
 func (o Options) withDefaults() (Options, error) {
 	if o.Dispatch == nil {
 		return o, errors.New("batcher: Options.Dispatch is nil")

@@ -5,14 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"mime"
 	"net"
 	"net/http"
 	"slices"
 	"strings"
 
-	"github.com/infergate/infergate/autoscaler"
 	"github.com/infergate/infergate/config"
 	"github.com/infergate/infergate/controlplane"
 	"github.com/infergate/infergate/gateway"
@@ -33,10 +31,6 @@ type controlAPI struct {
 	// command to run (infergate.io/command).
 	changesFromAnywhere bool
 	rec                 *reconciler
-	rt                  *runtimeManager
-	scaler              *autoscaler.Autoscaler
-	gw                  *gateway.Gateway
-	log                 *slog.Logger
 }
 
 // maxApplyBytes bounds an apply request: a few files of declarations.
@@ -222,18 +216,18 @@ func (a *controlAPI) models(w http.ResponseWriter, _ *http.Request) {
 				}
 			}
 			slices.Sort(row.Tags)
-			if rr := a.rt.get(rev.Name); rr != nil {
+			if rr := a.rec.rt.get(rev.Name); rr != nil {
 				if rr.sup != nil {
 					st := rr.sup.Status()
 					row.Desired, row.Running, row.Ready, row.Restarts = st.Desired, st.Running, st.Ready, st.Restarts
 					row.Failed, row.Reason = st.Failed, st.Reason
 				} else {
-					row.Ready = a.rt.ready(rev.Name)
+					row.Ready = a.rec.rt.ready(rev.Name)
 					row.Running = len(rr.pool.Replicas())
 					row.Desired = row.Running
 				}
 			}
-			if s, ok := a.scaler.Status(rev.Name); ok {
+			if s, ok := a.rec.scaler.Status(rev.Name); ok {
 				row.Metric, row.Target, row.Panic = string(s.Metric), s.Target, s.Panic
 				row.StableAverage, row.PanicAverage, row.Decision = s.StableAverage, s.PanicAverage, s.Reason
 			}

@@ -10,14 +10,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/infergate/infergate/autoscaler"
-	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/config"
 	"github.com/infergate/infergate/controlplane"
 	"github.com/infergate/infergate/gateway"
-	"github.com/infergate/infergate/oip"
 	"github.com/infergate/infergate/router"
 	"github.com/infergate/infergate/runtimes"
 )
@@ -179,42 +175,47 @@ func activeRevisions(ms controlplane.ModelState) map[string]bool {
 	return active
 }
 
-// checkRuntimes checks what only building a model's runtime reveals: its
-// endpoints, its command, its batcher and scaling settings. It starts
-// nothing and registers no metric.
+// checkRuntimes checks what only building a model's runtime reveals (see
+// checkRevision) for every model. It starts nothing and registers no
+// metric.
 func checkRuntimes(models []config.Model, withRuntimes bool) error {
 	var errs []error
 	for _, m := range models {
-		clients, err := endpointClients(m)
+		clients, err := checkRevision(m, withRuntimes)
 		for _, c := range clients {
 			c.Close()
 		}
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if len(clients) == 0 && !withRuntimes {
-			errs = append(errs, fmt.Errorf("%s: model %q names no runtime URL (annotation infergate.io/endpoints); `infergate gateway` starts no runtime, use `infergate serve`", m.Source, m.Name))
-			continue
-		}
-		if len(clients) == 0 {
-			if _, err := scaleSettings(m, false); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		if m.Batcher != nil {
-			pool, err := runtimes.NewPool(runtimes.PoolOptions{Model: m.Name}, nil)
-			if err == nil {
-				opts := batcherOptions(m.Name, m, pool, func(context.Context, *oip.InferRequest) (*oip.InferResponse, error) {
-					return nil, errors.New("not called")
-				})
-				opts.Registerer, opts.Logger = prometheus.NewRegistry(), slog.New(slog.DiscardHandler)
-				_, err = batcher.New(opts)
-			}
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: batcher: %w", m.Source, err))
-			}
-		}
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// checkRevision checks a revision's runtime settings: its endpoints (and
+// returns clients for them), that `infergate gateway` has endpoints to
+// use, its scaling settings when infergate runs it, and its batcher
+// settings.
+func checkRevision(spec config.Model, withRuntimes bool) ([]runtimes.Client, error) {
+	clients, err := endpointClients(spec)
+	if err != nil {
+		return nil, err
+	}
+	err = nil
+	switch {
+	case len(clients) == 0 && !withRuntimes:
+		err = fmt.Errorf("%s: model %q names no runtime URL (annotation infergate.io/endpoints); `infergate gateway` starts no runtime, use `infergate serve`", spec.Source, spec.Name)
+	case len(clients) == 0:
+		_, err = scaleSettings(spec, false)
+	}
+	if err == nil && spec.Batcher != nil {
+		if err = batcherOptions(spec.Name, spec, nil, nil).Validate(); err != nil {
+			err = fmt.Errorf("%s: batcher: %w", spec.Source, err)
+		}
+	}
+	if err != nil {
+		for _, c := range clients {
+			c.Close()
+		}
+		return nil, err
+	}
+	return clients, nil
 }

@@ -54,16 +54,16 @@ type runtimeManager struct {
 	// ctx ends every revision's goroutines; cancelled after the gateway
 	// drained, so that requests in flight finish on their replicas.
 	ctx context.Context
-	gw  *gateway.Gateway // for batchers' dispatch; set before the first ensure
+	gw  *gateway.Gateway // batchers dispatch through it; retired revisions' metrics go
 
 	mu   sync.Mutex
 	revs map[string]*revisionRuntime // by revision name
 	wg   sync.WaitGroup
 }
 
-func newRuntimeManager(ctx context.Context, log *slog.Logger, dataDir string, withRuntimes bool, act *activator.Activator, reg prometheus.Registerer) *runtimeManager {
+func newRuntimeManager(ctx context.Context, log *slog.Logger, dataDir string, withRuntimes bool, act *activator.Activator, gw *gateway.Gateway, reg prometheus.Registerer) *runtimeManager {
 	return &runtimeManager{
-		log: log, dataDir: dataDir, withRuntimes: withRuntimes, act: act, reg: reg, ctx: ctx,
+		log: log, dataDir: dataDir, withRuntimes: withRuntimes, act: act, gw: gw, reg: reg, ctx: ctx,
 		revs: make(map[string]*revisionRuntime),
 	}
 }
@@ -103,19 +103,16 @@ func (m *runtimeManager) ready(name string) int {
 // (a bad endpoint, a bad batcher setting) reject the new state before any
 // route changes.
 func (m *runtimeManager) build(model, name string, spec config.Model, replicas int) (*revisionRuntime, error) {
-	clients, err := endpointClients(spec)
+	clients, err := checkRevision(spec, m.withRuntimes)
 	if err != nil {
 		return nil, err
-	}
-	if len(clients) == 0 && !m.withRuntimes {
-		return nil, fmt.Errorf("%s: model %q names no runtime URL (annotation infergate.io/endpoints); `infergate gateway` starts no runtime, use `infergate serve`", spec.Source, model)
 	}
 	pool, err := runtimes.NewPool(runtimes.PoolOptions{Model: model, NonIdempotent: !spec.Idempotent, Logger: m.log.With("revision", name)}, clients)
 	if err != nil {
 		return nil, err
 	}
 	rr := &revisionRuntime{model: model, name: name, spec: spec, pool: pool, stats: new(router.Stats), done: make(chan struct{})}
-	rr.route = gateway.Route{Model: model, Pool: pool, Timeout: spec.Timeout, StickyReplicas: stickyReplicas(spec)}
+	rr.route = gateway.Route{Model: model, Pool: pool, Timeout: spec.Timeout, StickyReplicas: spec.StickyReplicas}
 	if len(clients) == 0 {
 		sup, err := m.supervisor(name, spec, pool, replicas)
 		if err != nil {
@@ -197,9 +194,7 @@ func (m *runtimeManager) retire(name string, drain time.Duration) {
 		if rr.sup != nil {
 			m.act.Forget(name, gateway.ErrRevisionRetired)
 		}
-		if m.gw != nil {
-			m.gw.Forget(rr.model, name)
-		}
+		m.gw.Forget(rr.model, name)
 	})
 }
 
@@ -283,7 +278,7 @@ func (m *runtimeManager) supervisor(name string, spec config.Model, pool *runtim
 
 // batcherOptions are the batcher settings of a revision whose
 // InferenceService sets spec.predictor.batcher, calling dispatch with
-// merged requests.
+// merged requests (pool and dispatch may be nil to Validate them).
 func batcherOptions(name string, spec config.Model, pool *runtimes.Pool, dispatch batcher.DispatchFunc) batcher.Options {
 	cfg := spec.Batcher
 	callTimeout := cfg.Timeout
@@ -412,10 +407,4 @@ func lastExit(st supervisor.Status) string {
 		return "replica exited before it was ready"
 	}
 	return "replica exited before it was ready: " + last.LastExit
-}
-
-// stickyReplicas reports whether a revision asks for sticky replicas
-// (config.AnnotationStickyReplicas).
-func stickyReplicas(spec config.Model) bool {
-	return spec.StickyReplicas
 }

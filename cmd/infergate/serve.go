@@ -97,26 +97,23 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	defer stop()
 
 	// Listen first, so that a busy port fails before any runtime starts.
+	// The servers close them when they stop; closing again on the way out
+	// covers the returns before they start.
 	restLn, err := net.Listen("tcp", f.restAddr)
 	if err != nil {
 		return fmt.Errorf("REST listener: %w", err)
 	}
+	defer restLn.Close()
 	grpcLn, err := net.Listen("tcp", f.grpcAddr)
 	if err != nil {
-		restLn.Close()
 		return fmt.Errorf("gRPC listener: %w", err)
 	}
+	defer grpcLn.Close()
 	adminLn, err := net.Listen("tcp", f.adminAddr)
 	if err != nil {
-		restLn.Close()
-		grpcLn.Close()
 		return fmt.Errorf("admin listener: %w", err)
 	}
-	closeListeners := func() {
-		restLn.Close()
-		grpcLn.Close()
-		adminLn.Close()
-	}
+	defer adminLn.Close()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -129,14 +126,23 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 		Registerer: reg,
 	})
 	if err != nil {
-		closeListeners()
+		return err
+	}
+	gw, err := gateway.New(gateway.Options{
+		MaxBodyBytes: f.maxBody,
+		DrainTimeout: f.drain,
+		Registerer:   reg,
+		Logger:       log,
+		Version:      version,
+	})
+	if err != nil {
 		return err
 	}
 	// Revisions' runtimes and batchers run under their own context, ended
 	// only once the gateway has drained, so that requests in flight finish
 	// on them.
 	runCtx, stopRuntimes := context.WithCancel(context.Background())
-	rt := newRuntimeManager(runCtx, log, f.dataDir, withRuntimes, act, reg)
+	rt := newRuntimeManager(runCtx, log, f.dataDir, withRuntimes, act, gw, reg)
 	defer func() {
 		stopRuntimes()
 		rt.wait()
@@ -149,33 +155,18 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 		Logger:     log,
 	})
 	if err != nil {
-		closeListeners()
 		return err
 	}
-	gw, err := gateway.New(gateway.Options{
-		MaxBodyBytes: f.maxBody,
-		DrainTimeout: f.drain,
-		Registerer:   reg,
-		Logger:       log,
-		Version:      version,
-	})
-	if err != nil {
-		closeListeners()
-		return err
-	}
-	rt.gw = gw
 	dep, err := controlplane.New(controlplane.Options{})
 	if err != nil {
-		closeListeners()
 		return err
 	}
 	rec := &reconciler{dep: dep, rt: rt, gw: gw, scaler: scaler, drain: f.drain, log: log}
 	reg.MustRegister(deploymentCollector{dep})
 	if _, err := rec.apply(models, true); err != nil {
-		closeListeners()
 		return err
 	}
-	api := &controlAPI{changesFromAnywhere: f.changesAnywhere, rec: rec, rt: rt, scaler: scaler, gw: gw, log: log}
+	api := &controlAPI{changesFromAnywhere: f.changesAnywhere, rec: rec}
 	admin := &http.Server{
 		Handler:           api.handler(gateway.AdminHandler(gateway.AdminOptions{Gatherer: reg, PprofFromAnywhere: f.pprofAnywhere, Ready: gw.Ready})),
 		ReadHeaderTimeout: 10 * time.Second,

@@ -170,10 +170,10 @@ func StartProcess(ctx context.Context, opts ProcessOptions) (*Process, error) {
 		}
 		return p, nil
 	case <-p.done:
-		return nil, fmt.Errorf("runtimes: %s exited before listening (%v)%s", opts.Path, p.waitErr, p.logTail())
+		return nil, fmt.Errorf("runtimes: %s exited before listening (%v)%s", opts.Path, p.waitErr, p.Tail())
 	case <-timer.C:
 		_ = p.Stop(5 * time.Second)
-		return nil, fmt.Errorf("runtimes: %s did not listen within %s%s", opts.Path, opts.StartTimeout, p.logTail())
+		return nil, fmt.Errorf("runtimes: %s did not listen within %s%s", opts.Path, opts.StartTimeout, p.Tail())
 	case <-ctx.Done():
 		_ = p.Stop(5 * time.Second)
 		return nil, ctx.Err()
@@ -261,8 +261,9 @@ func startError(path string, err error) error {
 // LogPath returns the path of the process's log, "" when it has none.
 func (p *Process) LogPath() string { return p.logPath }
 
-// logTail returns the last lines of the process's log, for error messages.
-func (p *Process) logTail() string {
+// Tail returns the last lines of the process's log, to end an error
+// message with: "; last log lines (PATH):\n" and the lines, or "".
+func (p *Process) Tail() string {
 	t := LogTail(p.logPath, LogTailLines)
 	if t == "" {
 		return ""

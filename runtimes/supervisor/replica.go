@@ -268,7 +268,7 @@ func (s *Supervisor) serve(run context.Context, r *replica, p *runtimes.Process,
 		if readyAt.IsZero() && time.Now().After(deadline) && pctx.Err() == nil {
 			withdraw()
 			_ = p.Stop(s.opts.StopGrace)
-			return readyAt, fmt.Sprintf("not ready within %s%s", s.opts.StartTimeout, tail(p)), false
+			return readyAt, fmt.Sprintf("not ready within %s%s", s.opts.StartTimeout, p.Tail()), false
 		}
 		// Until the first ready probe, probe often, and the more often the
 		// younger the replica: one that loads fast should not wait a whole
@@ -290,7 +290,7 @@ func (s *Supervisor) serve(run context.Context, r *replica, p *runtimes.Process,
 			if readyAt.IsZero() {
 				how += " before it was ready"
 			}
-			return readyAt, how + tail(p), false
+			return readyAt, how + p.Tail(), false
 		case <-r.down.Done():
 			s.retire(run, r, p, client, rep)
 			return readyAt, "", true
@@ -381,13 +381,4 @@ func (s *Supervisor) update(r *replica, f func(*ReplicaStatus)) {
 	s.mu.Lock()
 	f(&r.status)
 	s.mu.Unlock()
-}
-
-// tail formats the last lines of p's log for a reason.
-func tail(p *runtimes.Process) string {
-	t := runtimes.LogTail(p.LogPath(), runtimes.LogTailLines)
-	if t == "" {
-		return ""
-	}
-	return "; last log lines (" + p.LogPath() + "):\n" + t
 }

@@ -182,12 +182,8 @@ func SettingsFromAnnotations(base Settings, annotations map[string]string) (Sett
 				}
 			}
 		case AnnotationTargetUtilization:
-			if f, ok := parseFloat(v, fail); ok {
-				if f < 1 || f > 100 {
-					fail("is outside [1, 100]")
-				} else {
-					s.TargetUtilization = f / 100
-				}
+			if f, ok := parseFloatIn(v, 1, 100, fail); ok {
+				s.TargetUtilization = f / 100
 			}
 		case AnnotationTargetBurstCapacity:
 			if f, ok := parseFloat(v, fail); ok {
@@ -202,20 +198,12 @@ func SettingsFromAnnotations(base Settings, annotations map[string]string) (Sett
 				s.StableWindow = d
 			}
 		case AnnotationPanicWindowPercentage:
-			if f, ok := parseFloat(v, fail); ok {
-				if f < PanicWindowPercentageMin || f > PanicWindowPercentageMax {
-					fail("is outside [1, 100]")
-				} else {
-					s.PanicWindowPercentage = f
-				}
+			if f, ok := parseFloatIn(v, PanicWindowPercentageMin, PanicWindowPercentageMax, fail); ok {
+				s.PanicWindowPercentage = f
 			}
 		case AnnotationPanicThresholdPercentage:
-			if f, ok := parseFloat(v, fail); ok {
-				if f < PanicThresholdPercentageMin || f > PanicThresholdPercentageMax {
-					fail("is outside [110, 1000]")
-				} else {
-					s.PanicThresholdPercentage = f
-				}
+			if f, ok := parseFloatIn(v, PanicThresholdPercentageMin, PanicThresholdPercentageMax, fail); ok {
+				s.PanicThresholdPercentage = f
 			}
 		case AnnotationScaleDownDelay:
 			if d, ok := parseDuration(v, 0, WindowMax, true, fail); ok {
@@ -294,6 +282,16 @@ func parseFloat(v string, fail func(string, ...any)) (float64, bool) {
 }
 
 // parseCount reads a replica count of at least least.
+// parseFloatIn is parseFloat for a value that must be in [lo, hi].
+func parseFloatIn(v string, lo, hi float64, fail func(string, ...any)) (float64, bool) {
+	f, ok := parseFloat(v, fail)
+	if ok && (f < lo || f > hi) {
+		fail("is outside [%g, %g]", lo, hi)
+		return 0, false
+	}
+	return f, ok
+}
+
 func parseCount(v string, least int, fail func(string, ...any)) (int, bool) {
 	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 32)
 	switch {

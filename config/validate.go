@@ -87,28 +87,22 @@ func readMetadata(m *Model, meta ObjectMeta, d *docProblems) {
 	if raw, ok := meta.Annotations[AnnotationEndpoints]; ok {
 		m.Endpoints = parseEndpoints(raw, d)
 	}
-	if raw, ok := meta.Annotations[AnnotationPipeline]; ok {
-		v, err := strconv.ParseBool(raw)
-		if err != nil {
-			d.addf(annotationField(AnnotationPipeline), "%s is not true or false", quote(raw))
-		}
-		m.Pipeline = v
+	m.Pipeline = boolAnnotation(meta.Annotations, AnnotationPipeline, false, d)
+	m.Idempotent = boolAnnotation(meta.Annotations, AnnotationIdempotent, true, d)
+	m.StickyReplicas = boolAnnotation(meta.Annotations, AnnotationStickyReplicas, false, d)
+}
+
+// boolAnnotation reads a true/false annotation, def when it is absent.
+func boolAnnotation(annotations map[string]string, key string, def bool, d *docProblems) bool {
+	raw, ok := annotations[key]
+	if !ok {
+		return def
 	}
-	m.Idempotent = true
-	if raw, ok := meta.Annotations[AnnotationIdempotent]; ok {
-		v, err := strconv.ParseBool(raw)
-		if err != nil {
-			d.addf(annotationField(AnnotationIdempotent), "%s is not true or false", quote(raw))
-		}
-		m.Idempotent = v
+	v, err := strconv.ParseBool(raw)
+	if err != nil {
+		d.addf(annotationField(key), "%s is not true or false", quote(raw))
 	}
-	if raw, ok := meta.Annotations[AnnotationStickyReplicas]; ok {
-		v, err := strconv.ParseBool(raw)
-		if err != nil {
-			d.addf(annotationField(AnnotationStickyReplicas), "%s is not true or false", quote(raw))
-		}
-		m.StickyReplicas = v
-	}
+	return v
 }
 
 // readModel reads spec.predictor.model. remote says the model is served at

@@ -88,10 +88,10 @@ func unbatchable(req *oip.InferRequest) bool {
 // other request in its batch, so each failure is an *oip.Error of
 // KindInvalidArgument naming the input.
 func checkRequest(req *oip.InferRequest) (int64, error) {
-	if len(req.Inputs) == 0 {
-		return 0, oip.Errorf(oip.KindInvalidArgument, "request has no inputs")
+	rows, err := oip.RequestBatchSize(req)
+	if err != nil {
+		return 0, err
 	}
-	var rows int64
 	for i := range req.Inputs {
 		t := &req.Inputs[i]
 		for j := range i {
@@ -102,28 +102,11 @@ func checkRequest(req *oip.InferRequest) (int64, error) {
 		if !t.Datatype.Valid() {
 			return 0, oip.Errorf(oip.KindInvalidArgument, "input %q: invalid datatype %s", t.Name, t.Datatype)
 		}
-		if len(t.Shape) == 0 {
-			return 0, oip.Errorf(oip.KindInvalidArgument, "input %q: shape [] has no batch dimension", t.Name)
+		if oip.ShapeElements(t.Shape) < 0 {
+			return 0, oip.Errorf(oip.KindInvalidArgument, "input %q: shape %s has a negative dimension or too many elements", t.Name, oip.FormatShape(t.Shape))
 		}
-		if i == 0 {
-			rows = t.Shape[0]
-		} else if t.Shape[0] != rows {
-			return 0, oip.Errorf(oip.KindInvalidArgument, "input %q: batch size %d, input %q has %d", t.Name, t.Shape[0], req.Inputs[0].Name, rows)
-		}
-		n := oip.ShapeElements(t.Shape)
-		if n < 0 {
-			return 0, oip.Errorf(oip.KindInvalidArgument, "input %q: shape %v has a negative dimension or too many elements", t.Name, t.Shape)
-		}
-		if t.Datatype == oip.BYTES {
-			got, err := oip.CountBytesElements(t.Data)
-			if err != nil {
-				return 0, oip.Errorf(oip.KindInvalidArgument, "input %q: %s", t.Name, oip.Message(err))
-			}
-			if got != n {
-				return 0, oip.Errorf(oip.KindInvalidArgument, "input %q: data has %d elements, shape %v needs %d", t.Name, got, t.Shape, n)
-			}
-		} else if size := int64(t.Datatype.Size()); n > math.MaxInt64/size || int64(len(t.Data)) != n*size {
-			return 0, oip.Errorf(oip.KindInvalidArgument, "input %q: data has %d bytes, shape %v of %s needs %d", t.Name, len(t.Data), t.Shape, t.Datatype, n*size)
+		if err := oip.CheckData(t); err != nil {
+			return 0, err
 		}
 	}
 	return rows, nil

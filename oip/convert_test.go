@@ -854,7 +854,7 @@ func FuzzRequestFromProto(f *testing.F) {
 			return
 		}
 		for i := range req.Inputs {
-			if err := checkData(&req.Inputs[i]); err != nil {
+			if err := CheckData(&req.Inputs[i]); err != nil {
 				t.Fatalf("accepted a tensor whose data does not match its shape: %v", err)
 			}
 		}

@@ -48,7 +48,7 @@ func ValidateRequest(req *InferRequest, md *ModelMetadata) error {
 		if !ShapeMatches(t.Shape, m.Shape) {
 			return Errorf(KindInvalidArgument, "input %q: shape %s, model expects %s", t.Name, FormatShape(t.Shape), FormatShape(m.Shape))
 		}
-		if err := checkData(t); err != nil {
+		if err := CheckData(t); err != nil {
 			return err
 		}
 	}
@@ -75,9 +75,10 @@ func ValidateRequest(req *InferRequest, md *ModelMetadata) error {
 	return nil
 }
 
-// checkData checks that t.Data holds exactly the elements of t.Shape, which
-// has no negative dimension.
-func checkData(t *Tensor) error {
+// CheckData checks that t.Data holds exactly the elements of t.Shape, which
+// has no negative dimension: the error is an *Error of KindInvalidArgument
+// naming the input.
+func CheckData(t *Tensor) error {
 	n := ShapeElements(t.Shape)
 	if n < 0 {
 		return Errorf(KindInvalidArgument, "input %q: shape %s has too many elements", t.Name, FormatShape(t.Shape))
@@ -188,6 +189,14 @@ func BatchSize(req *InferRequest, md *ModelMetadata) (int64, error) {
 			}
 		}
 	}
+	return RequestBatchSize(req)
+}
+
+// RequestBatchSize returns the first dimension req's inputs share. A
+// request with no inputs, an input with no dimensions or a negative first
+// dimension, or inputs that disagree on it is an *Error of
+// KindInvalidArgument naming the input.
+func RequestBatchSize(req *InferRequest) (int64, error) {
 	if len(req.Inputs) == 0 {
 		return 0, Errorf(KindInvalidArgument, "request has no inputs")
 	}

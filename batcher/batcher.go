@@ -42,10 +42,8 @@ type Batcher struct {
 
 // batch is a set of requests sent upstream in one call.
 type batch struct {
+	// items' requests are read only until released is closed.
 	items []*item
-	reqs  []*oip.InferRequest // read only until released is closed
-	ids   []string
-	rows  []int64
 	total int64
 	seq   uint64
 	ctx   context.Context

@@ -101,22 +101,16 @@ func (b *Batcher) dispatch(g *group, n int, now time.Time) {
 	c := b.fill(g)
 	bt := &batch{
 		items:    slices.Clone(c.items[:n]),
-		reqs:     make([]*oip.InferRequest, n),
-		ids:      make([]string, n),
-		rows:     make([]int64, n),
 		seq:      b.dispatched,
 		released: make(chan struct{}),
 	}
 	b.dispatched++
 	var latest time.Time
 	allDeadlines := true
-	for i, it := range bt.items {
+	for _, it := range bt.items {
 		b.dequeue(it)
 		it.state = stateInFlight
 		it.bt = bt
-		bt.reqs[i] = it.req
-		bt.ids[i] = it.req.ID
-		bt.rows[i] = it.rows
 		bt.total += it.rows
 		b.metrics.queueDelay.Observe(now.Sub(it.enqueued).Seconds())
 		if it.deadline.IsZero() {
@@ -142,11 +136,20 @@ func (b *Batcher) dispatch(g *group, n int, now time.Time) {
 // of one is sent and answered unchanged; a larger one is merged and split.
 func (b *Batcher) execute(bt *batch) {
 	defer b.wg.Done()
-	single := len(bt.reqs) == 1
-	req := bt.reqs[0]
+	single := len(bt.items) == 1
+	req := bt.items[0].req
+	var (
+		ids  []string // the merged requests' ids and rows, to split by
+		rows []int64
+	)
 	if !single {
-		req = merge(bt.reqs, bt.total)
-		close(bt.released)
+		reqs := make([]*oip.InferRequest, len(bt.items))
+		ids, rows = make([]string, len(bt.items)), make([]int64, len(bt.items))
+		for i, it := range bt.items {
+			reqs[i], ids[i], rows[i] = it.req, it.req.ID, it.rows
+		}
+		req = merge(reqs, bt.total)
+		close(bt.released) // the callers may reuse their requests now
 	}
 	start := b.opts.Clock.Now()
 	resp, err := b.opts.Dispatch(bt.ctx, req)
@@ -174,13 +177,13 @@ func (b *Batcher) execute(bt *batch) {
 		if err := checkResponse(resp, bt.total, req.Outputs, b.opts.Model); err != nil {
 			ok = false
 			b.opts.Logger.Warn("batcher: runtime answer does not match the batch; failing every request in it",
-				"model", b.opts.Model, "requests", len(bt.reqs), "rows", bt.total, "error", err)
+				"model", b.opts.Model, "requests", len(bt.items), "rows", bt.total, "error", err)
 			for i := range results {
 				results[i].err = err
 			}
 			break
 		}
-		for i, r := range split(resp, bt.ids, bt.rows) {
+		for i, r := range split(resp, ids, rows) {
 			results[i].resp = r
 		}
 	}

@@ -69,7 +69,8 @@ func WriteInferResponse(ctx *fasthttp.RequestCtx, resp *oip.InferResponse, binar
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	if jsonLen >= 0 {
 		ctx.Response.Header.SetContentType(ContentTypeBinary)
-		ctx.Response.Header.Set(HeaderInferenceHeaderContentLength, strconv.Itoa(jsonLen))
+		var buf [20]byte
+		ctx.Response.Header.SetBytesV(HeaderInferenceHeaderContentLength, strconv.AppendInt(buf[:0], int64(jsonLen), 10))
 	} else {
 		ctx.Response.Header.SetContentType(ContentTypeJSON)
 	}

@@ -327,7 +327,7 @@ func (t *Table[B]) Each(fn func(model string, r *Revision[B])) {
 func rendezvous[B any](key uint64, revs []*Revision[B], weights []float64) int {
 	best, bestScore := 0, math.Inf(-1)
 	for i, r := range revs {
-		h := mix(key ^ r.hash)
+		h := runtimes.Mix64(key ^ r.hash)
 		// u in (0, 1): the top 53 bits, offset by half a step.
 		u := (float64(h>>11) + 0.5) / (1 << 53)
 		score := -weights[i] / math.Log(u)
@@ -336,16 +336,6 @@ func rendezvous[B any](key uint64, revs []*Revision[B], weights []float64) int {
 		}
 	}
 	return best
-}
-
-// mix is SplitMix64's finaliser: a bijection that spreads every input bit.
-func mix(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	x ^= x >> 31
-	return x
 }
 
 // Router holds the current Table. Its methods are safe for concurrent use.

@@ -40,10 +40,7 @@ func (g *rng) uint64() uint64 {
 }
 
 func (g *rng) splitmix() uint64 {
-	z := g.state.Add(0x9e3779b97f4a7c15)
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
-	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
-	return z ^ (z >> 31)
+	return Mix64(g.state.Add(0x9e3779b97f4a7c15))
 }
 
 // below maps 32 random bits onto [0, n) (Lemire's multiply-shift; the bias

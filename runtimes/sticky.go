@@ -76,10 +76,10 @@ func hashString(h uint64, s string) uint64 {
 	return h
 }
 
-// mix64 is splitmix64's finalizer: a bijection of uint64 whose every output
+// Mix64 is splitmix64's finalizer: a bijection of uint64 whose every output
 // bit depends on every input bit, so that keys that differ little (FNV-1a
 // of similar strings, sequential IDs) land far apart on the ring.
-func mix64(z uint64) uint64 {
+func Mix64(z uint64) uint64 {
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
 	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
 	return z ^ (z >> 31)
@@ -124,7 +124,7 @@ func newHashRing(rs []*Replica) hashRing {
 		}
 		seen[addr]++
 		for v := range uint64(ringVnodes) {
-			vs = append(vs, vnode{mix64(h + (v+1)*0x9e3779b97f4a7c15), int32(i)})
+			vs = append(vs, vnode{Mix64(h + (v+1)*0x9e3779b97f4a7c15), int32(i)})
 		}
 	}
 	slices.SortFunc(vs, func(a, b vnode) int {
@@ -161,7 +161,7 @@ func (g *hashRing) start(point uint64) int {
 // allocates nothing of its own.
 func (p *Pool) DoKey(ctx context.Context, key uint64, fn func(Client) error) error {
 	s := p.set.Load()
-	return p.do(ctx, s.rs, ringWalk{ring: &s.ring, point: mix64(key)}, fn)
+	return p.do(ctx, s.rs, ringWalk{ring: &s.ring, point: Mix64(key)}, fn)
 }
 
 // ringWalk is how take chooses: along ring from point, or by power of two

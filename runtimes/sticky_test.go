@@ -77,7 +77,7 @@ func ringOrder(p *Pool, key uint64) []string {
 	g := &s.ring
 	var order []string
 	seen := map[int32]bool{}
-	for k, pos := 0, g.start(mix64(key)); k < len(g.points); k, pos = k+1, (pos+1)%len(g.points) {
+	for k, pos := 0, g.start(Mix64(key)); k < len(g.points); k, pos = k+1, (pos+1)%len(g.points) {
 		if i := g.owner[pos]; !seen[i] {
 			seen[i] = true
 			order = append(order, addrOf(s.rs[i].Client))

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"maps"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -194,10 +195,7 @@ func (c *codeCounters) with(code string) prometheus.Counter {
 		return ctr
 	}
 	ctr := c.vec.WithLabelValues(append(append([]string(nil), c.labels...), code)...)
-	next := make(map[string]prometheus.Counter, len(old)+1)
-	for k, v := range old {
-		next[k] = v
-	}
+	next := maps.Clone(old) // never nil: newCodeCounters stores an empty map
 	next[code] = ctr
 	c.byCode.Store(&next)
 	return ctr

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -139,10 +140,7 @@ func (a *Activator) lookup(name string) *model {
 		return m
 	}
 	m := &model{name: name, a: a, mm: a.metrics.forModel(name), cc: -1}
-	next := make(map[string]*model, len(old)+1)
-	for k, v := range old {
-		next[k] = v
-	}
+	next := maps.Clone(old) // old is never nil: New stores an empty map
 	next[name] = m
 	a.models.Store(&next)
 	return m
@@ -432,12 +430,8 @@ func (a *Activator) Forget(name string, reason error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	old := *a.models.Load()
-	next := make(map[string]*model, len(old))
-	for k, v := range old {
-		if k != name {
-			next[k] = v
-		}
-	}
+	next := maps.Clone(old)
+	delete(next, name)
 	a.models.Store(&next)
 	a.metrics.forget(name)
 }

@@ -3,6 +3,7 @@ package modelserver
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -233,9 +234,9 @@ func (s *Server) addEntry(src ModelSource) *entry {
 	}
 	e := newEntry(src.Name)
 	e.state.Store(&modelState{src: src})
-	next := make(map[string]*entry, len(old)+1)
-	for k, v := range old {
-		next[k] = v
+	next := maps.Clone(old)
+	if next == nil {
+		next = make(map[string]*entry, 1)
 	}
 	next[src.Name] = e
 	s.models.Store(&next)

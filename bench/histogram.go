@@ -37,22 +37,40 @@ type Histogram struct {
 }
 
 // bucketOf returns the bucket of v, 0 <= v <= maxTrackable.
-func bucketOf(v int64) int {
-	shift := bits.Len64(uint64(v)) - (subBucketBits + 1)
-	if shift < 0 {
-		shift = 0
-	}
-	return shift*subBuckets + int(v>>uint(shift))
-}
+func bucketOf(v int64) int { return logBucketOf(v, subBucketBits) }
 
 // bucketRange returns the lowest value of bucket b and its width.
-func bucketRange(b int) (lo, width int64) {
-	if b < 2*subBuckets {
+func bucketRange(b int) (lo, width int64) { return logBucketRange(b, subBucketBits) }
+
+// logBucketOf returns v's bucket among log-linear buckets with 2^subBits
+// buckets per power of two (exact below 2^(subBits+1)).
+func logBucketOf(v int64, subBits int) int {
+	shift := max(bits.Len64(uint64(v))-(subBits+1), 0)
+	return shift<<subBits + int(v>>uint(shift))
+}
+
+// logBucketRange returns the lowest value of logBucketOf's bucket b and
+// its width.
+func logBucketRange(b, subBits int) (lo, width int64) {
+	if b < 2<<subBits {
 		return int64(b), 1
 	}
-	shift := b/subBuckets - 1
-	mantissa := int64(b - shift*subBuckets)
+	shift := b>>subBits - 1
+	mantissa := int64(b - shift<<subBits)
 	return mantissa << uint(shift), 1 << uint(shift)
+}
+
+// rankBucket returns the bucket holding the q-quantile (0 < q < 1) of the
+// total values counted, -1 when none does.
+func rankBucket(counts []uint64, total uint64, q float64) int {
+	rank := max(uint64(math.Ceil(q*float64(total))), 1)
+	var seen uint64
+	for b, c := range counts {
+		if seen += c; seen >= rank {
+			return b
+		}
+	}
+	return -1
 }
 
 // Record counts one duration. Negative durations count as 0.
@@ -127,19 +145,10 @@ func (h *Histogram) Quantile(q float64) time.Duration {
 	case q >= 1:
 		return time.Duration(h.max)
 	}
-	rank := uint64(math.Ceil(q * float64(h.count)))
-	if rank < 1 {
-		rank = 1
+	b := rankBucket(h.counts[:], h.count, q)
+	if b < 0 {
+		return time.Duration(h.max)
 	}
-	var seen uint64
-	for b, c := range h.counts {
-		seen += c
-		if seen < rank {
-			continue
-		}
-		lo, width := bucketRange(b)
-		v := lo + width/2
-		return time.Duration(min(max(v, h.min), h.max))
-	}
-	return time.Duration(h.max)
+	lo, width := bucketRange(b)
+	return time.Duration(min(max(lo+width/2, h.min), h.max))
 }

@@ -1,8 +1,6 @@
 package bench
 
 import (
-	"math"
-	"math/bits"
 	"sync/atomic"
 	"time"
 )
@@ -48,22 +46,7 @@ func newTimeline(interval time.Duration) *timeline {
 	return &timeline{interval: interval}
 }
 
-func coarseBucketOf(v int64) int {
-	shift := bits.Len64(uint64(v)) - (coarseSubBits + 1)
-	if shift < 0 {
-		shift = 0
-	}
-	return shift*coarseSub + int(v>>uint(shift))
-}
-
-func coarseBucketRange(b int) (lo, width int64) {
-	if b < 2*coarseSub {
-		return int64(b), 1
-	}
-	shift := b/coarseSub - 1
-	mantissa := int64(b - shift*coarseSub)
-	return mantissa << uint(shift), 1 << uint(shift)
-}
+func coarseBucketOf(v int64) int { return logBucketOf(v, coarseSubBits) }
 
 // slot returns the slot of interval idx, making its chunk if needed, or
 // nil when idx is out of range.
@@ -236,17 +219,10 @@ func coarseQuantile(counts *[coarseBuckets]uint64, total uint64, q float64, maxV
 	if total == 0 {
 		return 0
 	}
-	rank := uint64(math.Ceil(q * float64(total)))
-	if rank < 1 {
-		rank = 1
+	b := rankBucket(counts[:], total, q)
+	if b < 0 {
+		return maxV
 	}
-	var seen uint64
-	for b, c := range counts {
-		seen += c
-		if seen >= rank {
-			lo, w := coarseBucketRange(b)
-			return min(time.Duration(lo+w/2), maxV)
-		}
-	}
-	return maxV
+	lo, w := logBucketRange(b, coarseSubBits)
+	return min(time.Duration(lo+w/2), maxV)
 }

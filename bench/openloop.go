@@ -103,12 +103,7 @@ func RunOpenLoop(ctx context.Context, t Target, opts OpenLoopOptions) (*Result, 
 	stopProgress := reportProgress(ctx, opts.Progress, opts.ProgressInterval, start, measureAt, rec)
 
 	ol := &openLoop{t: t, ctx: doCtx, clock: clock, rec: rec, shards: shards, ticks: make(chan tick)}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		ol.schedule(ctx, sched, opts, start, measureAt, endAt)
-	}()
-	<-done
+	ol.schedule(ctx, sched, opts, start, measureAt, endAt)
 	ol.wg.Wait()
 	stopProgress()
 

@@ -47,20 +47,27 @@ metadata:
 `, m, fakeRuntimeCommand(), annotations, extra, fakeRuntimeEnv, v, status)
 }
 
-// inferVersion sends one request to model m (path after /v2/models/m) and
-// returns the status and the version that answered ("" on error).
-func inferVersion(t *testing.T, rest, path string, header map[string]string) (int, string, string) {
-	t.Helper()
+// fakeAnswer is a fake runtime's answer through the gateway.
+type fakeAnswer struct {
+	code              int
+	version, revision string // the runtime's model_version, the gateway's X-Model-Revision
+	body              string
+}
+
+// inferFake sends one request to a fake runtime's model at path (under
+// the gateway at rest). It does not fail the test, so load loops may call
+// it from their goroutines.
+func inferFake(rest, path string, header map[string]string) (fakeAnswer, error) {
 	req, err := http.NewRequest("POST", "http://"+rest+path, strings.NewReader(`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]}`))
 	if err != nil {
-		t.Fatal(err)
+		return fakeAnswer{}, err
 	}
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return fakeAnswer{}, err
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
@@ -68,7 +75,18 @@ func inferVersion(t *testing.T, rest, path string, header map[string]string) (in
 		ModelVersion string `json:"model_version"`
 	}
 	_ = json.Unmarshal(b, &out)
-	return resp.StatusCode, out.ModelVersion, string(b)
+	return fakeAnswer{resp.StatusCode, out.ModelVersion, resp.Header.Get("X-Model-Revision"), string(b)}, nil
+}
+
+// inferVersion is inferFake for the test's goroutine: the status, the
+// version that answered ("" on error) and the body.
+func inferVersion(t *testing.T, rest, path string, header map[string]string) (int, string, string) {
+	t.Helper()
+	a, err := inferFake(rest, path, header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.code, a.version, a.body
 }
 
 // revisionRows reads GET /api/v1/models for model m.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -99,8 +98,11 @@ spec:
 		t.Helper()
 		end := time.Now().Add(d)
 		for time.Now().Before(end) {
-			s := readModelRow(t, admin, "burst")
-			s.phase = phase
+			rows := revisionRows(t, admin, "burst")
+			if len(rows) != 1 {
+				t.Fatalf("GET /api/v1/models: %d rows for burst, want 1", len(rows))
+			}
+			s := modelSample{modelStatus: rows[0], phase: phase}
 			samples = append(samples, s)
 			if until != nil && until(s) {
 				return
@@ -175,46 +177,9 @@ spec:
 	}
 }
 
-// modelSample is the part of a GET /api/v1/models row the scaling tests
-// read, and when it was read.
+// modelSample is a model's row of GET /api/v1/models (it has one
+// revision) and the phase of the test when it was read.
 type modelSample struct {
-	Name          string  `json:"name"`
-	Model         string  `json:"model"`
-	Desired       int     `json:"desired"`
-	Ready         int     `json:"ready"`
-	Running       int     `json:"running"`
-	Panic         bool    `json:"panic"`
-	StableAverage float64 `json:"stableAverage"`
-	PanicAverage  float64 `json:"panicAverage"`
-	Decision      string  `json:"decision"`
-	phase         string
-}
-
-// readModelRow returns model's row of the admin API: the one whose name is
-// the model's, or whose model field is (rows may name a revision of it).
-func readModelRow(t *testing.T, admin, model string) modelSample {
-	t.Helper()
-	resp, err := http.Get("http://" + admin + "/api/v1/models")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /api/v1/models: status %d: %s", resp.StatusCode, raw)
-	}
-	var rows []modelSample
-	if err := json.Unmarshal(raw, &rows); err != nil {
-		t.Fatalf("GET /api/v1/models: %v in %s", err, raw)
-	}
-	for _, r := range rows {
-		if r.Name == model || r.Model == model {
-			return r
-		}
-	}
-	t.Fatalf("GET /api/v1/models: no row for %q in %s", model, raw)
-	return modelSample{}
+	modelStatus
+	phase string
 }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,7 +28,7 @@ type load struct {
 	failed   atomic.Int64
 }
 
-func startLoadOn(t *testing.T, rest, m string, clients int) *load {
+func startLoadOn(rest, m string, clients int) *load {
 	l := &load{stop: make(chan struct{})}
 	deadline := time.Now().Add(2 * time.Minute)
 	for range clients {
@@ -41,11 +39,14 @@ func startLoadOn(t *testing.T, rest, m string, clients int) *load {
 					return
 				default:
 				}
-				code, rev, body := inferRevision(t, rest, "/v2/models/"+m+"/infer")
+				a, err := inferFake(rest, "/v2/models/"+m+"/infer", nil)
+				if err != nil {
+					a.body = err.Error()
+				}
 				l.sent.Add(1)
-				if code != 200 {
+				if a.code != 200 {
 					l.failed.Add(1)
-					n, _ := l.failures.LoadOrStore(rev+": "+body, new(atomic.Int64))
+					n, _ := l.failures.LoadOrStore(a.revision+": "+a.body, new(atomic.Int64))
 					n.(*atomic.Int64).Add(1)
 				}
 			}
@@ -81,7 +82,7 @@ func TestRolloutRollsBackFailingCanary(t *testing.T) {
 	admin := freeAddr(t)
 	_, rest, _, _ := startServe(t, "/v2/models/m/ready", "-config", dir, "-data-dir", t.TempDir(), "-admin-addr", admin)
 
-	l := startLoadOn(t, rest, "m", 2)
+	l := startLoadOn(rest, "m", 2)
 	defer l.end()
 	write(fakeModelAnnotated("m", "2", 500, "", quickRollout))
 	waitTraffic(t, admin, "m", "m-00001=80,m-00002=20")
@@ -135,7 +136,7 @@ func TestRolloutPromotesHealthyCanary(t *testing.T) {
 	}
 	admin := freeAddr(t)
 	_, rest, _, _ := startServe(t, "/v2/models/m/ready", "-config", dir, "-data-dir", t.TempDir(), "-admin-addr", admin)
-	l := startLoadOn(t, rest, "m", 2)
+	l := startLoadOn(rest, "m", 2)
 	defer l.end()
 
 	applied := filepath.Join(t.TempDir(), "v2.yaml")
@@ -155,17 +156,4 @@ func TestRolloutPromotesHealthyCanary(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "State:    promoted") {
 		t.Errorf("rollout status: %v\n%s", err, out)
 	}
-}
-
-// inferRevision sends one request and returns the status, the revision
-// that answered (the X-Model-Revision header) and the body.
-func inferRevision(t *testing.T, rest, path string) (int, string, string) {
-	t.Helper()
-	resp, err := http.Post("http://"+rest+path, "application/json", strings.NewReader(`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header.Get("X-Model-Revision"), string(b)
 }

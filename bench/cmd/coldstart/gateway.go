@@ -251,8 +251,7 @@ func (g *gateway) get(ctx context.Context, addr, path string) (bool, []byte) {
 
 // modelRow is the part of a GET /api/v1/models row the bench reads.
 type modelRow struct {
-	Name    string `json:"name"`
-	Model   string `json:"model"`
+	Name    string `json:"name"` // the model's; a row per revision
 	Desired int    `json:"desired"`
 	Running int    `json:"running"`
 	Ready   int    `json:"ready"`
@@ -275,7 +274,7 @@ func findRow(b []byte, model string) (modelRow, error) {
 	}
 	sum, found := modelRow{Name: model}, false
 	for _, r := range rows {
-		if r.Name == model || r.Model == model || nameMatches(r.Name, model) {
+		if r.Name == model {
 			sum.Desired += r.Desired
 			sum.Running += r.Running
 			sum.Ready += r.Ready

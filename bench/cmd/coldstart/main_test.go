@@ -77,7 +77,8 @@ func TestParseReadyLine(t *testing.T) {
 }
 
 func TestFindRow(t *testing.T) {
-	rows := `[{"name":"iris","desired":1,"running":1,"ready":0},{"name":"sim-00001","model":"sim","desired":0,"running":1,"ready":0},{"name":"sim-00002","desired":2,"running":0,"ready":0}]`
+	// The admin API's rows, one per revision, named by their model.
+	rows := `[{"name":"iris","revision":"iris-00001","desired":1,"running":1,"ready":0},{"name":"sim","revision":"sim-00001","desired":0,"running":1,"ready":0},{"name":"sim","revision":"sim-00002","desired":2,"running":0,"ready":0}]`
 	got, err := findRow([]byte(rows), "sim")
 	if err != nil || got.Desired != 2 || got.Running != 1 {
 		t.Errorf("findRow(sim) = %+v, %v; want the sum of its revisions' rows", got, err)

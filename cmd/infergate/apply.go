@@ -19,19 +19,13 @@ import (
 	"github.com/infergate/infergate/controlplane"
 )
 
-// fileList is a repeatable -f flag.
-type fileList []string
-
-func (f *fileList) String() string     { return strings.Join(*f, ",") }
-func (f *fileList) Set(v string) error { *f = append(*f, v); return nil }
-
 // runApply runs `infergate apply -f FILE|DIR|-`: it sends InferenceService
 // documents to a running gateway's admin API, which validates them all
 // and applies them together or not at all.
 func runApply(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("apply", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var files fileList
+	var files stringList
 	fs.Var(&files, "f", "InferenceService YAML file, directory of *.yaml/*.yml files, or - for stdin (repeatable)")
 	admin := fs.String("admin", "127.0.0.1:8090", "the gateway's admin address")
 	fs.Usage = func() {

@@ -81,11 +81,11 @@ type benchFlags struct {
 	url, model, version, protocol string
 	binary, raw                   bool
 	grpcConns                     int
-	headers                       multiFlag
+	headers                       stringList
 	timeout                       time.Duration
 
 	batch        int64
-	shapes       multiFlag
+	shapes       stringList
 	inputData    string
 	distinct     int
 	seed         uint64
@@ -111,11 +111,6 @@ type benchFlags struct {
 	durationGiven    bool
 	concurrencyGiven bool
 }
-
-type multiFlag []string
-
-func (m *multiFlag) String() string     { return strings.Join(*m, ", ") }
-func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 func (f *benchFlags) register(fs *flag.FlagSet) {
 	for _, n := range []string{"u", "url"} {

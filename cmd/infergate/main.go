@@ -74,6 +74,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 }
 
+// stringList is a flag that may be given several times (-f, -H, -model).
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
 // logFlags are the logging flags every long-running command takes.
 type logFlags struct {
 	format, level string

@@ -23,12 +23,6 @@ import (
 	"github.com/infergate/infergate/runtimes/modelserver"
 )
 
-// modelFlags collects repeated -model NAME=PATH flags.
-type modelFlags []string
-
-func (m *modelFlags) String() string     { return strings.Join(*m, ",") }
-func (m *modelFlags) Set(v string) error { *m = append(*m, v); return nil }
-
 func runModelServer(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("modelserver", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -40,7 +34,7 @@ func runModelServer(args []string, stdout, stderr io.Writer) error {
 		maxBody  = fs.Int("max-body-bytes", 64<<20, "largest request body or gRPC message")
 		repoAPI  = fs.Bool("repository-api", true, "serve the model repository extension (POST /v2/repository/index, .../models/{m}/load, .../unload and the gRPC RPCs); false answers them unimplemented")
 		startup  = fs.String("startup-models", "*", "comma-separated models to load at start; * loads all, an empty value none (load them later with the repository API)")
-		models   modelFlags
+		models   stringList
 		logs     logFlags
 	)
 	fs.Var(&models, "model", "NAME=PATH of one model (a model directory or model.onnx file), served as NAME whatever its config.json says; repeatable")

@@ -420,7 +420,7 @@ func (g *Gateway) restErrorHandler(ctx *fasthttp.RequestCtx, err error) {
 	default:
 		rest.WriteError(ctx, oip.Errorf(oip.KindInvalidArgument, "malformed HTTP request: %v", err))
 	}
-	g.metrics.requests.WithLabelValues("", "", "rest", statusLabel(ctx.Response.StatusCode())).Inc()
+	g.countUnrouted("rest", statusLabel(ctx.Response.StatusCode()))
 }
 
 func (g *Gateway) grpcServer() *grpc.Server {

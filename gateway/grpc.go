@@ -98,7 +98,7 @@ func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame) (*oip.
 		err = oip.Errorf(oip.KindInvalidArgument, "model_name is required")
 	}
 	if err != nil {
-		s.g.metrics.requests.WithLabelValues("", "", "grpc", oip.GRPCCode(err).String()).Inc()
+		s.g.countUnrouted("grpc", oip.GRPCCode(err).String())
 		return nil, oip.GRPCStatus(err)
 	}
 	req := grpcRouting(ctx, name, version)
@@ -112,7 +112,7 @@ func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame) (*oip.
 		}
 	}
 	if err != nil {
-		s.g.metrics.requests.WithLabelValues("", "", "grpc", status.Code(oip.GRPCStatus(err)).String()).Inc()
+		s.g.countUnrouted("grpc", status.Code(oip.GRPCStatus(err)).String())
 		return nil, oip.GRPCStatus(err)
 	}
 	_, clientDeadline := ctx.Deadline()
@@ -130,7 +130,7 @@ func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame) (*oip.
 		// current table routes it again.
 		var rerr error
 		if r, mirror, rerr = s.g.resolve(req); rerr != nil {
-			s.g.metrics.requests.WithLabelValues("", "", "grpc", status.Code(oip.GRPCStatus(rerr)).String()).Inc()
+			s.g.countUnrouted("grpc", status.Code(oip.GRPCStatus(rerr)).String())
 			return nil, oip.GRPCStatus(rerr)
 		}
 	}

@@ -62,6 +62,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
+// countUnrouted counts an answer to a request that reached no revision (an
+// unknown model, endpoint or revision; a malformed request), under empty
+// model and revision labels.
+func (g *Gateway) countUnrouted(protocol, code string) {
+	g.metrics.requests.WithLabelValues("", "", protocol, code).Inc()
+}
+
 // forget deletes the series of a revision no longer routed.
 func (m *metrics) forget(model, revision string) {
 	labels := prometheus.Labels{"model": model, "revision": revision}

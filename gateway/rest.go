@@ -23,10 +23,10 @@ func (g *Gateway) HandleREST(ctx *fasthttp.RequestCtx) {
 	p := oip.ParseRESTPath(ctx.Path())
 	switch {
 	case p.Endpoint == oip.EndpointUnknown:
-		g.restError(ctx, nil, oip.Errorf(oip.KindNotFound, "no OIP endpoint at %s %q", ctx.Method(), ctx.Path()))
+		g.restError(ctx, oip.Errorf(oip.KindNotFound, "no OIP endpoint at %s %q", ctx.Method(), ctx.Path()))
 		return
 	case string(ctx.Method()) != p.Endpoint.Method():
-		g.restError(ctx, nil, oip.Errorf(oip.KindNotFound, "%s %q: use %s", ctx.Method(), ctx.Path(), p.Endpoint.Method()))
+		g.restError(ctx, oip.Errorf(oip.KindNotFound, "%s %q: use %s", ctx.Method(), ctx.Path(), p.Endpoint.Method()))
 		ctx.Response.Header.Set("Allow", p.Endpoint.Method())
 		ctx.SetStatusCode(fasthttp.StatusMethodNotAllowed)
 		return
@@ -54,7 +54,7 @@ func (g *Gateway) HandleREST(ctx *fasthttp.RequestCtx) {
 	}
 	r, mirror, err := g.resolve(req)
 	if err != nil {
-		g.restError(ctx, nil, err)
+		g.restError(ctx, err)
 		return
 	}
 	switch p.Endpoint {
@@ -67,7 +67,7 @@ func (g *Gateway) HandleREST(ctx *fasthttp.RequestCtx) {
 		defer cancel()
 		md, err := r.Pool.Metadata(c)
 		if err != nil {
-			g.restError(ctx, r, err)
+			rest.WriteError(ctx, err)
 			return
 		}
 		rest.WriteJSON(ctx, md)
@@ -103,7 +103,7 @@ func (g *Gateway) HandleREST(ctx *fasthttp.RequestCtx) {
 			// The revision was retired while the request waited for it:
 			// the current table routes it again.
 			if r, mirror, err = g.resolve(req); err != nil {
-				g.restError(ctx, nil, err)
+				g.restError(ctx, err)
 				return
 			}
 		}
@@ -183,12 +183,11 @@ func httpOutcome(code int, clientDeadline bool) router.Outcome {
 	return router.OutcomeServerError
 }
 
-// restError answers err in OIP form and counts it.
-func (g *Gateway) restError(ctx *fasthttp.RequestCtx, r *route, err error) {
+// restError answers err, for a request that reached no revision, in OIP
+// form and counts it.
+func (g *Gateway) restError(ctx *fasthttp.RequestCtx, err error) {
 	rest.WriteError(ctx, err)
-	if r == nil {
-		g.metrics.requests.WithLabelValues("", "", "rest", statusLabel(ctx.Response.StatusCode())).Inc()
-	}
+	g.countUnrouted("rest", statusLabel(ctx.Response.StatusCode()))
 }
 
 // restInfer sends a REST infer request to a replica: as bytes to a REST

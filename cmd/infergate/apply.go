@@ -27,7 +27,7 @@ func runApply(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var files stringList
 	fs.Var(&files, "f", "InferenceService YAML file, directory of *.yaml/*.yml files, or - for stdin (repeatable)")
-	admin := fs.String("admin", "127.0.0.1:8090", "the gateway's admin address")
+	admin := adminFlag(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: infergate apply -f FILE|DIR|- [-f ...] [-admin HOST:PORT]")
 		fs.PrintDefaults()
@@ -113,6 +113,12 @@ func readApplyFiles(path string, stdin io.Reader) ([]applyFile, error) {
 		out = append(out, applyFile{Source: n, BaseDir: dir, YAML: string(b)})
 	}
 	return out, nil
+}
+
+// adminFlag registers -admin, the running gateway's admin address that
+// the CLI commands talk to.
+func adminFlag(fs *flag.FlagSet) *string {
+	return fs.String("admin", "127.0.0.1:8090", "the gateway's admin address")
 }
 
 // adminCall calls the admin API and decodes a 2xx answer into out; an

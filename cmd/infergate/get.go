@@ -41,7 +41,7 @@ type modelStatus struct {
 func runGet(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("get", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	admin := fs.String("admin", "127.0.0.1:8090", "the gateway's admin address")
+	admin := adminFlag(fs)
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: infergate get models [-admin HOST:PORT] [-json]")

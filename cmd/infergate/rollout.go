@@ -60,7 +60,7 @@ func (c deploymentCollector) Collect(ch chan<- prometheus.Metric) {
 func runRollout(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("rollout", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	admin := fs.String("admin", "127.0.0.1:8090", "the gateway's admin address")
+	admin := adminFlag(fs)
 	asJSON := fs.Bool("json", false, "print JSON instead of text")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: infergate rollout status|promote|rollback|pause|resume MODEL [-admin HOST:PORT] [-json]")

@@ -67,8 +67,6 @@ type Options struct {
 	// Models are the models to scale and their Settings, as SetModels
 	// takes them; none by default.
 	Models map[string]Settings
-	// Clock drives the loop (default SystemClock).
-	Clock Clock
 	// ScaleTimeout bounds one Scaler call (default 10s).
 	ScaleTimeout time.Duration
 	// Registerer receives the metrics (default: a private registry, so
@@ -110,7 +108,6 @@ type Status struct {
 // are safe for concurrent use; Run runs the loop.
 type Autoscaler struct {
 	opts    Options
-	clock   Clock
 	log     *slog.Logger
 	metrics *metrics
 	pokes   chan struct{}
@@ -144,9 +141,6 @@ func New(opts Options) (*Autoscaler, error) {
 	case opts.Ready == nil:
 		return nil, errors.New("autoscaler: Options.Ready is required")
 	}
-	if opts.Clock == nil {
-		opts.Clock = SystemClock
-	}
 	if opts.ScaleTimeout <= 0 {
 		opts.ScaleTimeout = 10 * time.Second
 	}
@@ -162,7 +156,6 @@ func New(opts Options) (*Autoscaler, error) {
 	}
 	a := &Autoscaler{
 		opts:    opts,
-		clock:   opts.Clock,
 		log:     opts.Logger.With("component", "autoscaler"),
 		metrics: m,
 		pokes:   make(chan struct{}, 1),
@@ -273,14 +266,14 @@ func (a *Autoscaler) Run(ctx context.Context) error {
 	if !a.running.CompareAndSwap(false, true) {
 		return errors.New("autoscaler: Run called twice")
 	}
-	t := a.clock.NewTicker(sampleInterval)
+	t := time.NewTicker(sampleInterval)
 	defer t.Stop()
 	a.step(ctx, true)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C():
+		case <-t.C:
 			a.step(ctx, true)
 		case <-a.pokes:
 			a.step(ctx, false)
@@ -302,7 +295,7 @@ type observation struct {
 // step samples every model (all) or the poked ones, decides for those due
 // or poked, and applies changed counts.
 func (a *Autoscaler) step(ctx context.Context, all bool) {
-	now := a.clock.Now()
+	now := time.Now()
 	a.mu.Lock()
 	obs := make([]observation, 0, len(a.models))
 	for _, name := range slices.Sorted(maps.Keys(a.models)) {

@@ -23,7 +23,6 @@ type scaleCall struct {
 // fakeScaler records calls; the replicas it is asked for are ready at once
 // (it is the test's ReadyCounter too).
 type fakeScaler struct {
-	clock    *fakeClock
 	mu       sync.Mutex
 	calls    []scaleCall
 	replicas map[string]int
@@ -40,7 +39,7 @@ func (f *fakeScaler) SetReplicas(ctx context.Context, model string, n int) error
 		f.fail--
 		return errors.New("scaler down")
 	}
-	f.calls = append(f.calls, scaleCall{f.clock.Now(), model, n})
+	f.calls = append(f.calls, scaleCall{time.Now(), model, n})
 	f.replicas[model] = n
 	return nil
 }
@@ -87,11 +86,12 @@ func (o *fakeObserver) addRequests(model string, n uint64) {
 	o.mu.Unlock()
 }
 
-// harness runs an Autoscaler on a fake clock inside a synctest bubble.
+// harness runs an Autoscaler inside a synctest bubble, whose time moves
+// only when the test sleeps (second).
 type harness struct {
 	t      *testing.T
 	a      *Autoscaler
-	clock  *fakeClock
+	began  time.Time // when the loop started, in the bubble's time
 	scaler *fakeScaler
 	obs    *fakeObserver
 	reg    *prometheus.Registry
@@ -103,11 +103,10 @@ type harness struct {
 // before the bubble ends. It returns once the loop's first step is done.
 func start(t *testing.T, models map[string]Settings) *harness {
 	t.Helper()
-	clk := newFakeClock(t0)
 	h := &harness{
 		t:      t,
-		clock:  clk,
-		scaler: &fakeScaler{clock: clk, replicas: map[string]int{}},
+		began:  time.Now(),
+		scaler: &fakeScaler{replicas: map[string]int{}},
 		obs:    &fakeObserver{concurrency: map[string]float64{}, requests: map[string]uint64{}},
 		reg:    prometheus.NewRegistry(),
 		done:   make(chan error, 1),
@@ -117,7 +116,6 @@ func start(t *testing.T, models map[string]Settings) *harness {
 		Observer:   h.obs,
 		Ready:      ReadyFunc(h.scaler.ReadyReplicas),
 		Models:     models,
-		Clock:      clk,
 		Registerer: h.reg,
 		Logger:     slog.New(slog.DiscardHandler),
 	})
@@ -132,10 +130,16 @@ func start(t *testing.T, models map[string]Settings) *harness {
 	return h
 }
 
-// second moves the clock one second and waits for the loop to be idle.
+// second moves the bubble's time on one second and waits for the loop to
+// be idle.
 func (h *harness) second() {
-	h.clock.Advance(time.Second)
+	time.Sleep(time.Second)
 	synctest.Wait()
+}
+
+// at is the loop's start plus sec seconds.
+func (h *harness) at(sec float64) time.Time {
+	return h.began.Add(time.Duration(sec * float64(time.Second)))
 }
 
 func (h *harness) stop() {
@@ -280,7 +284,7 @@ func TestLoopIdleToZeroAndBack(t *testing.T) {
 		// Initial scale 1 at the start; traffic until 3s; the stable
 		// window is empty from 14s (the first decision after 13s), and
 		// the grace period ends at 19s, so the decision at 20s goes to 0.
-		want := []scaleCall{{at(0), "m", 1}, {at(20), "m", 0}}
+		want := []scaleCall{{h.at(0), "m", 1}, {h.at(20), "m", 0}}
 		if diff := cmp.Diff(want, h.scaler.Calls()); diff != "" {
 			t.Fatalf("scaler calls (-want +got):\n%s", diff)
 		}
@@ -294,7 +298,7 @@ func TestLoopIdleToZeroAndBack(t *testing.T) {
 		h.a.Poke("m")
 		h.a.Poke("unknown")
 		synctest.Wait()
-		want = append(want, scaleCall{at(40), "m", 1})
+		want = append(want, scaleCall{h.at(40), "m", 1})
 		if diff := cmp.Diff(want, h.scaler.Calls()); diff != "" {
 			t.Errorf("scaler calls after Poke (-want +got):\n%s", diff)
 		}
@@ -326,7 +330,7 @@ func TestLoopRetriesAFailedScale(t *testing.T) {
 		if st := h.status("m"); st.Applied != 1 || st.ScaleError != "" {
 			t.Errorf("after the retry: %+v", st)
 		}
-		if diff := cmp.Diff([]scaleCall{{at(3), "m", 1}}, h.scaler.Calls()); diff != "" {
+		if diff := cmp.Diff([]scaleCall{{h.at(3), "m", 1}}, h.scaler.Calls()); diff != "" {
 			t.Errorf("scaler calls (-want +got):\n%s", diff)
 		}
 	})
@@ -401,7 +405,7 @@ func TestLoopSetModels(t *testing.T) {
 			t.Errorf("a after the change: %+v", st)
 		}
 		for _, c := range h.scaler.Calls() {
-			if c.Model == "b" && c.At.After(at(4)) {
+			if c.Model == "b" && c.At.After(h.at(4)) {
 				t.Errorf("b scaled after its removal: %+v", c)
 			}
 		}

@@ -27,7 +27,7 @@
 // The Autoscaler samples: the gateway only keeps per-model counters (requests
 // in flight including those the activator holds, and requests arrived) and
 // exposes them as an Observer. So sampling has one clock, the Autoscaler's
-// (a fake one in tests), and the gateway's hot path does no more than an
+// (testing/synctest's in tests), and the gateway's hot path does no more than an
 // atomic add. For rps the Autoscaler turns the growth of the arrivals
 // counter between two samples into a rate.
 //

@@ -135,7 +135,7 @@ func (b *Batcher) Submit(ctx context.Context, req *oip.InferRequest) (*oip.Infer
 		b.metrics.rejectedFull.Inc()
 		return nil, oip.Errorf(oip.KindResourceExhausted, "model %q: batch queue is full (%d requests)", b.opts.Model, b.opts.MaxQueueSize)
 	}
-	now := b.opts.Clock.Now()
+	now := time.Now()
 	it.enqueued = now
 	if timeout > 0 {
 		it.timeout = now.Add(timeout)
@@ -255,7 +255,7 @@ func (b *Batcher) abandon(ctx context.Context, it *item) (*oip.InferResponse, er
 	b.mu.Lock()
 	switch it.state {
 	case stateQueued:
-		waited := b.opts.Clock.Now().Sub(it.enqueued)
+		waited := time.Now().Sub(it.enqueued)
 		b.dequeue(it)
 		it.state = stateDone
 		b.mu.Unlock()
@@ -324,11 +324,11 @@ func (b *Batcher) Run(ctx context.Context) error {
 	b.runCtx = ctx
 	b.mu.Unlock()
 
-	timer := b.opts.Clock.NewTimer(time.Hour)
+	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for {
 		b.mu.Lock()
-		now := b.opts.Clock.Now()
+		now := time.Now()
 		wake := b.schedule(now)
 		b.mu.Unlock()
 		if !wake.IsZero() {
@@ -340,7 +340,7 @@ func (b *Batcher) Run(ctx context.Context) error {
 			b.stop()
 			return nil
 		case <-b.kick:
-		case <-timer.C():
+		case <-timer.C:
 		}
 		timer.Stop()
 	}

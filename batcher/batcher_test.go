@@ -56,7 +56,7 @@ func TestNewValidatesOptions(t *testing.T) {
 	}
 	got := b.opts
 	if got.MaxBatchSize != DefaultMaxBatchSize || got.MaxQueueSize != DefaultMaxQueueSize || got.DefaultPriority != 2 ||
-		!cmp.Equal(got.PreferredBatchSizes, []int64{2, 8}) || got.Clock == nil || got.Logger == nil {
+		!cmp.Equal(got.PreferredBatchSizes, []int64{2, 8}) || got.Logger == nil {
 		t.Errorf("defaults not applied: %+v", got)
 	}
 }

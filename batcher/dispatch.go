@@ -151,9 +151,9 @@ func (b *Batcher) execute(bt *batch) {
 		req = merge(reqs, bt.total)
 		close(bt.released) // the callers may reuse their requests now
 	}
-	start := b.opts.Clock.Now()
+	start := time.Now()
 	resp, err := b.opts.Dispatch(bt.ctx, req)
-	elapsed := b.opts.Clock.Now().Sub(start)
+	elapsed := time.Now().Sub(start)
 	bt.cancel()
 	if single {
 		close(bt.released)

@@ -9,95 +9,11 @@ import (
 	"slices"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/infergate/infergate/oip"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
-
-// fakeClock is a Clock whose time moves only when Advance is called. Its
-// timers' channels are made by NewTimer, so under testing/synctest a
-// goroutine waiting on one is durably blocked.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*fakeTimer
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Now()} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) NewTimer(d time.Duration) Timer {
-	t := &fakeTimer{c: c, ch: make(chan time.Time, 1)}
-	c.mu.Lock()
-	c.timers = append(c.timers, t)
-	c.mu.Unlock()
-	t.Reset(d)
-	return t
-}
-
-// Advance moves the time on by d and fires the timers that are due.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	for _, t := range c.timers {
-		if t.on && !t.when.After(c.now) {
-			t.fireLocked()
-		}
-	}
-}
-
-type fakeTimer struct {
-	c    *fakeClock
-	ch   chan time.Time
-	when time.Time
-	on   bool
-}
-
-func (t *fakeTimer) C() <-chan time.Time { return t.ch }
-
-func (t *fakeTimer) fireLocked() {
-	t.on = false
-	select {
-	case t.ch <- t.c.now:
-	default:
-	}
-}
-
-func (t *fakeTimer) drainLocked() {
-	select {
-	case <-t.ch:
-	default:
-	}
-}
-
-func (t *fakeTimer) Stop() bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := t.on
-	t.on = false
-	t.drainLocked()
-	return was
-}
-
-func (t *fakeTimer) Reset(d time.Duration) bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := t.on
-	t.drainLocked()
-	t.when, t.on = t.c.now.Add(d), true
-	if d <= 0 {
-		t.fireLocked()
-	}
-	return was
-}
 
 // fakeCall is one upstream call the fake runtime received.
 type fakeCall struct {

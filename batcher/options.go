@@ -96,37 +96,6 @@ func (p OversizePolicy) String() string {
 	return fmt.Sprintf("OversizePolicy(%d)", uint8(p))
 }
 
-// Clock is the batcher's source of time: the scheduler's timer, queue
-// delays, timeouts and service times are all read from it. It must be safe
-// for concurrent use, and must agree with the time in which callers'
-// context deadlines are set (a fake clock suits contexts without
-// deadlines; under testing/synctest the real clock is already fake).
-type Clock interface {
-	Now() time.Time
-	// NewTimer returns a stopped-or-running timer with the semantics of
-	// time.Timer since Go 1.23: after Stop or Reset returns, no stale value
-	// is received from C.
-	NewTimer(d time.Duration) Timer
-}
-
-// Timer is the part of *time.Timer the scheduler uses.
-type Timer interface {
-	C() <-chan time.Time
-	Stop() bool
-	Reset(d time.Duration) bool
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time                 { return time.Now() }
-func (realClock) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }
-
-type realTimer struct{ t *time.Timer }
-
-func (t realTimer) C() <-chan time.Time        { return t.t.C }
-func (t realTimer) Stop() bool                 { return t.t.Stop() }
-func (t realTimer) Reset(d time.Duration) bool { return t.t.Reset(d) }
-
 // Options configure a Batcher for one model. Every zero value has the
 // documented default; New validates the rest and names any bad field.
 type Options struct {
@@ -179,8 +148,6 @@ type Options struct {
 
 	// Dispatch is the upstream call (required).
 	Dispatch DispatchFunc
-	// Clock is the source of time (default the real clock).
-	Clock Clock
 	// Registerer receives the metrics described in the package comment
 	// (default: none are registered). Batchers of different models may
 	// share a Registerer: the collectors are shared and told apart by the
@@ -248,9 +215,6 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.OversizePolicy > OversizeReject {
 		return o, fmt.Errorf("batcher: Options.OversizePolicy %s is unknown", o.OversizePolicy)
-	}
-	if o.Clock == nil {
-		o.Clock = realClock{}
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

@@ -16,33 +16,31 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// The scheduler tests run in a testing/synctest bubble with a fakeClock:
-// after every step, synctest.Wait returns once the scheduler, the callers
-// and the fake runtime are all blocked, so what has and has not happened
-// is deterministic, and time moves only by harness.advance.
+// The scheduler tests run in a testing/synctest bubble, whose time moves
+// only when every goroutine in it is blocked: after every step,
+// synctest.Wait returns once the scheduler, the callers and the fake
+// runtime are all blocked, so what has and has not happened is
+// deterministic, and time moves only while the test sleeps (harness.advance)
+// or waits for an answer.
 
 // harness drives one Batcher whose upstream holds every call until the
 // test releases it.
 type harness struct {
 	t     *testing.T
 	logs  lockedBuffer
-	clk   *fakeClock
 	rt    *fakeRuntime
 	b     *Batcher
 	reg   *prometheus.Registry
 	limit atomic.Int32
 }
 
-// newHarness must be called inside a bubble. Model, Clock, Registerer and
+// newHarness must be called inside a bubble. Model, Registerer and
 // MaxBatchesInFlight (backed by h.limit, initially 1) are set for opts.
 func newHarness(t *testing.T, opts Options) *harness {
 	t.Helper()
-	h := &harness{t: t, clk: newFakeClock(), rt: &fakeRuntime{hold: true}, reg: prometheus.NewRegistry()}
+	h := &harness{t: t, rt: &fakeRuntime{hold: true}, reg: prometheus.NewRegistry()}
 	h.limit.Store(1)
 	opts.Model = "m"
-	if opts.Clock == nil {
-		opts.Clock = h.clk
-	}
 	opts.Registerer = h.reg
 	opts.Logger = slog.New(slog.NewTextHandler(&h.logs, nil))
 	opts.MaxBatchesInFlight = func() int { return int(h.limit.Load()) }
@@ -69,8 +67,11 @@ func (h *harness) release(i int) {
 	synctest.Wait()
 }
 
+// advance moves the bubble's time on by d, firing the batcher's timers
+// that fall due on the way, and waits until everything they set off is
+// done.
 func (h *harness) advance(d time.Duration) {
-	h.clk.Advance(d)
+	time.Sleep(d)
 	synctest.Wait()
 }
 
@@ -438,10 +439,10 @@ func TestQueueTimeoutDelay(t *testing.T) {
 
 func TestContextWhileQueued(t *testing.T) {
 	t.Run("deadline", func(t *testing.T) {
-		// The real clock, which the bubble fakes: the context's deadline
-		// and the batcher's timer agree.
+		// The context's deadline and the batcher's timer run on the
+		// same (bubble) time.
 		synctest.Test(t, func(t *testing.T) {
-			h := newHarness(t, Options{Clock: realClock{}, MaxQueueDelay: time.Hour})
+			h := newHarness(t, Options{MaxQueueDelay: time.Hour})
 			h.occupy()
 			ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 			defer cancel()
@@ -464,7 +465,7 @@ func TestContextWhileQueued(t *testing.T) {
 	})
 	t.Run("deadline passed on arrival", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			h := newHarness(t, Options{Clock: realClock{}})
+			h := newHarness(t, Options{})
 			ctx, cancel := context.WithDeadline(t.Context(), time.Now())
 			defer cancel()
 			p := h.submitCtx(ctx, req("a", 2, "a0"))
@@ -706,7 +707,7 @@ func TestDeadlineAwareDispatch(t *testing.T) {
 				if trained {
 					h.rt.setHold(false)
 					h.rt.setAnswer(func(_ context.Context, r *oip.InferRequest) (*oip.InferResponse, error) {
-						h.clk.Advance(10*time.Millisecond + time.Duration(r.Inputs[0].Shape[0])*time.Millisecond)
+						time.Sleep(10*time.Millisecond + time.Duration(r.Inputs[0].Shape[0])*time.Millisecond)
 						return echoModel(r)
 					})
 					for i, rows := range []int{1, 3, 1, 3} {

@@ -25,16 +25,6 @@ var (
 	ErrFailed = errors.New("activator: replica failed to start")
 )
 
-// Clock is the time the activator measures waits and cold starts on; tests
-// give it a fake. autoscaler.Clock satisfies it.
-type Clock interface {
-	Now() time.Time
-}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
-
 // Options configures an Activator. Zero fields take the documented
 // defaults.
 type Options struct {
@@ -52,9 +42,6 @@ type Options struct {
 	// every hold, outside the activator's locks, and must not block (nil:
 	// no signal).
 	Poke func(model string)
-	// Clock measures waits, cold starts and FailureHold (default: the
-	// system clock). Deadlines come from the request's context.
-	Clock Clock
 	// Registerer receives the metrics (default: a private registry, so
 	// nothing is registered globally).
 	Registerer prometheus.Registerer
@@ -64,7 +51,6 @@ type Options struct {
 // concurrent use; it starts no goroutine.
 type Activator struct {
 	opts    Options
-	clock   Clock
 	metrics *metrics
 
 	models atomic.Pointer[map[string]*model] // copy on write, under mu
@@ -85,9 +71,6 @@ func New(opts Options) (*Activator, error) {
 	if opts.FailureHold == 0 {
 		opts.FailureHold = 5 * time.Second
 	}
-	if opts.Clock == nil {
-		opts.Clock = systemClock{}
-	}
 	if opts.Registerer == nil {
 		opts.Registerer = prometheus.NewRegistry()
 	}
@@ -95,7 +78,7 @@ func New(opts Options) (*Activator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("activator: metrics: %w", err)
 	}
-	a := &Activator{opts: opts, clock: opts.Clock, metrics: m}
+	a := &Activator{opts: opts, metrics: m}
 	empty := map[string]*model{}
 	a.models.Store(&empty)
 	return a, nil
@@ -214,7 +197,7 @@ func (m *model) admitNow() func() {
 
 // hold queues a request and waits. Called with m.mu held; it unlocks.
 func (m *model) hold(ctx context.Context) (func(), error) {
-	now := m.a.clock.Now()
+	now := time.Now()
 	if m.failed != nil {
 		if m.failedUntil.IsZero() || now.Before(m.failedUntil) {
 			err := m.failed
@@ -250,7 +233,7 @@ func (m *model) hold(ctx context.Context) (func(), error) {
 		if err != nil {
 			return nil, err
 		}
-		m.mm.wait.Observe(m.a.clock.Now().Sub(w.at).Seconds())
+		m.mm.wait.Observe(time.Now().Sub(w.at).Seconds())
 		return m.ticket(), nil
 	case <-ctx.Done():
 	}
@@ -259,7 +242,7 @@ func (m *model) hold(ctx context.Context) (func(), error) {
 		m.remove(w)
 		m.mm.depth.Set(float64(m.held))
 		m.mu.Unlock()
-		return nil, m.ctxErr(ctx, m.a.clock.Now().Sub(w.at))
+		return nil, m.ctxErr(ctx, time.Now().Sub(w.at))
 	}
 	m.mu.Unlock()
 	// Admitted or failed as ctx ended: the decision is already in ch.
@@ -267,7 +250,7 @@ func (m *model) hold(ctx context.Context) (func(), error) {
 		return nil, err
 	}
 	m.release()
-	return nil, m.ctxErr(ctx, m.a.clock.Now().Sub(w.at))
+	return nil, m.ctxErr(ctx, time.Now().Sub(w.at))
 }
 
 // ctxErr turns ctx's end into Acquire's error and counts it.
@@ -385,7 +368,7 @@ func (a *Activator) SetCapacity(name string, ready int) {
 	}
 	m.failed = nil
 	if !m.coldStart.IsZero() {
-		m.mm.coldStart.Observe(a.clock.Now().Sub(m.coldStart).Seconds())
+		m.mm.coldStart.Observe(time.Now().Sub(m.coldStart).Seconds())
 		m.coldStart = time.Time{}
 	}
 	m.admit()
@@ -407,7 +390,7 @@ func (a *Activator) Fail(name string, reason error) {
 	m.failed = err
 	m.failedUntil = time.Time{}
 	if h := a.opts.FailureHold; h > 0 {
-		m.failedUntil = a.clock.Now().Add(h)
+		m.failedUntil = time.Now().Add(h)
 	}
 	m.coldStart = time.Time{}
 	for m.head != nil {

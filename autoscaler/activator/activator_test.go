@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"runtime"
-	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/infergate/infergate/autoscaler"
@@ -13,33 +13,11 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-// An Activator is the autoscaler's Observer, and the autoscaler's clock
-// serves the activator.
-var (
-	_ autoscaler.Observer = (*Activator)(nil)
-	_ Clock               = autoscaler.SystemClock
-)
+// An Activator is the autoscaler's Observer.
+var _ autoscaler.Observer = (*Activator)(nil)
 
 // wait bounds every wait on a signal in these tests.
 const wait = 10 * time.Second
-
-// fakeClock is a Clock that moves only when Advance says.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // deadlineCtx is a context whose deadline passes when expire is called.
 type deadlineCtx struct {
@@ -64,12 +42,12 @@ func (c *deadlineCtx) Err() error {
 
 func (c *deadlineCtx) expire() { close(c.done) }
 
-// harness is an Activator with a fake clock, a private registry and its
-// pokes on a channel: each hold sends one after the request is queued, so
-// a test waits for holds on it.
+// harness is an Activator with a private registry and its pokes on a
+// channel: each hold sends one after the request is queued, so a test
+// waits for holds on it. Tests that measure time run it inside
+// synctest.Test and move the bubble's time with advance.
 type harness struct {
 	*Activator
-	clock *fakeClock
 	reg   *prometheus.Registry
 	pokes chan string
 }
@@ -77,11 +55,10 @@ type harness struct {
 func newHarness(t *testing.T, opts Options) *harness {
 	t.Helper()
 	h := &harness{
-		clock: &fakeClock{now: time.Unix(1_000_000, 0)},
 		reg:   prometheus.NewRegistry(),
 		pokes: make(chan string, 10_000),
 	}
-	opts.Clock, opts.Registerer = h.clock, h.reg
+	opts.Registerer = h.reg
 	opts.Poke = func(model string) { h.pokes <- model }
 	a, err := New(opts)
 	if err != nil {
@@ -89,6 +66,13 @@ func newHarness(t *testing.T, opts Options) *harness {
 	}
 	h.Activator = a
 	return h
+}
+
+// advance moves the bubble's time on by d and waits until every goroutine
+// in it is blocked; it must be called inside synctest.Test.
+func (h *harness) advance(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
 }
 
 // waitHolds waits for n holds of model.
@@ -275,37 +259,39 @@ func TestFastPathAllocatesNothing(t *testing.T) {
 }
 
 func TestHeldAtZeroAdmittedInOrder(t *testing.T) {
-	h := newHarness(t, Options{ContainerConcurrency: 1})
-	const n = 5
-	var chs []<-chan result
-	for range n {
-		chs = append(chs, goAcquire(context.Background(), h.Activator, "m"))
-		h.waitHolds(t, "m", 1) // queued before the next one starts
-	}
-	if got := h.Concurrency("m"); got != n {
-		t.Fatalf("Concurrency = %v, want %d", got, n)
-	}
-	if got := metric(t, h.reg, "infergate_activator_queue_depth", map[string]string{"model": "m"}).GetGauge().GetValue(); got != n {
-		t.Fatalf("queue depth = %v, want %d", got, n)
-	}
-	h.clock.Advance(2 * time.Second)
-	h.SetCapacity("m", 1)
-	for i := range n {
-		r := await(t, chs[i])
-		if r.err != nil {
-			t.Fatalf("request %d: %v", i, r.err)
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, Options{ContainerConcurrency: 1})
+		const n = 5
+		var chs []<-chan result
+		for range n {
+			chs = append(chs, goAcquire(context.Background(), h.Activator, "m"))
+			h.waitHolds(t, "m", 1) // queued before the next one starts
 		}
-		for _, ch := range chs[i+1:] {
-			pending(t, ch)
+		if got := h.Concurrency("m"); got != n {
+			t.Fatalf("Concurrency = %v, want %d", got, n)
 		}
-		r.release()
-	}
-	if got := h.Concurrency("m"); got != 0 {
-		t.Fatalf("Concurrency = %v, want 0", got)
-	}
-	if count, sum := histogram(t, h.reg, "infergate_activator_wait_seconds", "m"); count != n || sum != 2*n {
-		t.Fatalf("wait histogram count %d sum %v, want %d and %d", count, sum, n, 2*n)
-	}
+		if got := metric(t, h.reg, "infergate_activator_queue_depth", map[string]string{"model": "m"}).GetGauge().GetValue(); got != n {
+			t.Fatalf("queue depth = %v, want %d", got, n)
+		}
+		h.advance(2 * time.Second)
+		h.SetCapacity("m", 1)
+		for i := range n {
+			r := await(t, chs[i])
+			if r.err != nil {
+				t.Fatalf("request %d: %v", i, r.err)
+			}
+			for _, ch := range chs[i+1:] {
+				pending(t, ch)
+			}
+			r.release()
+		}
+		if got := h.Concurrency("m"); got != 0 {
+			t.Fatalf("Concurrency = %v, want 0", got)
+		}
+		if count, sum := histogram(t, h.reg, "infergate_activator_wait_seconds", "m"); count != n || sum != 2*n {
+			t.Fatalf("wait histogram count %d sum %v, want %d and %d", count, sum, n, 2*n)
+		}
+	})
 }
 
 func TestManyHeldAtZeroAllSucceed(t *testing.T) {
@@ -454,81 +440,85 @@ func TestFail(t *testing.T) {
 		clear func(*harness)
 		ready int // capacity after clear
 	}{
-		{"FailureHold passes", func(h *harness) { h.clock.Advance(5 * time.Second) }, 0},
+		{"FailureHold passes", func(h *harness) { h.advance(5 * time.Second) }, 0},
 		{"Reset", func(h *harness) { h.Reset("m") }, 0},
 		{"ready replica", func(h *harness) { h.SetCapacity("m", 1) }, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, Options{})
-			var chs []<-chan result
-			for range 3 {
-				chs = append(chs, goAcquire(context.Background(), h.Activator, "m"))
-			}
-			h.waitHolds(t, "m", 3)
-			h.Fail("m", reason)
-			for i, ch := range chs {
-				r := await(t, ch)
-				if !errors.Is(r.err, ErrFailed) || !errors.Is(r.err, reason) {
-					t.Errorf("request %d: %v, want ErrFailed wrapping the reason", i, r.err)
+			synctest.Test(t, func(t *testing.T) {
+				h := newHarness(t, Options{})
+				var chs []<-chan result
+				for range 3 {
+					chs = append(chs, goAcquire(context.Background(), h.Activator, "m"))
 				}
-			}
-			if got := h.Concurrency("m"); got != 0 {
-				t.Errorf("Concurrency = %v, want 0", got)
-			}
+				h.waitHolds(t, "m", 3)
+				h.Fail("m", reason)
+				for i, ch := range chs {
+					r := await(t, ch)
+					if !errors.Is(r.err, ErrFailed) || !errors.Is(r.err, reason) {
+						t.Errorf("request %d: %v, want ErrFailed wrapping the reason", i, r.err)
+					}
+				}
+				if got := h.Concurrency("m"); got != 0 {
+					t.Errorf("Concurrency = %v, want 0", got)
+				}
 
-			// While failed, a request that would be held fails at once.
-			h.clock.Advance(4 * time.Second)
-			if _, err := h.Acquire(context.Background(), "m"); !errors.Is(err, reason) {
-				t.Fatalf("Acquire while failed = %v, want the reason", err)
-			}
-			h.noPoke(t)
-			if got := rejected(t, h.reg, "m", "failed"); got != 4 {
-				t.Errorf("rejected{failed} = %v, want 4", got)
-			}
+				// While failed, a request that would be held fails at once.
+				h.advance(4 * time.Second)
+				if _, err := h.Acquire(context.Background(), "m"); !errors.Is(err, reason) {
+					t.Fatalf("Acquire while failed = %v, want the reason", err)
+				}
+				h.noPoke(t)
+				if got := rejected(t, h.reg, "m", "failed"); got != 4 {
+					t.Errorf("rejected{failed} = %v, want 4", got)
+				}
 
-			tc.clear(h)
-			ch := goAcquire(context.Background(), h.Activator, "m")
-			if tc.ready == 0 {
-				h.waitHolds(t, "m", 1)
-				pending(t, ch)
-				h.SetCapacity("m", 1)
-			}
-			if r := await(t, ch); r.err != nil {
-				t.Fatalf("Acquire after the failure cleared: %v", r.err)
-			}
+				tc.clear(h)
+				ch := goAcquire(context.Background(), h.Activator, "m")
+				if tc.ready == 0 {
+					h.waitHolds(t, "m", 1)
+					pending(t, ch)
+					h.SetCapacity("m", 1)
+				}
+				if r := await(t, ch); r.err != nil {
+					t.Fatalf("Acquire after the failure cleared: %v", r.err)
+				}
+			})
 		})
 	}
 }
 
 func TestColdStartObservedOncePerColdStart(t *testing.T) {
-	h := newHarness(t, Options{})
-	start := func(n int, took time.Duration) {
-		t.Helper()
-		var chs []<-chan result
-		for range n {
-			chs = append(chs, goAcquire(context.Background(), h.Activator, "m"))
-		}
-		h.waitHolds(t, "m", n)
-		h.clock.Advance(took)
-		h.SetCapacity("m", 1)
-		h.SetCapacity("m", 2) // more replicas end no cold start
-		for _, ch := range chs {
-			if r := await(t, ch); r.err != nil {
-				t.Fatal(r.err)
-			} else {
-				r.release()
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, Options{})
+		start := func(n int, took time.Duration) {
+			t.Helper()
+			var chs []<-chan result
+			for range n {
+				chs = append(chs, goAcquire(context.Background(), h.Activator, "m"))
 			}
+			h.waitHolds(t, "m", n)
+			h.advance(took)
+			h.SetCapacity("m", 1)
+			h.SetCapacity("m", 2) // more replicas end no cold start
+			for _, ch := range chs {
+				if r := await(t, ch); r.err != nil {
+					t.Fatal(r.err)
+				} else {
+					r.release()
+				}
+			}
+			h.SetCapacity("m", 0)
 		}
-		h.SetCapacity("m", 0)
-	}
-	start(3, 3*time.Second)
-	if count, sum := histogram(t, h.reg, "infergate_activator_cold_start_seconds", "m"); count != 1 || sum != 3 {
-		t.Fatalf("cold start count %d sum %v, want 1 and 3", count, sum)
-	}
-	start(2, time.Second)
-	if count, sum := histogram(t, h.reg, "infergate_activator_cold_start_seconds", "m"); count != 2 || sum != 4 {
-		t.Fatalf("cold start count %d sum %v, want 2 and 4", count, sum)
-	}
+		start(3, 3*time.Second)
+		if count, sum := histogram(t, h.reg, "infergate_activator_cold_start_seconds", "m"); count != 1 || sum != 3 {
+			t.Fatalf("cold start count %d sum %v, want 1 and 3", count, sum)
+		}
+		start(2, time.Second)
+		if count, sum := histogram(t, h.reg, "infergate_activator_cold_start_seconds", "m"); count != 2 || sum != 4 {
+			t.Fatalf("cold start count %d sum %v, want 2 and 4", count, sum)
+		}
+	})
 }
 
 func TestAdmittedAsContextEndsReleasesSlot(t *testing.T) {

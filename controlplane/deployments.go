@@ -175,7 +175,16 @@ func (d *Deployments) Apply(models []config.Model, prune bool) (Changes, error) 
 		}
 		nm.policy = dc.rollout
 		ch := ModelChange{Model: name}
-		if nm.latest == 0 || dc.digest != nm.revs[len(nm.revs)-1].Digest {
+		fp := declFingerprint(dc.m)
+		switch {
+		case prune && cur != nil && cur.fileDecl == fp:
+			// The config file declares what it declared when last
+			// read: whatever apply or a rollout did since stays.
+			staged[name] = cur
+			ch.Action, ch.Traffic = ActionUnchanged, cur.traffic()
+			changes.Models = append(changes.Models, ch)
+			continue
+		case nm.latest == 0 || nm.find(dc.digest) == 0:
 			n := d.numbers[name] + 1
 			numbers[name] = n
 			nm.newRevision(Revision{Model: name, Name: revisionName(name, n), Number: n, Spec: dc.m, Digest: dc.digest, Created: now}, now)
@@ -184,24 +193,44 @@ func (d *Deployments) Apply(models []config.Model, prune bool) (Changes, error) 
 			if cur == nil {
 				ch.Action = ActionCreated
 			}
-		} else {
-			if !samePercent(nm.applied.CanaryTrafficPercent, dc.m.CanaryTrafficPercent) {
+		case dc.digest == nm.rev(nm.target()).Digest:
+			// The revision deployed, or waiting to be: only traffic may
+			// change. A pending revision takes the declaration's traffic
+			// once ready.
+			if nm.pending == 0 && !samePercent(nm.applied.CanaryTrafficPercent, dc.m.CanaryTrafficPercent) {
 				nm.setCanary(dc.m.CanaryTrafficPercent, dc.m.Source, now)
 			}
 			nm.applied = dc.m
+		default:
+			// The spec of a revision still kept (a revert, or a retry of
+			// one that failed): deploy it again.
+			n := nm.find(dc.digest)
+			if r := nm.rev(n); r.Status == RevisionFailed {
+				r.Status, r.Reason = RevisionPending, ""
+			}
+			nm.applied = dc.m
+			nm.deploy(n, now)
+			ch.Revision, ch.Action = revisionName(name, n), ActionReused
+		}
+		if prune {
+			nm.fileDecl, nm.fileSource, nm.overridden = fp, dc.m.Source, false
 		}
 		nm.mirror = dc.mirror
 		nm.trim(d.maxRevisions)
 		if ch.Action == "" {
 			ch.Action = ActionUnchanged
-			if cur.summary() != nm.summary() {
+			if cur.summary().serving() != nm.summary().serving() {
 				ch.Action = ActionConfigured
 			}
 		}
-		if ch.Action != ActionUnchanged {
-			changed = true
+		if ch.Action != ActionUnchanged && !prune {
+			nm.overridden = true
 		}
+		// A change of source alone shows in State: a new generation,
+		// though nothing serves differently.
+		changed = changed || cur.summary() != nm.summary()
 		ch.Traffic = nm.traffic()
+		ch.Pending = nm.pending != 0
 		staged[name] = nm
 		changes.Models = append(changes.Models, ch)
 	}
@@ -211,6 +240,9 @@ func (d *Deployments) Apply(models []config.Model, prune bool) (Changes, error) 
 	var errs []error
 	for _, dc := range decls {
 		nm := staged[dc.m.Name]
+		if nm == d.models[dc.m.Name] {
+			continue // not applied: the file's declaration was read before
+		}
 		if ref := dc.mirror.ref; !isTag(ref) && !nm.has(ref) {
 			kept := make([]string, len(nm.revs))
 			for i, r := range nm.revs {
@@ -307,9 +339,47 @@ func (d *Deployments) act(verb, name string, f func(m *model, now time.Time) err
 		return fmt.Errorf("controlplane: %s %s: %w", verb, name, err)
 	}
 	if m.summary() != before {
+		m.overridden = true
 		d.bump()
 	}
 	return nil
+}
+
+// MarkReady records that a replica of the named revision has been ready.
+// If the latest declaration of its model waits for it, its traffic (or
+// rollout) takes effect now. It returns an error wrapping ErrUnknownModel
+// when no model keeps such a revision.
+func (d *Deployments) MarkReady(revision string) error {
+	return d.setStatus(revision, RevisionReady, "")
+}
+
+// MarkFailed records that the named revision's runtime failed before any
+// replica was ready, with the reason. If the latest declaration of its
+// model waits for it, that declaration's traffic never takes effect: the
+// model's traffic stays as it was, and the failure is recorded among its
+// rollout decisions. A ready revision may fail later too (its replicas
+// keep exiting): it is then never tagged prev. It returns an error
+// wrapping ErrUnknownModel when no model keeps such a revision.
+func (d *Deployments) MarkFailed(revision, reason string) error {
+	return d.setStatus(revision, RevisionFailed, reason)
+}
+
+func (d *Deployments) setStatus(revision string, st RevisionStatus, reason string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, m := range d.models {
+		for _, r := range m.revs {
+			if r.Name != revision {
+				continue
+			}
+			if m.setStatus(r.Number, st, reason, d.clock.Now()) {
+				m.trim(d.maxRevisions)
+				d.bump()
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("controlplane: revision %s: %w", revision, ErrUnknownModel)
 }
 
 // Promote makes the model's latest revision stable, with 100% of the

@@ -274,6 +274,9 @@ func TestCanarySemantics(t *testing.T) {
 					err = s.do(d)
 				} else {
 					ch, err = d.Apply(s.apply, s.prune)
+					if err == nil {
+						readyAll(t, d)
+					}
 				}
 				switch {
 				case s.err == nil && err != nil:
@@ -333,10 +336,18 @@ func TestRevisionTagsAddress(t *testing.T) {
 func TestApplyPrune(t *testing.T) {
 	d, _ := newDeployments(t, Options{})
 	apply(t, d, true, decl("iris", "v1"), decl("mnist", "v1"), decl("bert", "v1"))
-	ch := apply(t, d, false, decl("mnist", "v2"))
-	want := []ModelChange{{Model: "mnist", Action: ActionRevised, Revision: "mnist-00002", Traffic: map[string]int64{"mnist-00002": 100}}}
+	// A new revision takes its traffic once it is ready.
+	ch, err := d.Apply([]config.Model{decl("mnist", "v2")}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []ModelChange{{Model: "mnist", Action: ActionRevised, Revision: "mnist-00002", Pending: true, Traffic: map[string]int64{"mnist-00001": 100}}}
 	if diff := cmp.Diff(want, ch.Models); diff != "" {
 		t.Errorf("apply without prune (-want +got):\n%s", diff)
+	}
+	readyAll(t, d)
+	if ms := modelState(t, d, "mnist"); ms.Traffic["mnist-00002"] != 100 || ms.Pending != "" {
+		t.Errorf("mnist once mnist-00002 is ready: traffic %v, pending %q", ms.Traffic, ms.Pending)
 	}
 	if n := len(d.State().Models); n != 3 {
 		t.Fatalf("%d models after apply without prune, want 3", n)
@@ -562,7 +573,11 @@ func TestWait(t *testing.T) {
 		gen, _ := d.Wait(t.Context(), 0)
 		done <- gen
 	}()
-	apply(t, d, false, decl("iris", "v1"))
+	// d.Apply, not apply: marking the revision ready would start a
+	// second generation.
+	if _, err := d.Apply([]config.Model{decl("iris", "v1")}, false); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case gen := <-done:
 		if gen != 1 {
@@ -572,7 +587,9 @@ func TestWait(t *testing.T) {
 		t.Fatal("Wait did not return after Apply")
 	}
 	// An apply that changes nothing starts no generation.
-	apply(t, d, false, decl("iris", "v1"))
+	if _, err := d.Apply([]config.Model{decl("iris", "v1")}, false); err != nil {
+		t.Fatal(err)
+	}
 	if gen, err := d.Wait(t.Context(), 0); gen != 1 || err != nil {
 		t.Errorf("Wait(0) = %d, %v; want 1", gen, err)
 	}

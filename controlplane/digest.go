@@ -64,6 +64,23 @@ func Digest(m config.Model) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
+// declFingerprint sums up all of a declaration that Apply acts on: what
+// Digest covers, canaryTrafficPercent and the traffic-only annotations.
+// Two declarations with the same fingerprint ask for the same thing.
+func declFingerprint(m config.Model) string {
+	in := struct {
+		Predictor   config.PredictorSpec `json:"predictor"`
+		Path        string               `json:"path"`
+		Annotations map[string]string    `json:"annotations"`
+	}{m.Spec.Spec.Predictor, m.Path, m.Annotations}
+	b, err := json.Marshal(in)
+	if err != nil {
+		panic(fmt.Sprintf("controlplane: fingerprint of %s: %v", m.Name, err))
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
 // cloneModel returns a deep copy of m, so that a caller of Apply may reuse
 // what it passed. config.Model holds only exported data with a JSON form,
 // so a round trip through JSON copies all of it.

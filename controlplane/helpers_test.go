@@ -80,14 +80,31 @@ func source(s string) func(*config.Model) {
 	return func(m *config.Model) { m.Source = s }
 }
 
-// apply applies a batch and fails the test on an error.
+// apply applies a batch, fails the test on an error, and marks the
+// revisions it made ready, as their runtimes would.
 func apply(t *testing.T, d *Deployments, prune bool, models ...config.Model) Changes {
 	t.Helper()
 	ch, err := d.Apply(models, prune)
 	if err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
+	readyAll(t, d)
 	return ch
+}
+
+// readyAll marks every pending revision ready, as runtimes that start
+// well would.
+func readyAll(t testing.TB, d *Deployments) {
+	t.Helper()
+	for _, ms := range d.State().Models {
+		for _, r := range ms.Revisions {
+			if r.Status == RevisionPending {
+				if err := d.MarkReady(r.Name); err != nil {
+					t.Fatalf("MarkReady(%s): %v", r.Name, err)
+				}
+			}
+		}
+	}
 }
 
 // modelState returns a model's state, failing the test if it is absent.

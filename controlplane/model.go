@@ -35,6 +35,16 @@ type model struct {
 	// maxDecisions. Each is immutable once recorded.
 	decisions    []Decision
 	maxDecisions int
+	// pending is the revision number the latest declaration deploys while
+	// that revision is not ready; 0 when none. Its traffic, rollout and
+	// the latest tag wait for it (see activate).
+	pending int
+	// fileDecl fingerprints the model's declaration as the config file
+	// read last declared it ("" when no config file declared it), and
+	// fileSource is where; overridden is set when apply or an action by
+	// hand changed the model after that declaration was applied.
+	fileDecl, fileSource string
+	overridden           bool
 }
 
 func (m *model) clone() *model {
@@ -59,12 +69,42 @@ func (m *model) has(name string) bool {
 	return slices.ContainsFunc(m.revs, func(r Revision) bool { return r.Name == name })
 }
 
-// prevTag returns the revision TagPrev names, 0 when none.
-func (m *model) prevTag() int {
-	if m.latest != m.stable {
-		return m.stable
+// rev returns the kept revision numbered n, nil when none is.
+func (m *model) rev(n int) *Revision {
+	for i := range m.revs {
+		if m.revs[i].Number == n {
+			return &m.revs[i]
+		}
 	}
-	return m.prev
+	return nil
+}
+
+// failed reports whether revision n failed to start.
+func (m *model) failed(n int) bool {
+	r := m.rev(n)
+	return r != nil && r.Status == RevisionFailed
+}
+
+// target is the revision the latest declaration deploys: the pending one,
+// else the latest.
+func (m *model) target() int {
+	if m.pending != 0 {
+		return m.pending
+	}
+	return m.latest
+}
+
+// prevTag returns the revision TagPrev names, 0 when none. A revision that
+// failed is never prev: a rollback must go to something that worked.
+func (m *model) prevTag() int {
+	p := m.prev
+	if m.latest != m.stable {
+		p = m.stable
+	}
+	if m.failed(p) {
+		return 0
+	}
+	return p
 }
 
 // traffic returns the split: revision name to percent, no zero entry.
@@ -125,7 +165,19 @@ func (m *model) state() ModelState {
 		Tags:      m.tags(),
 		Mirror:    m.mirrorState(),
 		Rollout:   m.rolloutState(),
+		Pending:   m.revName(m.pending),
+		Source:    m.applied.Source,
+		Overrides: m.overrides(),
 	}
+}
+
+// overrides names the config file's declaration when apply or an action
+// by hand changed the model after it was applied.
+func (m *model) overrides() string {
+	if !m.overridden || m.fileDecl == "" {
+		return ""
+	}
+	return m.fileSource
 }
 
 func (m *model) rolloutState() RolloutState {
@@ -138,12 +190,20 @@ func (m *model) rolloutState() RolloutState {
 // summary is what State shows of a model, comparable, to tell whether an
 // action changed it.
 type summary struct {
-	revs                 string
-	latest, stable, prev int
-	canary               int64
-	mirror               mirrorSpec
-	rollout              RolloutState
-	step                 int
+	revs                          string
+	latest, stable, prev, pending int
+	canary                        int64
+	mirror                        mirrorSpec
+	rollout                       RolloutState
+	step                          int
+	source, overrides             string
+}
+
+// serving is s without what only describes where the declaration came
+// from.
+func (s summary) serving() summary {
+	s.source, s.overrides = "", ""
+	return s
 }
 
 func (m *model) summary() summary {
@@ -153,25 +213,30 @@ func (m *model) summary() summary {
 	var b strings.Builder
 	for _, r := range m.revs {
 		b.WriteString(strconv.Itoa(r.Number))
+		b.WriteString(string(r.Status))
 		b.WriteByte(',')
 	}
 	canary := m.canary
 	if m.latest == m.stable {
 		canary = 0
 	}
-	s := summary{b.String(), m.latest, m.stable, m.prev, canary, m.mirror, "", 0}
+	s := summary{b.String(), m.latest, m.stable, m.prev, m.pending, canary, m.mirror, "", 0, m.applied.Source, m.overrides()}
 	if r := m.rollout; r != nil {
 		s.rollout, s.step = r.state, r.step
 	}
 	return s
 }
 
-// promote makes the latest revision stable; false when it is already.
+// promote makes the latest revision stable; false when it is already. A
+// stable revision that failed does not become prev.
 func (m *model) promote() bool {
 	if m.latest == m.stable {
 		return false
 	}
-	m.prev, m.stable, m.canary = m.stable, m.latest, 0
+	if !m.failed(m.stable) {
+		m.prev = m.stable
+	}
+	m.stable, m.canary = m.latest, 0
 	return true
 }
 
@@ -233,9 +298,10 @@ func (m *model) setCanary(pct *int64, source string, now time.Time) {
 // trim drops the oldest revisions beyond max, sparing the ones with a role.
 func (m *model) trim(max int) {
 	keep := map[string]bool{
-		m.revName(m.latest): true,
-		m.revName(m.stable): true,
-		m.revName(m.prev):   true,
+		m.revName(m.latest):  true,
+		m.revName(m.stable):  true,
+		m.revName(m.prev):    true,
+		m.revName(m.pending): true,
 	}
 	if !isTag(m.mirror.ref) {
 		keep[m.mirror.ref] = true
@@ -251,29 +317,82 @@ func (m *model) trim(max int) {
 
 func isTag(ref string) bool { return ref == TagLatest || ref == TagPrev }
 
-// newRevision adds r as the model's latest revision and applies its
-// declaration's traffic, or starts its rollout.
+// newRevision adds r as the model's newest revision and deploys it: the
+// first revision of a model is its latest and stable one at once (there
+// is nothing else to serve); a later one waits until it is ready.
 func (m *model) newRevision(r Revision, now time.Time) {
-	first := m.latest == 0
-	m.endRollout(RolloutSuperseded, VerdictSuperseded, "revision "+r.Name+" replaces the canary", now, false, nil)
+	r.Status = RevisionPending
 	m.revs = append(m.revs, r)
-	m.latest = r.Number
 	m.applied = r.Spec
-	if first {
-		m.stable = r.Number
+	if m.latest == 0 {
+		m.latest, m.stable = r.Number, r.Number
 		return
 	}
-	// A canary in progress is replaced: the stable revision keeps the
-	// rest, and the new one starts from what the declaration says.
-	m.canary = 0
-	switch {
+	m.deploy(r.Number, now)
+}
+
+// deploy makes revision n the one the latest declaration deploys: at once
+// if it has been ready, else once it is (MarkReady). Until then the
+// model's traffic, tags and rollout stay as they are.
+func (m *model) deploy(n int, now time.Time) {
+	if m.rev(n).Status == RevisionReady {
+		m.activate(n, now)
+		return
+	}
+	m.pending = n
+}
+
+// activate makes revision n the latest and applies the latest
+// declaration's traffic to it, or starts its rollout. A canary in
+// progress is replaced: the stable revision keeps the rest, and n starts
+// from what the declaration says.
+func (m *model) activate(n int, now time.Time) {
+	m.pending = 0
+	m.endRollout(RolloutSuperseded, VerdictSuperseded, "revision "+m.revName(n)+" replaces the canary", now, false, nil)
+	m.latest, m.canary = n, 0
+	if n == m.stable {
+		return // back to the stable revision's spec: it keeps all the traffic
+	}
+	switch pct := m.applied.CanaryTrafficPercent; {
 	case m.policy != nil:
 		m.startRollout(*m.policy, now)
-	case r.Spec.CanaryTrafficPercent == nil || *r.Spec.CanaryTrafficPercent >= 100:
+	case pct == nil || *pct >= 100:
 		m.promote()
 	default:
-		m.canary = *r.Spec.CanaryTrafficPercent
+		m.canary = *pct
 	}
+}
+
+// setStatus records that revision n became ready or failed, and deploys it
+// if it is pending and ready. It returns false when n had that status.
+func (m *model) setStatus(n int, st RevisionStatus, reason string, now time.Time) bool {
+	r := m.rev(n)
+	if r.Status == st && r.Reason == reason {
+		return false
+	}
+	r.Status, r.Reason = st, reason
+	if n != m.pending {
+		return true
+	}
+	switch st {
+	case RevisionReady:
+		m.activate(n, now)
+	case RevisionFailed:
+		m.pending = 0
+		m.record(Decision{Time: now, Verdict: VerdictFailed,
+			Reason: fmt.Sprintf("revision %s failed to start, its traffic stays where it was: %s", m.revName(n), reason)})
+	}
+	return true
+}
+
+// find returns the kept revision whose digest is digest, 0 when none.
+func (m *model) find(digest string) int {
+	for i := len(m.revs) - 1; i >= 0; i-- {
+		if m.revs[i].Digest == digest {
+			return m.revs[i].Number
+		}
+	}
+	return 0
 }
 
 func samePercent(a, b *int64) bool {

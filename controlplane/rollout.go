@@ -49,6 +49,7 @@ const (
 	VerdictResume     Verdict = "resume"     // resumed by hand
 	VerdictSetWeight  Verdict = "set-weight" // the canary's weight set by hand; the rollout pauses
 	VerdictSuperseded Verdict = "superseded" // a newer revision replaced the canary
+	VerdictFailed     Verdict = "failed"     // the revision a declaration deploys failed to start; traffic stayed
 )
 
 // Gate is the figures a step is judged on: the canary's and the stable
@@ -101,12 +102,21 @@ type Decision struct {
 }
 
 // RolloutStatus is a model's latest rollout, for `infergate rollout
-// status`. It shares nothing mutable with Deployments.
+// status`, with its revisions and where its declaration came from. For a
+// model that never had a rollout, State is "", Canary is the latest
+// revision and the policy, step and gate are zero. It shares nothing
+// mutable with Deployments.
 type RolloutStatus struct {
 	Model  string       `json:"model"`
 	Canary string       `json:"canary"`
 	Stable string       `json:"stable"`
-	State  RolloutState `json:"state"`
+	State  RolloutState `json:"state,omitempty"`
+	// Pending, Source and Overrides are the model's (see ModelState).
+	Pending   string `json:"pending,omitempty"`
+	Source    string `json:"source,omitempty"`
+	Overrides string `json:"overrides,omitempty"`
+	// Revisions are the kept revisions, oldest first.
+	Revisions []RevisionInfo `json:"revisions"`
 	// Reason says why the rollout is paused or ended.
 	Reason string  `json:"reason,omitempty"`
 	Policy Rollout `json:"policy"`
@@ -123,6 +133,14 @@ type RolloutStatus struct {
 	// Decisions are the model's, across its rollouts, oldest first, at
 	// most Options.MaxDecisions.
 	Decisions []Decision `json:"decisions"`
+}
+
+// RevisionInfo is what RolloutStatus shows of a revision.
+type RevisionInfo struct {
+	Name    string         `json:"name"`
+	Status  RevisionStatus `json:"status"`
+	Reason  string         `json:"reason,omitempty"`
+	Created time.Time      `json:"created"`
 }
 
 // rollout is a model's latest rollout.
@@ -439,34 +457,39 @@ func (d *Deployments) RolloutStatus(name string) (RolloutStatus, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	m := d.models[name]
-	switch {
-	case m == nil:
+	if m == nil {
 		return RolloutStatus{}, fmt.Errorf("controlplane: rollout status of %s: %w", name, ErrUnknownModel)
-	case m.rollout == nil:
-		return RolloutStatus{}, fmt.Errorf("controlplane: rollout status of %s: %w", name, ErrNoRollout)
 	}
-	r := m.rollout
 	st := RolloutStatus{
 		Model:     name,
-		Canary:    m.revName(r.canary),
-		Stable:    m.revName(r.stable),
-		State:     r.state,
-		Reason:    r.reason,
-		Policy:    Rollout{Steps: slices.Clone(r.policy.Steps), MaxErrorRateIncrease: r.policy.MaxErrorRateIncrease, MaxLatencyRatio: r.policy.MaxLatencyRatio, Quantile: r.policy.Quantile},
-		Step:      r.step + 1,
-		Started:   r.started,
+		Canary:    m.revName(m.latest),
+		Stable:    m.revName(m.stable),
 		Weights:   m.traffic(),
 		Decisions: slices.Clone(m.decisions),
+		Pending:   m.revName(m.pending),
+		Source:    m.applied.Source,
+		Overrides: m.overrides(),
 	}
+	for _, r := range m.revs {
+		st.Revisions = append(st.Revisions, RevisionInfo{Name: r.Name, Status: r.Status, Reason: r.Reason, Created: r.Created})
+	}
+	for i := range st.Decisions {
+		st.Decisions[i] = st.Decisions[i].clone()
+	}
+	r := m.rollout
+	if r == nil {
+		return st, nil
+	}
+	st.Canary, st.Stable = m.revName(r.canary), m.revName(r.stable)
+	st.State, st.Reason = r.state, r.reason
+	st.Policy = Rollout{Steps: slices.Clone(r.policy.Steps), MaxErrorRateIncrease: r.policy.MaxErrorRateIncrease, MaxLatencyRatio: r.policy.MaxLatencyRatio, Quantile: r.policy.Quantile}
+	st.Step, st.Started = r.step+1, r.started
 	if r.open {
 		st.StepStarted = r.stepStarted
 	}
 	if r.last != nil {
 		g := *r.last
 		st.Gate = &g
-	}
-	for i := range st.Decisions {
-		st.Decisions[i] = st.Decisions[i].clone()
 	}
 	return st, nil
 }

@@ -81,8 +81,8 @@ func startRollout(t *testing.T, policy string, opts Options) (*Deployments, *fak
 	t.Helper()
 	d, clk := newDeployments(t, opts)
 	apply(t, d, false, decl("iris", "v1", annotate(config.AnnotationRollout, policy)))
-	if _, err := d.RolloutStatus("iris"); !errors.Is(err, ErrNoRollout) {
-		t.Fatalf("a first revision started a rollout: %v", err)
+	if rs, err := d.RolloutStatus("iris"); err != nil || rs.State != "" {
+		t.Fatalf("a first revision started a rollout: %+v, %v", rs, err)
 	}
 	apply(t, d, false, decl("iris", "v2", annotate(config.AnnotationRollout, policy), canary(70)))
 	return d, clk
@@ -539,7 +539,8 @@ func TestRolloutManualErrors(t *testing.T) {
 		{"resume an unknown model", func() error { return d.Resume("bert") }, ErrUnknownModel},
 		{"pause a model without rollout", func() error { return d.Pause("mnist") }, ErrNoRollout},
 		{"resume a model without rollout", func() error { return d.Resume("mnist") }, ErrNoRollout},
-		{"status of a model without rollout", func() error { _, err := d.RolloutStatus("mnist"); return err }, ErrNoRollout},
+		{"status of a model without rollout", func() error { _, err := d.RolloutStatus("mnist"); return err }, nil},
+		{"status of an unknown model", func() error { _, err := d.RolloutStatus("bert"); return err }, ErrUnknownModel},
 		{"resume a progressing rollout", func() error { return d.Resume("iris") }, ErrNothingToDo},
 		{"pause", func() error { return d.Pause("iris") }, nil},
 		{"pause again", func() error { return d.Pause("iris") }, ErrNothingToDo},
@@ -678,6 +679,9 @@ func TestConcurrentUse(t *testing.T) {
 				switch (i + j) % 6 {
 				case 0:
 					d.Apply([]config.Model{decl("iris", fmt.Sprintf("v%d", j%3+2), annotate(config.AnnotationRollout, testPolicy))}, false)
+					for _, n := range []string{r2, r3, r4} {
+						d.MarkReady(n)
+					}
 				case 1:
 					stats[r2].Record(fast, router.OutcomeOK)
 					d.Tick(t0.Add(time.Duration(j)*time.Second), stats.read)

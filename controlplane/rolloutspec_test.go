@@ -94,6 +94,7 @@ func TestApplyRejectsABadRollout(t *testing.T) {
 	d, _ := newDeployments(t, Options{})
 	apply(t, d, false, decl("iris", "v1"))
 	_, err := d.Apply([]config.Model{decl("iris", "v2", annotate(config.AnnotationRollout, `{"steps":[{"weight":0}]}`))}, false)
+	readyAll(t, d)
 	want := "iris.yaml#1: metadata.annotations[infergate.io/rollout]: steps[0].weight: 0 is not between 1 and 100"
 	if !errors.Is(err, ErrInvalid) || err.Error() != want {
 		t.Fatalf("error %v, want %q", err, want)

@@ -29,7 +29,30 @@ type Revision struct {
 	Digest string `json:"digest"`
 	// Created is when Apply created it.
 	Created time.Time `json:"created"`
+	// Status says whether the revision's runtime has come up (see
+	// RevisionStatus); Reason says why it failed.
+	Status RevisionStatus `json:"status"`
+	Reason string         `json:"reason,omitempty"`
 }
+
+// RevisionStatus says whether a revision has proved it can serve. Only a
+// revision that has been ready takes the traffic its declaration asks for
+// (as Knative routes to its latest ready revision): until then the model's
+// traffic stays as it was.
+type RevisionStatus string
+
+// The revision statuses.
+const (
+	// RevisionPending: created, no replica has been ready yet.
+	RevisionPending RevisionStatus = "pending"
+	// RevisionReady: a replica has been ready. A ready revision stays
+	// ready when its replicas later stop or scale to zero.
+	RevisionReady RevisionStatus = "ready"
+	// RevisionFailed: its runtime failed before any replica was ready.
+	// It never takes traffic and is never tagged prev; applying its
+	// declaration again tries it again.
+	RevisionFailed RevisionStatus = "failed"
+)
 
 // revisionName returns the name of a model's revision number n.
 func revisionName(model string, n int) string { return fmt.Sprintf("%s-%05d", model, n) }
@@ -43,6 +66,9 @@ const (
 	ActionCreated Action = "created"
 	// ActionRevised: a new revision of a known model.
 	ActionRevised Action = "revised"
+	// ActionReused: the declaration is that of a kept revision, which it
+	// deploys again instead of making a new one.
+	ActionReused Action = "reused"
 	// ActionConfigured: same revision; traffic, mirror or rollout changed.
 	ActionConfigured Action = "configured"
 	// ActionUnchanged: nothing that State shows changed.
@@ -55,8 +81,11 @@ const (
 type ModelChange struct {
 	Model  string `json:"model"`
 	Action Action `json:"action"`
-	// Revision is the revision created; "" when none was.
+	// Revision is the revision created or reused; "" when none was.
 	Revision string `json:"revision,omitempty"`
+	// Pending is set when the declaration waits for its revision to be
+	// ready before its traffic takes effect (see ModelState.Pending).
+	Pending bool `json:"pending,omitempty"`
 	// Traffic is the model's split after Apply; nil when removed.
 	Traffic map[string]int64 `json:"traffic,omitempty"`
 }
@@ -111,6 +140,18 @@ type ModelState struct {
 	// Rollout is the state of the model's latest rollout; "" when it
 	// never had one. RolloutStatus tells more.
 	Rollout RolloutState `json:"rollout,omitempty"`
+	// Pending is the revision the latest declaration deploys while it is
+	// not ready yet: its traffic (and rollout) takes effect once it is
+	// (MarkReady), and never if it fails (MarkFailed). "" when none.
+	Pending string `json:"pending,omitempty"`
+	// Source is where the latest declaration came from: a config file
+	// ("FILE#N") or what `infergate apply` sent.
+	Source string `json:"source,omitempty"`
+	// Overrides is set when the model's config file declares something
+	// else than what runs, because apply or a rollout action changed the
+	// model after the file was last read: it names the file's
+	// declaration. The file wins again once that declaration changes.
+	Overrides string `json:"overrides,omitempty"`
 }
 
 // Revision returns the revision ref names: a revision name

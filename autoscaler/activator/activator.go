@@ -380,6 +380,24 @@ func (a *Activator) SetCapacity(name string, ready int) {
 // would be held, for Options.FailureHold or until SetCapacity reports
 // ready replicas or Reset is called. Requests in flight are not touched.
 func (a *Activator) Fail(name string, reason error) {
+	until := time.Time{}
+	if h := a.opts.FailureHold; h > 0 {
+		until = time.Now().Add(h)
+	}
+	a.fail(name, reason, until)
+}
+
+// FailUntilReady is Fail for a model that will not come up by itself (its
+// runtime gave up restarting): new requests that would be held fail at
+// once with reason until SetCapacity reports ready replicas or Reset is
+// called, however long that takes.
+func (a *Activator) FailUntilReady(name string, reason error) {
+	a.fail(name, reason, time.Time{})
+}
+
+// fail fails the held requests and those that would be held until until
+// (zero: until cleared).
+func (a *Activator) fail(name string, reason error, until time.Time) {
 	if reason == nil {
 		reason = errors.New("no reason given")
 	}
@@ -388,10 +406,7 @@ func (a *Activator) Fail(name string, reason error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.failed = err
-	m.failedUntil = time.Time{}
-	if h := a.opts.FailureHold; h > 0 {
-		m.failedUntil = time.Now().Add(h)
-	}
+	m.failedUntil = until
 	m.coldStart = time.Time{}
 	for m.head != nil {
 		w := m.head

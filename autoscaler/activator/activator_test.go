@@ -488,6 +488,32 @@ func TestFail(t *testing.T) {
 	}
 }
 
+func TestFailUntilReady(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, Options{})
+		held := goAcquire(context.Background(), h.Activator, "m")
+		h.waitHolds(t, "m", 1)
+		reason := errors.New("runtime failed: 5 starts in a row exited before they were ready")
+		h.FailUntilReady("m", reason)
+		if r := await(t, held); !errors.Is(r.err, ErrFailed) || !errors.Is(r.err, reason) {
+			t.Fatalf("held request: %v, want ErrFailed wrapping the reason", r.err)
+		}
+		// Long past FailureHold, requests still fail at once: nothing
+		// will start the runtime by itself.
+		h.advance(time.Hour)
+		if _, err := h.Acquire(context.Background(), "m"); !errors.Is(err, reason) {
+			t.Fatalf("Acquire an hour later = %v, want the reason at once", err)
+		}
+		h.noPoke(t)
+		h.SetCapacity("m", 1)
+		release, err := h.Acquire(context.Background(), "m")
+		if err != nil {
+			t.Fatalf("Acquire once a replica is ready: %v", err)
+		}
+		release()
+	})
+}
+
 func TestColdStartObservedOncePerColdStart(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, Options{})

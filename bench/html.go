@@ -121,6 +121,7 @@ svg text { font: 12px system-ui, sans-serif; fill: #333; }
 svg .grid { stroke: #e8e8e8; }
 svg .axis { stroke: #888; }
 svg .sep { stroke: #bbb; stroke-dasharray: 4 3; }
+svg text.clipped { fill: #a35200; }
 </style>
 `
 
@@ -162,13 +163,23 @@ type chart struct {
 	empty          string // shown instead of a chart with no data
 	// scaleBy names the series that set the y axis (default all); the
 	// others are clipped to it, so that one spike does not flatten the
-	// lines that matter.
+	// lines that matter. A chart that clips says so above the plot, with
+	// the highest value it cut.
 	scaleBy []string
+	// value formats a y value for that notice and the marks of cut
+	// points (default: the number).
+	value func(float64) string
 }
 
+// The chart's layout: the plot area is inset by the pads. Above it, a
+// strip for the clipping notice (and the labels of the highest points);
+// below it, the x axis's ticks and label, then the legend, so that the
+// legend never covers a line, a point or a label.
 const (
-	chartW, chartH                 = 760, 320
-	padL, padR, padT, padB float64 = 64, 32, 28, 44
+	chartW, chartH                 = 760, 344
+	padL, padR, padT, padB float64 = 64, 32, 28, 68
+	// legendY is the top of the legend's colour boxes.
+	legendY float64 = chartH - 18
 )
 
 // niceScale returns a tick step and an axis end for data up to hi: steps
@@ -203,11 +214,29 @@ func tickLabel(v, step float64) string {
 
 func coord(v float64) string { return strconv.FormatFloat(math.Round(v*10)/10, 'f', -1, 64) }
 
+// clips says whether the y axis may cut the named series: it is not one of
+// scaleBy.
+func (c *chart) clips(name string) bool {
+	return len(c.scaleBy) > 0 && !slices.Contains(c.scaleBy, name)
+}
+
+// format writes a y value for the clipping notice.
+func (c *chart) format(v float64) string {
+	if c.value != nil {
+		return c.value(v)
+	}
+	return strconv.FormatFloat(v, 'g', 4, 64)
+}
+
 func (c *chart) svg() string {
 	var xMax, yMax float64
 	points := 0
+	// The highest value of a series that does not set the y axis, and
+	// its name: if it is above the axis, the chart says so.
+	var cutMax float64
+	var cutName string
 	for _, s := range c.series {
-		scales := len(c.scaleBy) == 0 || slices.Contains(c.scaleBy, s.name)
+		scales := !c.clips(s.name)
 		for i, x := range s.xs {
 			if math.IsNaN(s.ys[i]) {
 				continue
@@ -215,6 +244,8 @@ func (c *chart) svg() string {
 			xMax = math.Max(xMax, x)
 			if scales {
 				yMax = math.Max(yMax, s.ys[i])
+			} else if s.ys[i] > cutMax {
+				cutMax, cutName = s.ys[i], s.name
 			}
 			points++
 		}
@@ -249,7 +280,7 @@ func (c *chart) svg() string {
 	}
 	fmt.Fprintf(&b, "<line class=\"axis\" x1=\"%s\" y1=\"%s\" x2=\"%s\" y2=\"%s\"/>", coord(padL), coord(padT+plotH), coord(padL+plotW), coord(padT+plotH))
 	fmt.Fprintf(&b, "<line class=\"axis\" x1=\"%s\" y1=\"%s\" x2=\"%s\" y2=\"%s\"/>\n", coord(padL), coord(padT), coord(padL), coord(padT+plotH))
-	fmt.Fprintf(&b, "<text x=\"%s\" y=\"%s\" text-anchor=\"middle\">%s</text>\n", coord(padL+plotW/2), coord(chartH-6), esc(c.xLabel))
+	fmt.Fprintf(&b, "<text x=\"%s\" y=\"%s\" text-anchor=\"middle\">%s</text>\n", coord(padL+plotW/2), coord(padT+plotH+36), esc(c.xLabel))
 	fmt.Fprintf(&b, "<text x=\"14\" y=\"%s\" text-anchor=\"middle\" transform=\"rotate(-90 14 %s)\">%s</text>\n", coord(padT+plotH/2), coord(padT+plotH/2), esc(c.yLabel))
 	for _, v := range c.vlines {
 		fmt.Fprintf(&b, "<line class=\"sep\" x1=\"%s\" y1=\"%s\" x2=\"%s\" y2=\"%s\"/>", coord(px(v.x)), coord(padT), coord(px(v.x)), coord(padT+plotH))
@@ -276,6 +307,15 @@ func (c *chart) svg() string {
 			pts = append(pts, coord(px(x))+","+coord(py(s.ys[i])))
 		}
 		flush()
+		if c.clips(s.name) {
+			// A point above the axis: a mark on the plot's top edge, its
+			// value on hover.
+			for i, x := range s.xs {
+				if y := s.ys[i]; y > yEnd {
+					fmt.Fprintf(&b, "<path class=\"cut\" d=\"M%s %sl4 6h-8z\" fill=\"%s\"><title>%s</title></path>\n", coord(px(x)), coord(padT-6), color, esc(s.name+" "+c.format(y)))
+				}
+			}
+		}
 		if s.marker {
 			for i, x := range s.xs {
 				if math.IsNaN(s.ys[i]) {
@@ -291,14 +331,19 @@ func (c *chart) svg() string {
 		}
 		fmt.Fprintf(&b, "<text x=\"%s\" y=\"%s\" text-anchor=\"middle\">%s</text>\n", coord(px(n.x)), coord(py(n.y)-8), esc(n.text))
 	}
-	// The legend, right-aligned above the plot.
-	lx := padL + plotW
-	for i := len(c.series) - 1; i >= 0; i-- {
-		s := c.series[i]
-		lx -= float64(len(s.name))*7 + 26
-		fmt.Fprintf(&b, "<rect x=\"%s\" y=\"8\" width=\"12\" height=\"12\" fill=\"%s\"/><text x=\"%s\" y=\"18\">%s</text>\n", coord(lx), seriesColor[s.name], coord(lx+16), esc(s.name))
+	if cutMax > yEnd {
+		fmt.Fprintf(&b, "<text class=\"clipped\" x=\"%s\" y=\"14\">%s</text>\n", coord(padL),
+			esc(fmt.Sprintf("y-axis clipped at %s, the scale of %s: \u25b2 marks %s above it, up to %s",
+				c.format(yEnd), strings.Join(c.scaleBy, " and "), cutName, c.format(cutMax))))
 	}
-	b.WriteString("</svg>\n")
+	// The legend, left-aligned below the x axis's label.
+	b.WriteString("<g class=\"legend\">")
+	lx := padL
+	for _, s := range c.series {
+		fmt.Fprintf(&b, "<rect x=\"%s\" y=\"%s\" width=\"12\" height=\"12\" fill=\"%s\"/><text x=\"%s\" y=\"%s\">%s</text>", coord(lx), coord(legendY), seriesColor[s.name], coord(lx+16), coord(legendY+10), esc(s.name))
+		lx += float64(len(s.name))*7 + 30
+	}
+	b.WriteString("</g>\n</svg>\n")
 	return b.String()
 }
 
@@ -341,7 +386,8 @@ func (r *Report) shortLoad(p *Result) string {
 // after the other with a separator at the start of each.
 func (r *Report) timelineCharts() (lat, thr *chart) {
 	lat = &chart{id: "lot", xLabel: "time (s) from the start of the first measured window", yLabel: "latency (ms)",
-		empty: "no timeline recorded", scaleBy: []string{"p50", "p99"}}
+		empty: "no timeline recorded", scaleBy: []string{"p50", "p99"},
+		value: func(v float64) string { return FormatDuration(time.Duration(v * 1e6)) }}
 	thr = &chart{id: "tot", xLabel: lat.xLabel, yLabel: "per second", empty: lat.empty}
 	p50 := series{name: "p50"}
 	p99 := series{name: "p99"}

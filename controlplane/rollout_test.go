@@ -607,14 +607,40 @@ func TestTickGeneration(t *testing.T) {
 }
 
 // TestTickStatsCallsBack checks that the stats function may call into
-// Deployments: Tick does not hold the lock while it reads.
+// Deployments: Tick reads the canary's and the stable revision's counts
+// without holding its lock (a stats function that takes it, as one going
+// through State does, would otherwise deadlock), and judges what it read.
 func TestTickStatsCallsBack(t *testing.T) {
 	d, clk := startRollout(t, testPolicy, Options{})
-	stats := func(rev string) router.Counts {
-		d.State()
-		return router.Counts{}
+	stats := fakeStats{}
+	var read []string
+	callsBack := func(rev string) router.Counts {
+		read = append(read, rev)
+		// TryLock rather than a call that takes the lock, so that a Tick
+		// holding it fails the test instead of hanging it.
+		if !d.mu.TryLock() {
+			t.Errorf("Tick holds the lock while it reads the counts of %s", rev)
+			return stats.read(rev)
+		}
+		d.mu.Unlock()
+		if ms, ok := d.State().Model("iris"); !ok || ms.Rollout != RolloutProgressing {
+			t.Errorf("State from the stats function: %+v, %v", ms, ok)
+		}
+		return stats.read(rev)
 	}
-	d.Tick(clk.now, stats)
+	// The first Tick opens the step's window; the second sees the
+	// canary fail every request and rolls it back.
+	d.Tick(clk.now, callsBack)
+	stats.add(r2, load{errs: 100, latency: fast})
+	stats.add(r1, stable900)
+	clk.now = clk.now.Add(time.Second)
+	decs := d.Tick(clk.now, callsBack)
+	if diff := cmp.Diff([]string{r2, r1, r2, r1}, read); diff != "" {
+		t.Errorf("counts read (-want +got):\n%s", diff)
+	}
+	if len(decs) != 1 || decs[0].Verdict != VerdictRollback {
+		t.Errorf("Tick after the canary failed: %+v, want one rollback", decs)
+	}
 }
 
 func TestRun(t *testing.T) {

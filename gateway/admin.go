@@ -1,12 +1,19 @@
 package gateway
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/infergate/infergate/gateway/netlimit"
 )
 
 // AdminOptions configures the admin handler.
@@ -58,4 +65,89 @@ func IsLoopback(remote string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// AdminServerOptions configures ServeAdmin. Zero fields take the
+// documented defaults.
+type AdminServerOptions struct {
+	// Handler answers the admin port's requests. Required.
+	Handler http.Handler
+	// MaxConns bounds the open connections (default 256: scrapers, the
+	// CLI and the dashboard need few).
+	MaxConns int
+	// HeaderTimeout bounds the wait for a request's headers, from the
+	// connection's opening or, on a kept-alive connection, from the
+	// request's first bytes (default 10s).
+	HeaderTimeout time.Duration
+	// IdleTimeout closes a kept-alive connection idle that long (default
+	// 75s).
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's headers (default 16 KiB).
+	MaxHeaderBytes int
+	// DrainTimeout bounds the drain at shutdown (default 30s): once it is
+	// over, the connections still open are closed.
+	DrainTimeout time.Duration
+	// Registerer receives the listener's metrics (default: none kept).
+	Registerer prometheus.Registerer
+	// Logger receives the server's errors (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// ServeAdmin serves opts.Handler on ln, capped and timed as AdminServerOptions
+// say, until ctx is done; then it drains within DrainTimeout and returns
+// nil, or an error if the server fails. It closes ln.
+func ServeAdmin(ctx context.Context, ln net.Listener, opts AdminServerOptions) error {
+	if opts.Handler == nil {
+		return errors.New("gateway: admin server: a handler is required")
+	}
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = 256
+	}
+	if opts.HeaderTimeout <= 0 {
+		opts.HeaderTimeout = 10 * time.Second
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 75 * time.Second
+	}
+	if opts.MaxHeaderBytes <= 0 {
+		opts.MaxHeaderBytes = 16 << 10
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = 30 * time.Second
+	}
+	if opts.Registerer == nil {
+		opts.Registerer = prometheus.NewRegistry()
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	lm, err := netlimit.NewMetrics(opts.Registerer)
+	if err != nil {
+		return fmt.Errorf("gateway: admin server: metrics: %w", err)
+	}
+	l, err := netlimit.New(ln, netlimit.Options{MaxConns: opts.MaxConns, Name: "admin", Metrics: lm, Logger: opts.Logger})
+	if err != nil {
+		return fmt.Errorf("gateway: admin listener: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           opts.Handler,
+		ReadHeaderTimeout: opts.HeaderTimeout,
+		// No ReadTimeout: net/http cancels a request's context when it
+		// passes, which would cut /debug/pprof/profile?seconds=N short.
+		// The admin port's bodies are small (apply), and its cap bounds
+		// what slow ones can hold.
+		IdleTimeout:    opts.IdleTimeout,
+		MaxHeaderBytes: opts.MaxHeaderBytes,
+		ErrorLog:       slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
+	}
+	return serveFronts(ctx, opts.DrainTimeout, []front{{
+		name:  "admin",
+		ln:    l,
+		serve: srv.Serve,
+		drain: func(ctx context.Context) bool {
+			_ = srv.Shutdown(ctx)
+			return ctx.Err() == nil
+		},
+		stop: func() { _ = srv.Close() },
+	}})
 }

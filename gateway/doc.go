@@ -12,6 +12,17 @@
 // is forwarded as the message it arrived as. The gateway decodes only to
 // translate between protocols, to batch, and to mirror.
 //
+// The front doors face floods and broken clients (see Options): every
+// listener, the admin port's too (ServeAdmin), is capped and survives
+// accept errors (package netlimit); silent or slow clients are timed out
+// (408), oversized headers refused (431); a bound on the request bytes in
+// flight (REST bodies taken from their Content-Length before they are
+// read) answers 503 with Retry-After (gRPC RESOURCE_EXHAUSTED) past it;
+// error answers never repeat the request; a path or name that would route
+// differently once decoded ('/' or "..") is refused with 400. The drain
+// at shutdown is bounded: past DrainTimeout every connection still open
+// is closed. SetMemoryLimit sets the process's soft memory limit.
+//
 // gateway never loads models, reads config files or starts processes: cmd
 // wires those and hands it revisions with their routes.
 //
@@ -26,4 +37,11 @@
 //     read from the replica pools at scrape time
 //   - infergate_mirror_{requests_total{outcome},duration_seconds,max_abs_diff,
 //     argmax_rows_total{agree},mismatched_outputs_total}
+//
+// And, for the whole gateway:
+//   - infergate_gateway_in_flight_request_bytes,
+//     infergate_gateway_in_flight_request_limit_bytes,
+//     infergate_gateway_in_flight_refused_total{protocol}
+//   - infergate_listener_{open_connections,max_connections,
+//     accept_errors_total,full_waits_total}{listener} (see netlimit)
 package gateway

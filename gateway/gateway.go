@@ -13,18 +13,18 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
-	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/infergate/infergate/autoscaler/activator"
 	"github.com/infergate/infergate/batcher"
+	"github.com/infergate/infergate/gateway/netlimit"
 	"github.com/infergate/infergate/oip"
 	pb "github.com/infergate/infergate/oip/inferencepb"
-	"github.com/infergate/infergate/oip/rest"
 	"github.com/infergate/infergate/router"
 	"github.com/infergate/infergate/runtimes"
 )
@@ -93,14 +93,50 @@ type Options struct {
 	// bodies get 413) and a gRPC message (larger ones get
 	// RESOURCE_EXHAUSTED).
 	MaxBodyBytes int
-	// ReadTimeout and WriteTimeout bound reading a REST request and writing
-	// its answer (default 60s each); IdleTimeout closes idle keep-alive
-	// connections (default 120s).
-	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
-	// MaxConns bounds concurrent REST connections (default 16384).
+	// HeaderTimeout bounds the wait for a REST request's headers, from the
+	// connection's opening (or, on a kept-alive connection, from the
+	// request's first byte), and a gRPC connection's HTTP/2 handshake
+	// (default 10s). A connection that sends nothing in that time is
+	// closed; one that sent part of a request gets 408.
+	HeaderTimeout time.Duration
+	// ReadTimeout bounds reading a REST request's body, from the end of
+	// its headers (default 60s; a slower body gets 408).
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing a REST answer (default 60s).
+	WriteTimeout time.Duration
+	// IdleTimeout closes a kept-alive REST connection, or a gRPC
+	// connection with no call, idle that long (default 75s: longer than
+	// the 60s after which common proxies and load balancers drop their
+	// own idle connections to a backend, so that they, not the gateway,
+	// close them and never send a request on a connection being closed).
+	IdleTimeout time.Duration
+	// MaxConns bounds the open connections of each front door, REST and
+	// gRPC (default netlimit.DefaultMaxConns(): a quarter of the process's
+	// open-file limit, at most 16384). At the cap, new clients wait in the
+	// listen backlog until a connection closes.
 	MaxConns int
-	// DrainTimeout bounds the wait for in-flight requests at shutdown
-	// (default 30s).
+	// MaxHeaderBytes bounds a REST request's request line and headers
+	// (larger ones get 431) and a gRPC call's header list (default 16 KiB,
+	// as Node.js allows; every kept-alive REST connection holds a read
+	// buffer this large).
+	MaxHeaderBytes int
+	// MaxStreams bounds the concurrent calls on one gRPC connection
+	// (default 1024); a client past it waits for a stream to end.
+	MaxStreams int
+	// MaxInFlightBytes bounds the request bytes the gateway holds at once,
+	// REST bodies and gRPC inference messages, from their arrival to
+	// their answer (default 1 GiB, or MaxBodyBytes when that is larger;
+	// an explicit value below MaxBodyBytes is an error). A REST body's
+	// room is taken from its Content-Length before it is read; a request
+	// that finds no room within InFlightWait gets 503 with Retry-After
+	// (gRPC: RESOURCE_EXHAUSTED).
+	MaxInFlightBytes int64
+	// InFlightWait is how long a request waits for room under
+	// MaxInFlightBytes before it is refused (default 1s).
+	InFlightWait time.Duration
+	// DrainTimeout bounds the drain at shutdown, for every front door
+	// (default 30s): once it is over, the connections still open are
+	// closed, whatever they are doing.
 	DrainTimeout time.Duration
 	// Registerer receives the gateway's metrics (default: a private
 	// registry, so nothing is registered globally).
@@ -119,11 +155,13 @@ type Options struct {
 // swapped atomically by SetRoutes; requests in flight finish on the table
 // they started with.
 type Gateway struct {
-	opts    Options
-	router  router.Router[*route]
-	metrics *metrics
-	health  *health.Server
-	mirror  *mirrorer
+	opts      Options
+	router    router.Router[*route]
+	metrics   *metrics
+	listeners *netlimit.Metrics
+	budget    *byteBudget
+	health    *health.Server
+	mirror    *mirrorer
 	// mu serialises table changes (SetModels), not requests.
 	mu sync.Mutex
 }
@@ -146,8 +184,37 @@ type route struct {
 
 // New validates opts and returns a gateway. It starts no goroutine.
 func New(opts Options) (*Gateway, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: metrics: %w", err)
+	}
+	lm, err := netlimit.NewMetrics(opts.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: metrics: %w", err)
+	}
+	g := &Gateway{opts: opts, metrics: m, listeners: lm, health: health.NewServer()}
+	g.budget = newByteBudget(opts.MaxInFlightBytes, opts.InFlightWait, m.inFlightBytes)
+	m.inFlightLimit.Set(float64(opts.MaxInFlightBytes))
+	g.mirror = newMirrorer(g, opts.MirrorConcurrency)
+	if err := opts.Registerer.Register(newPoolCollector(g)); err != nil {
+		return nil, fmt.Errorf("gateway: metrics: %w", err)
+	}
+	if err := g.SetRoutes(opts.Routes); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// setDefaults fills the zero fields of opts and checks the others.
+func (opts *Options) setDefaults() error {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 64 << 20
+	}
+	if opts.HeaderTimeout <= 0 {
+		opts.HeaderTimeout = 10 * time.Second
 	}
 	if opts.ReadTimeout <= 0 {
 		opts.ReadTimeout = 60 * time.Second
@@ -156,10 +223,30 @@ func New(opts Options) (*Gateway, error) {
 		opts.WriteTimeout = 60 * time.Second
 	}
 	if opts.IdleTimeout <= 0 {
-		opts.IdleTimeout = 120 * time.Second
+		opts.IdleTimeout = 75 * time.Second
 	}
-	if opts.MaxConns <= 0 {
-		opts.MaxConns = 16384
+	if opts.MaxConns < 0 {
+		return fmt.Errorf("gateway: MaxConns %d: must not be negative", opts.MaxConns)
+	}
+	if opts.MaxConns == 0 {
+		opts.MaxConns = netlimit.DefaultMaxConns()
+	}
+	if opts.MaxHeaderBytes <= 0 {
+		opts.MaxHeaderBytes = 16 << 10
+	}
+	if opts.MaxStreams <= 0 {
+		opts.MaxStreams = 1024
+	}
+	switch {
+	case opts.MaxInFlightBytes < 0:
+		return fmt.Errorf("gateway: MaxInFlightBytes %d: must not be negative", opts.MaxInFlightBytes)
+	case opts.MaxInFlightBytes == 0:
+		opts.MaxInFlightBytes = max(1<<30, int64(opts.MaxBodyBytes))
+	case opts.MaxInFlightBytes < int64(opts.MaxBodyBytes):
+		return fmt.Errorf("gateway: MaxInFlightBytes %d is below MaxBodyBytes %d: a request of the largest size could never be let in", opts.MaxInFlightBytes, opts.MaxBodyBytes)
+	}
+	if opts.InFlightWait <= 0 {
+		opts.InFlightWait = time.Second
 	}
 	if opts.DrainTimeout <= 0 {
 		opts.DrainTimeout = 30 * time.Second
@@ -173,19 +260,7 @@ func New(opts Options) (*Gateway, error) {
 	if opts.Version == "" {
 		opts.Version = "dev"
 	}
-	m, err := newMetrics(opts.Registerer)
-	if err != nil {
-		return nil, fmt.Errorf("gateway: metrics: %w", err)
-	}
-	g := &Gateway{opts: opts, metrics: m, health: health.NewServer()}
-	g.mirror = newMirrorer(g, opts.MirrorConcurrency)
-	if err := opts.Registerer.Register(newPoolCollector(g)); err != nil {
-		return nil, fmt.Errorf("gateway: metrics: %w", err)
-	}
-	if err := g.SetRoutes(opts.Routes); err != nil {
-		return nil, err
-	}
-	return g, nil
+	return nil
 }
 
 // SetRoutes serves each route as a model with one revision taking all its
@@ -295,6 +370,9 @@ func (g *Gateway) newRoute(model string, r Route, stats *router.Stats) *route {
 // resolve picks the revision for a request, with its mirror if one is
 // drawn. name, pin and the key may alias request buffers.
 func (g *Gateway) resolve(req router.Request) (r, mirror *route, err error) {
+	if err := checkNames(req); err != nil {
+		return nil, nil, err
+	}
 	rev, mrev, err := g.router.Table().Resolve(req)
 	if err != nil {
 		return nil, nil, err
@@ -349,78 +427,112 @@ func (g *Gateway) serverMetadata() oip.ServerMetadata {
 
 // Serve runs the REST front door on restLn and the gRPC one on grpcLn
 // (either may be nil) until ctx is done, then drains: it stops accepting,
-// lets in-flight requests finish within DrainTimeout, and returns nil. It
-// returns early with an error if a server fails.
+// lets in-flight requests finish within DrainTimeout, closes the
+// connections still open once it is over, and returns nil. It returns
+// early, after the same drain, with an error if a server fails. Each
+// listener is capped at MaxConns connections and survives accept errors
+// (see netlimit); Serve closes both listeners.
 func (g *Gateway) Serve(ctx context.Context, restLn, grpcLn net.Listener) error {
-	eg, ctx := errgroup.WithContext(ctx)
+	var fronts []front
 	if restLn != nil {
+		ln, err := g.limit(restLn, "rest", g.opts.MaxConns)
+		if err != nil {
+			return err
+		}
 		srv := g.restServer()
-		eg.Go(func() error {
-			if err := srv.Serve(restLn); err != nil {
-				return fmt.Errorf("gateway: REST: %w", err)
-			}
-			return nil
-		})
-		eg.Go(func() error {
-			<-ctx.Done()
-			dctx, cancel := context.WithTimeout(context.Background(), g.opts.DrainTimeout)
-			defer cancel()
-			if err := srv.ShutdownWithContext(dctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-				return fmt.Errorf("gateway: REST drain: %w", err)
-			}
-			return nil
+		fronts = append(fronts, front{
+			name:  "REST",
+			ln:    ln,
+			serve: srv.Serve,
+			drain: func(ctx context.Context) bool {
+				// Closed first, so that a Serve not started yet returns at
+				// once: fasthttp's Shutdown knows only listeners Serve has
+				// taken.
+				_ = ln.Close()
+				_ = srv.ShutdownWithContext(ctx)
+				return ctx.Err() == nil
+			},
 		})
 	}
 	if grpcLn != nil {
+		ln, err := g.limit(grpcLn, "grpc", g.opts.MaxConns)
+		if err != nil {
+			return err
+		}
 		srv := g.grpcServer()
-		eg.Go(func() error {
-			if err := srv.Serve(grpcLn); err != nil {
-				return fmt.Errorf("gateway: gRPC: %w", err)
-			}
-			return nil
-		})
-		eg.Go(func() error {
-			<-ctx.Done()
-			g.health.Shutdown()
-			done := make(chan struct{})
-			go func() { srv.GracefulStop(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(g.opts.DrainTimeout):
-				srv.Stop()
-			}
-			return nil
+		fronts = append(fronts, front{
+			name: "gRPC",
+			ln:   ln,
+			serve: func(ln net.Listener) error {
+				// A Serve that starts after the drain began has nothing to do.
+				if err := srv.Serve(ln); !errors.Is(err, grpc.ErrServerStopped) {
+					return err
+				}
+				return nil
+			},
+			drain: func(ctx context.Context) bool {
+				g.health.Shutdown()
+				// GracefulStop takes no deadline, and waits even for
+				// connections still in their HTTP/2 handshake; past the
+				// drain, stop closes them under it.
+				done := make(chan struct{})
+				go func() { srv.GracefulStop(); close(done) }()
+				select {
+				case <-done:
+					return true
+				case <-ctx.Done():
+					return false
+				}
+			},
+			stop: srv.Stop,
 		})
 	}
-	return eg.Wait()
+	return serveFronts(ctx, g.opts.DrainTimeout, fronts)
+}
+
+// limit wraps ln in a netlimit.Listener reporting under name.
+func (g *Gateway) limit(ln net.Listener, name string, maxConns int) (*netlimit.Listener, error) {
+	l, err := netlimit.New(ln, netlimit.Options{MaxConns: maxConns, Name: name, Metrics: g.listeners, Logger: g.opts.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %s listener: %w", name, err)
+	}
+	return l, nil
 }
 
 func (g *Gateway) restServer() *fasthttp.Server {
+	// A request's body gets ReadTimeout from the end of its headers, which
+	// get HeaderTimeout (the server's ReadTimeout) on their own.
+	body := fasthttp.RequestConfig{ReadTimeout: g.opts.ReadTimeout}
 	return &fasthttp.Server{
-		Handler:               g.HandleREST,
-		Name:                  "infergate",
-		MaxRequestBodySize:    g.opts.MaxBodyBytes,
-		ReadTimeout:           g.opts.ReadTimeout,
-		WriteTimeout:          g.opts.WriteTimeout,
-		IdleTimeout:           g.opts.IdleTimeout,
-		Concurrency:           g.opts.MaxConns,
+		Handler:        g.serveREST,
+		HeaderReceived: func(*fasthttp.RequestHeader) fasthttp.RequestConfig { return body },
+		Name:           "infergate",
+		// Bodies are read by serveREST, which takes their room under
+		// MaxInFlightBytes from their Content-Length first.
+		StreamRequestBody:  true,
+		MaxRequestBodySize: g.opts.MaxBodyBytes,
+		ReadTimeout:        g.opts.HeaderTimeout,
+		WriteTimeout:       g.opts.WriteTimeout,
+		IdleTimeout:        g.opts.IdleTimeout,
+		// The header, request line included, must fit the read buffer.
+		ReadBufferSize: g.opts.MaxHeaderBytes,
+		// A connection waiting for its first request holds no buffers (a
+		// flood of silent connections costs descriptors, not memory), and
+		// is closed in silence when HeaderTimeout passes.
+		ReduceMemoryUsage: true,
+		// The listener caps connections; the worker pool's own cap is
+		// above it, so that a connection accepted as another one's worker
+		// finishes is never refused.
+		Concurrency:           2 * g.opts.MaxConns,
 		NoDefaultServerHeader: true,
 		NoDefaultDate:         true,
 		CloseOnShutdown:       true,
-		ErrorHandler:          g.restErrorHandler,
+		// fasthttp's errors quote the request they failed on: its logs
+		// must not carry Authorization or Cookie headers either.
+		SecureErrorLogMessage: true,
+		ErrorHandler:          g.restReadError,
 		Logger:                fasthttpLogger{g.opts.Logger},
 	}
-}
-
-// restErrorHandler answers requests fasthttp could not read, in OIP form.
-func (g *Gateway) restErrorHandler(ctx *fasthttp.RequestCtx, err error) {
-	switch {
-	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		rest.WriteError(ctx, oip.Errorf(oip.KindTooLarge, "request body exceeds the gateway's limit of %d bytes", g.opts.MaxBodyBytes))
-	default:
-		rest.WriteError(ctx, oip.Errorf(oip.KindInvalidArgument, "malformed HTTP request: %v", err))
-	}
-	g.countUnrouted("rest", statusLabel(ctx.Response.StatusCode()))
 }
 
 func (g *Gateway) grpcServer() *grpc.Server {
@@ -431,6 +543,14 @@ func (g *Gateway) grpcServer() *grpc.Server {
 		// Reused handler goroutines keep their grown stacks: without them
 		// every call starts a goroutine whose stack is grown anew.
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
+		// A connection must finish its HTTP/2 preface and settings in
+		// HeaderTimeout (grpc-go waits 120s by default).
+		grpc.ConnectionTimeout(g.opts.HeaderTimeout),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: g.opts.IdleTimeout}),
+		grpc.MaxConcurrentStreams(uint32(g.opts.MaxStreams)),
+		grpc.MaxHeaderListSize(uint32(g.opts.MaxHeaderBytes)),
+		grpc.InTapHandle(g.grpcTap),
+		grpc.UnaryInterceptor(g.grpcInFlight),
 	)
 	srv.RegisterService(serviceDesc(), grpcService{g: g})
 	healthpb.RegisterHealthServer(srv, g.health)
@@ -455,5 +575,7 @@ func parseTimeout(v []byte) (time.Duration, error) {
 type fasthttpLogger struct{ l *slog.Logger }
 
 func (f fasthttpLogger) Printf(format string, args ...any) {
-	f.l.Debug(fmt.Sprintf(format, args...), "component", "fasthttp")
+	if f.l.Enabled(context.Background(), slog.LevelDebug) {
+		f.l.Debug(fmt.Sprintf(format, args...), "component", "fasthttp")
+	}
 }

@@ -19,6 +19,9 @@ type metrics struct {
 	upstreamRequests *prometheus.CounterVec
 	upstreamDuration *prometheus.HistogramVec
 	mirror           *mirrorMetrics
+	// The in-flight byte bound (see Options.MaxInFlightBytes).
+	inFlightBytes, inFlightLimit prometheus.Gauge
+	inFlightRefused              *prometheus.CounterVec
 }
 
 // latencyBuckets span 100us to 30s: loopback pass-through up to slow
@@ -50,8 +53,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: latencyBuckets,
 		}, []string{"model", "revision"}),
 		mirror: newMirrorMetrics(),
+		inFlightBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "infergate_gateway_in_flight_request_bytes",
+			Help: "Request bytes the gateway holds (REST bodies, gRPC inference messages), from their arrival to their answer.",
+		}),
+		inFlightLimit: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "infergate_gateway_in_flight_request_limit_bytes",
+			Help: "The bound on infergate_gateway_in_flight_request_bytes (-max-inflight-bytes).",
+		}),
+		inFlightRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "infergate_gateway_in_flight_refused_total",
+			Help: "Requests refused for want of room under the in-flight byte bound (REST 503, gRPC RESOURCE_EXHAUSTED), by protocol.",
+		}, []string{"protocol"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.upstreamRequests, m.upstreamDuration} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.upstreamRequests, m.upstreamDuration, m.inFlightBytes, m.inFlightLimit, m.inFlightRefused} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

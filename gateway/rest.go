@@ -18,8 +18,13 @@ import (
 var requestPool = sync.Pool{New: func() any { return new(oip.InferRequest) }}
 
 // HandleREST is the gateway's fasthttp handler for the OIP REST endpoints.
-// Anything else is 404 with a JSON error.
+// Anything else is 404 with a JSON error; a path that encodes '/' or has
+// dot segments, or a model name or version holding '/' or "..", is 400.
 func (g *Gateway) HandleREST(ctx *fasthttp.RequestCtx) {
+	if err := checkRawPath(ctx.Request.URI().PathOriginal()); err != nil {
+		g.restError(ctx, err)
+		return
+	}
 	p := oip.ParseRESTPath(ctx.Path())
 	switch {
 	case p.Endpoint == oip.EndpointUnknown:

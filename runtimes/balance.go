@@ -15,7 +15,8 @@ import (
 // every caller onto the one replica that was idle a moment ago.
 //
 // A replica may take a call when it is ready, not draining, not ejected,
-// and its breaker could let the call through. The choice first draws two
+// and its breaker could let the call through; in panic (see panic.go),
+// when it is ready and not draining. The choice first draws two
 // distinct replicas of the whole pool; when both may take the call, that is
 // the pair. Otherwise it walks the pool once and draws the pair uniformly
 // among those that may (reservoir sampling), so that a pool with sick
@@ -84,6 +85,19 @@ func (t *tried) add(i int) {
 
 func (t *tried) count() int { return t.n }
 
+// truncate forgets the replicas added after the first n.
+func (t *tried) truncate(n int) {
+	if n >= t.n {
+		return
+	}
+	t.n = n
+	if n <= len(t.small) {
+		t.more = t.more[:0]
+	} else {
+		t.more = t.more[:n-len(t.small)]
+	}
+}
+
 // eligible reports whether r may take a call now.
 func (p *Pool) eligible(r *Replica) bool {
 	return r.ready.Load() && !r.draining.Load() &&
@@ -91,15 +105,28 @@ func (p *Pool) eligible(r *Replica) bool {
 		(r.brk == nil || r.brk.mayAllow())
 }
 
+// usable reports whether r may take a call in panic: it is ready and not
+// draining, whatever its breaker and ejection say.
+func usable(r *Replica) bool { return r.ready.Load() && !r.draining.Load() }
+
+// mayTake reports whether r may take a call now: eligible, or in panic
+// usable.
+func (p *Pool) mayTake(r *Replica, panicking bool) bool {
+	if panicking {
+		return usable(r)
+	}
+	return p.eligible(r)
+}
+
 // pick chooses a replica of rs for a call, skipping those in t, and returns
-// its index, or -1 when none may take the call.
-func (p *Pool) pick(rs []*Replica, t *tried) int {
+// its index, or -1 when none may take the call (in panic: none is usable).
+func (p *Pool) pick(rs []*Replica, t *tried, panicking bool) int {
 	n := len(rs)
 	switch {
 	case n == 0:
 		return -1
 	case n == 1:
-		if !t.has(0) && p.eligible(rs[0]) {
+		if !t.has(0) && p.mayTake(rs[0], panicking) {
 			return 0
 		}
 		return -1
@@ -110,14 +137,14 @@ func (p *Pool) pick(rs []*Replica, t *tried) int {
 	if j >= i {
 		j++
 	}
-	if !t.has(i) && !t.has(j) && p.eligible(rs[i]) && p.eligible(rs[j]) {
+	if !t.has(i) && !t.has(j) && p.mayTake(rs[i], panicking) && p.mayTake(rs[j], panicking) {
 		// Bit 0 barely moves i, whose value rests on the top bits.
 		return lessLoaded(rs, i, j, x&1 == 0)
 	}
 	// Reservoir-sample two of the replicas that may take the call.
 	a, b, seen := -1, -1, 0
 	for k, r := range rs {
-		if t.has(k) || !p.eligible(r) {
+		if t.has(k) || !p.mayTake(r, panicking) {
 			continue
 		}
 		seen++

@@ -69,7 +69,7 @@ func TestPickPowerOfTwo(t *testing.T) {
 			counts := make([]int, len(rs))
 			for range picks {
 				var tr tried
-				i := p.pick(rs, &tr)
+				i := p.pick(rs, &tr, false)
 				if i < 0 {
 					t.Fatal("no replica chosen")
 				}
@@ -107,7 +107,7 @@ func TestPickSkipsTried(t *testing.T) {
 				for _, i := range tc.tried {
 					tr.add(i)
 				}
-				if got := p.pick(p.Replicas(), &tr); got != tc.want {
+				if got := p.pick(p.Replicas(), &tr, false); got != tc.want {
 					t.Fatalf("pick = %d, want %d", got, tc.want)
 				}
 			}

@@ -1,6 +1,7 @@
 package runtimes
 
 import (
+	"errors"
 	"sync/atomic"
 	"time"
 
@@ -14,7 +15,8 @@ type outcome uint8
 
 const (
 	// outcomeOK: the replica answered; a client error (invalid argument,
-	// not found, too large, unimplemented) is the request's fault, not the
+	// not found, too large, unimplemented, and any other 4xx answer or gRPC
+	// code that blames the request) is the request's fault, not the
 	// replica's, and counts here too.
 	outcomeOK outcome = iota
 	// outcomeFailure: a 5xx-class failure (unavailable, unreachable,
@@ -25,13 +27,23 @@ const (
 	outcomeNeutral
 )
 
-// classify sorts a call's error by what it says about the replica, using
-// the error kinds of package oip.
+// classify sorts a call's error by what it says about the replica: by the
+// status of the runtime's answer when the error is one (a client error
+// never counts against the replica), else by its oip error kind.
 func classify(err error) outcome {
 	if err == nil {
 		return outcomeOK
 	}
-	switch oip.KindOf(err) {
+	var a *answerError
+	if errors.As(err, &a) {
+		return a.outcome
+	}
+	return classifyKind(oip.KindOf(err))
+}
+
+// classifyKind sorts an error kind by what it says about the replica.
+func classifyKind(k oip.Kind) outcome {
+	switch k {
 	case oip.KindUnavailable, oip.KindInternal, oip.KindDeadlineExceeded:
 		return outcomeFailure
 	case oip.KindCanceled, oip.KindResourceExhausted:

@@ -3,7 +3,6 @@ package runtimes
 import (
 	"context"
 	"errors"
-	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -41,22 +40,24 @@ func TestClassify(t *testing.T) {
 }
 
 // step is one move of a breaker script: let time pass, then make a call
-// whose fn returns err, and check whether fn ran.
+// whose fn returns err, and check whether the breaker admitted it.
 type step struct {
-	wait       time.Duration
-	err        error
-	wantCalled bool
+	wait         time.Duration
+	err          error
+	wantAdmitted bool
 }
 
 // TestBreaker runs scripts against a one-replica pool (which ejection never
 // empties) inside a synctest bubble, whose fake clock gobreaker reads too:
-// time.Sleep there advances the clock at once.
+// time.Sleep there advances the clock at once. With one replica, a call its
+// breaker refuses goes to it anyway in panic (panic.go): every call runs,
+// returns the runtime's answer, and PanicRouted tells the refused ones.
 func TestBreaker(t *testing.T) {
 	const timeout = 5 * time.Second
 	fail := func(n int, err error) []step {
 		s := make([]step, n)
 		for i := range s {
-			s[i] = step{err: err, wantCalled: true}
+			s[i] = step{err: err, wantAdmitted: true}
 		}
 		return s
 	}
@@ -75,48 +76,48 @@ func TestBreaker(t *testing.T) {
 	}{
 		{
 			name:      "opens after five failures",
-			steps:     cat(fail(5, err500), []step{{err: nil, wantCalled: false}}),
+			steps:     cat(fail(5, err500), []step{{err: nil, wantAdmitted: false}}),
 			wantOpens: 1, wantOpen: true,
 		},
 		{
 			name:  "four failures leave it closed",
-			steps: cat(fail(4, err503), []step{{err: nil, wantCalled: true}}),
+			steps: cat(fail(4, err503), []step{{err: nil, wantAdmitted: true}}),
 		},
 		{
 			name:  "a success ends the run",
-			steps: cat(fail(4, err500), fail(1, nil), fail(4, err500), []step{{err: nil, wantCalled: true}}),
+			steps: cat(fail(4, err500), fail(1, nil), fail(4, err500), []step{{err: nil, wantAdmitted: true}}),
 		},
 		{
 			name:  "client errors do not trip it",
-			steps: cat(fail(10, err400), fail(10, err404), []step{{err: nil, wantCalled: true}}),
+			steps: cat(fail(10, err400), fail(10, err404), []step{{err: nil, wantAdmitted: true}}),
 		},
 		{
 			name:      "cancellations do not trip it nor end a run",
-			steps:     cat(fail(4, err500), fail(10, errCanceled), []step{{err: err500, wantCalled: true}, {wantCalled: false}}),
+			steps:     cat(fail(4, err500), fail(10, errCanceled), []step{{err: err500, wantAdmitted: true}, {wantAdmitted: false}}),
 			wantOpens: 1, wantOpen: true,
 		},
 		{
 			name: "stays open until the timeout",
 			steps: cat(fail(5, err500), []step{
-				{wait: timeout - time.Millisecond, wantCalled: false},
+				{wait: timeout - time.Millisecond, wantAdmitted: false},
 			}),
 			wantOpens: 1, wantOpen: true,
 		},
 		{
 			name: "half-opens after the timeout and closes on success",
 			steps: cat(fail(5, err500), []step{
-				{wait: timeout + time.Millisecond, err: nil, wantCalled: true},
-				{err: nil, wantCalled: true},
-			}, fail(4, err500), []step{{wantCalled: true}}),
+				{wait: timeout + time.Millisecond, err: nil, wantAdmitted: true},
+				{err: nil, wantAdmitted: true},
+			}, fail(4, err500), []step{{wantAdmitted: true}}),
 			wantOpens: 1,
 		},
 		{
 			name: "a failed half-open probe opens it again",
 			steps: cat(fail(5, err503), []step{
-				{wait: timeout + time.Millisecond, err: err503, wantCalled: true},
-				{wantCalled: false},
-				{wait: timeout - time.Millisecond, wantCalled: false},
-				{wait: 2 * time.Millisecond, wantCalled: true},
+				{wait: timeout + time.Millisecond, err: err503, wantAdmitted: true},
+				{wantAdmitted: false},
+				{wait: timeout - time.Millisecond, wantAdmitted: false},
+				{wait: 2 * time.Millisecond, wantAdmitted: true},
 			}),
 			wantOpens: 2,
 		},
@@ -128,12 +129,16 @@ func TestBreaker(t *testing.T) {
 				for i, s := range tc.steps {
 					time.Sleep(s.wait)
 					called := false
+					panics := p.Stats().PanicRouted
 					err := p.Do(context.Background(), func(Client) error { called = true; return s.err })
-					if called != s.wantCalled {
-						t.Fatalf("step %d: fn called = %v, want %v (Do = %v)", i, called, s.wantCalled, err)
+					if !called {
+						t.Fatalf("step %d: the only replica did not get the call (Do = %v)", i, err)
 					}
-					if !called && (oip.KindOf(err) != oip.KindUnavailable || !strings.Contains(err.Error(), "circuit breaker")) {
-						t.Fatalf("step %d: rejected call returned %v, want unavailable naming the breaker", i, err)
+					if admitted := p.Stats().PanicRouted == panics; admitted != s.wantAdmitted {
+						t.Fatalf("step %d: admitted by the breaker = %v, want %v", i, admitted, s.wantAdmitted)
+					}
+					if err != s.err {
+						t.Fatalf("step %d: Do = %v, want the runtime's answer %v", i, err, s.err)
 					}
 				}
 				st := p.Stats()
@@ -160,9 +165,13 @@ func TestBreakerHalfOpenAdmitsOne(t *testing.T) {
 			probe <- p.Do(context.Background(), func(Client) error { close(entered); <-release; return nil })
 		}()
 		<-entered
-		err := p.Do(context.Background(), func(Client) error { t.Error("a second call went through a half-open breaker"); return nil })
-		if oip.KindOf(err) != oip.KindUnavailable {
-			t.Errorf("second call: %v, want unavailable", err)
+		// The breaker turns the second call away; with no other replica it
+		// goes in panic, and its success does not close the breaker.
+		if err := p.Do(context.Background(), func(Client) error { return nil }); err != nil {
+			t.Errorf("second call: %v", err)
+		}
+		if st := p.Stats(); st.PanicRouted != 1 {
+			t.Errorf("second call: PanicRouted = %d, want 1 (the half-open breaker admitted it)", st.PanicRouted)
 		}
 		close(release)
 		if err := <-probe; err != nil {
@@ -173,6 +182,9 @@ func TestBreakerHalfOpenAdmitsOne(t *testing.T) {
 			if err := p.Do(context.Background(), func(Client) error { called = true; return nil }); err != nil || !called {
 				t.Fatalf("call %d after the probe succeeded: called %v, %v", i, called, err)
 			}
+		}
+		if st := p.Stats(); st.PanicRouted != 1 || st.BreakersOpen != 0 {
+			t.Errorf("after the probe: %+v, want the breaker closed and no more panic", st)
 		}
 	})
 }
@@ -237,11 +249,10 @@ func TestBreakerIgnoresStaleCalls(t *testing.T) {
 		if !called {
 			t.Fatal("the half-open probe was not let through")
 		}
-		if err := p.Do(context.Background(), func(Client) error { t.Error("the stale success closed the breaker"); return nil }); err == nil {
-			t.Error("call after a failed probe succeeded")
-		}
-		if got := p.Stats().BreakerOpens; got != 2 {
-			t.Errorf("BreakerOpens = %d, want 2", got)
+		// The breaker is open again: the next call goes in panic.
+		_ = p.Do(context.Background(), func(Client) error { return nil })
+		if st := p.Stats(); st.BreakerOpens != 2 || st.BreakersOpen != 1 || st.PanicRouted != 1 {
+			t.Errorf("Stats = %+v, want 2 opens, open now, and the last call sent in panic (the stale success closed the breaker?)", st)
 		}
 	})
 }

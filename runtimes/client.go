@@ -4,6 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"os"
+	"syscall"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/infergate/infergate/oip"
 )
@@ -52,8 +58,105 @@ type Client interface {
 // its replica: a pool may send such a call to another replica.
 var ErrUnreachable = errors.New("unreachable")
 
-// unavailable wraps err as an unavailable, unreachable error naming the
-// replica.
-func unavailable(addr string, err error) error {
-	return &oip.Error{Kind: oip.KindUnavailable, Msg: "runtime " + addr, Err: fmt.Errorf("%w: %w", ErrUnreachable, err)}
+// defaultReplicaName is how a client's errors name its replica when its
+// options give no Name.
+const defaultReplicaName = "runtime"
+
+// Errors and what they show. A client's errors may reach the gateway's
+// clients, so their text (oip.Message) names the replica by the client's
+// Name and never by its address, which is internal. A transport failure
+// says what happened in a few words ("connection refused"); the
+// transport's own error, which names addresses, stays in the chain for
+// errors.Is and errors.As, and Detail adds its text for logs.
+
+// unavailable wraps err, a failure to reach the replica named name, as an
+// unavailable, unreachable error.
+func unavailable(name string, err error) error {
+	return &oip.Error{Kind: oip.KindUnavailable, Msg: name + " could not be reached",
+		Err: &transportError{what: transportCause(err), err: fmt.Errorf("%w: %w", ErrUnreachable, err)}}
+}
+
+// transportError is the cause of an *oip.Error for a call that failed in
+// transport: its text is what a client may read, with no address; err is
+// the transport's own error.
+type transportError struct {
+	what string
+	err  error
+}
+
+func (e *transportError) Error() string { return e.what }
+func (e *transportError) Unwrap() error { return e.err }
+
+// Detail returns err's text followed by what it leaves out of a transport
+// failure: the transport's own error, which names the replica's address.
+// It is for logs and the admin API, never for a client; err.Error() is
+// what a client may read.
+func Detail(err error) string {
+	if err == nil {
+		return ""
+	}
+	var te *transportError
+	if !errors.As(err, &te) {
+		return err.Error()
+	}
+	return err.Error() + " (" + te.err.Error() + ")"
+}
+
+// transportCause says in a few words, with no address, what err, a
+// transport's error, means.
+func transportCause(err error) string {
+	var op *net.OpError
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case errors.Is(err, syscall.EPIPE):
+		return "connection broken"
+	case errors.Is(err, fasthttp.ErrDialTimeout):
+		return "connect timed out"
+	case errors.Is(err, fasthttp.ErrNoFreeConns):
+		return "no free connection"
+	case errors.Is(err, fasthttp.ErrTimeout), errors.Is(err, os.ErrDeadlineExceeded):
+		return "timed out"
+	case errors.Is(err, fasthttp.ErrConnectionClosed), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed before an answer"
+	case errors.As(err, &op) && op.Op == "dial":
+		return "connect failed"
+	}
+	return "transport error"
+}
+
+// answerError is the cause of an *oip.Error made from a runtime's own
+// error answer: the runtime's message, and what the answer says about the
+// replica's health. An answer with a client-error status (HTTP 4xx, or a
+// gRPC code that blames the request) never counts against the replica,
+// whatever error kind its status maps to (a 403 or a 409 is internal to
+// the protocol's kinds, yet says the request, not the runtime, is at
+// fault).
+type answerError struct {
+	msg     string
+	outcome outcome
+}
+
+func (e *answerError) Error() string { return e.msg }
+
+// answered returns the error for a runtime's answer of kind k with msg,
+// which says o about the replica.
+func answered(k oip.Kind, msg string, o outcome) error {
+	return &oip.Error{Kind: k, Err: &answerError{msg: msg, outcome: o}}
+}
+
+// httpOutcome is what an error status code says about the replica that
+// answered it.
+func httpOutcome(code int) outcome {
+	switch {
+	case code == 408, code == 429, code == 499:
+		// Too slow a client, load shed, or a client gone: nothing either
+		// way.
+		return outcomeNeutral
+	case code >= 400 && code < 500:
+		return outcomeOK
+	}
+	return classifyKind(oip.KindFromHTTPStatus(code))
 }

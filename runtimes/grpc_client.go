@@ -2,7 +2,6 @@ package runtimes
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 
@@ -20,6 +19,11 @@ import (
 type GRPCOptions struct {
 	// Addr is the runtime's host:port. Required.
 	Addr string
+	// Name is how the client's errors, which may reach the gateway's
+	// clients, name the replica: `model "iris" replica 0`, say (default
+	// "runtime"). They never name Addr; Detail adds what a transport
+	// failure said about it, for logs.
+	Name string
 	// MaxMessageSize bounds messages in both directions (default 64 MiB).
 	MaxMessageSize int
 }
@@ -28,6 +32,7 @@ type GRPCOptions struct {
 // connection multiplexes all calls. It is safe for concurrent use.
 type GRPCClient struct {
 	addr string
+	name string // how errors name the replica
 	conn *grpc.ClientConn
 	api  pb.GRPCInferenceServiceClient
 }
@@ -50,13 +55,17 @@ func NewGRPCClient(opts GRPCOptions) (*GRPCClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("runtimes: grpc client for %s: %w", opts.Addr, err)
 	}
-	return &GRPCClient{addr: opts.Addr, conn: conn, api: pb.NewGRPCInferenceServiceClient(conn)}, nil
+	if opts.Name == "" {
+		opts.Name = defaultReplicaName
+	}
+	return &GRPCClient{addr: opts.Addr, name: opts.Name, conn: conn, api: pb.NewGRPCInferenceServiceClient(conn)}, nil
 }
-
-// Protocol returns GRPC.
 
 // Addr returns the replica's host:port.
 func (c *GRPCClient) Addr() string { return c.addr }
+
+// Name returns how the client's errors name the replica.
+func (c *GRPCClient) Name() string { return c.name }
 
 // Close closes the connection.
 func (c *GRPCClient) Close() error { return c.conn.Close() }
@@ -84,18 +93,26 @@ func (c *GRPCClient) ModelInferRaw(ctx context.Context, req *oip.RawFrame) (*oip
 	return resp, nil
 }
 
-// callError keeps the runtime's status message and gives a transport
-// failure the replica's address.
+// callError keeps the runtime's status message, with what its code says
+// about the replica (see answerError). UNAVAILABLE, which gRPC gives a
+// connection it could not make as well as a runtime that answers it, is
+// unreachable: its message, which may name the replica's address, is kept
+// for Detail only.
 func (c *GRPCClient) callError(err error) error {
 	s, ok := status.FromError(err)
 	if !ok {
 		return err
 	}
 	k := oip.KindOf(err)
-	if s.Code() == codes.Unavailable {
-		return unavailable(c.addr, errors.New(s.Message()))
+	switch s.Code() {
+	case codes.Unavailable:
+		return &oip.Error{Kind: oip.KindUnavailable, Msg: c.name + " could not be reached",
+			Err: &transportError{what: "unavailable", err: fmt.Errorf("%w: %s", ErrUnreachable, s.Message())}}
+	case codes.InvalidArgument, codes.NotFound, codes.AlreadyExists, codes.PermissionDenied,
+		codes.Unauthenticated, codes.FailedPrecondition, codes.OutOfRange, codes.Unimplemented, codes.Aborted:
+		return answered(k, s.Message(), outcomeOK)
 	}
-	return &oip.Error{Kind: k, Msg: s.Message()}
+	return answered(k, s.Message(), classifyKind(k))
 }
 
 // ServerReady reports the runtime's ServerReady answer.
@@ -127,7 +144,7 @@ func (c *GRPCClient) ModelMetadata(ctx context.Context, model, version string) (
 	}
 	md, err := oip.MetadataFromProto(r)
 	if err != nil {
-		return nil, &oip.Error{Kind: oip.KindInternal, Msg: "runtime " + c.addr + " sent bad model metadata", Err: err}
+		return nil, &oip.Error{Kind: oip.KindInternal, Msg: c.name + " sent bad model metadata", Err: err}
 	}
 	return md, nil
 }
@@ -141,7 +158,7 @@ func (c *GRPCClient) Infer(ctx context.Context, req *oip.InferRequest) (*oip.Inf
 	}
 	out := new(oip.InferResponse)
 	if err := oip.ResponseFromProto(resp, out); err != nil {
-		return nil, &oip.Error{Kind: oip.KindInternal, Msg: "runtime " + c.addr + " sent a malformed response", Err: err}
+		return nil, &oip.Error{Kind: oip.KindInternal, Msg: c.name + " sent a malformed response", Err: err}
 	}
 	return out, nil
 }

@@ -41,6 +41,9 @@ const (
 type KServeV1Options struct {
 	// Addr is the runtime's host:port. Required.
 	Addr string
+	// Name is how the client's errors, which may reach the gateway's
+	// clients, name the replica (default "runtime"); they never name Addr.
+	Name string
 	// MaxConns bounds the open connections to the replica (default 1024).
 	MaxConns int
 	// MaxIdleConnDuration closes keep-alive connections idle this long
@@ -152,6 +155,7 @@ func NewKServeV1Client(opts KServeV1Options) (*KServeV1Client, error) {
 	}
 	rc, err := NewRESTClient(RESTOptions{
 		Addr:                opts.Addr,
+		Name:                opts.Name,
 		MaxConns:            opts.MaxConns,
 		MaxIdleConnDuration: opts.MaxIdleConnDuration,
 		MaxResponseBodySize: opts.MaxResponseBodySize,
@@ -229,7 +233,7 @@ func (c *KServeV1Client) ModelReady(ctx context.Context, model, _ string) (bool,
 		Ready *bool `json:"ready"`
 	}
 	if err := json.Unmarshal(resp.Body(), &r); err != nil || r.Ready == nil {
-		return false, oip.Errorf(oip.KindInternal, "runtime %s answered model %q ready without a boolean \"ready\" field", c.rc.addr, model)
+		return false, oip.Errorf(oip.KindInternal, "%s answered model %q ready without a boolean \"ready\" field", c.rc.name, model)
 	}
 	return *r.Ready, nil
 }
@@ -478,14 +482,14 @@ func (c *KServeV1Client) decodePredictions(body []byte, n int64) (oip.Tensor, er
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	if err := dec.Decode(&r); err != nil {
-		return oip.Tensor{}, &oip.Error{Kind: oip.KindInternal, Msg: "runtime " + c.rc.addr + " sent a malformed v1 response", Err: err}
+		return oip.Tensor{}, &oip.Error{Kind: oip.KindInternal, Msg: c.rc.name + " sent a malformed v1 response", Err: err}
 	}
 	if r.Predictions == nil {
-		return oip.Tensor{}, oip.Errorf(oip.KindInternal, "runtime %s sent a v1 response without \"predictions\"", c.rc.addr)
+		return oip.Tensor{}, oip.Errorf(oip.KindInternal, "%s sent a v1 response without \"predictions\"", c.rc.name)
 	}
 	preds := *r.Predictions
 	if int64(len(preds)) != n {
-		return oip.Tensor{}, oip.Errorf(oip.KindInternal, "runtime %s returned %d predictions for %d instances", c.rc.addr, len(preds), n)
+		return oip.Tensor{}, oip.Errorf(oip.KindInternal, "%s returned %d predictions for %d instances", c.rc.name, len(preds), n)
 	}
 	// Prediction 0 sets the row shape, by its first elements down to the
 	// first non-array; every row, itself included, must then fill it.
@@ -505,7 +509,7 @@ func (c *KServeV1Client) decodePredictions(body []byte, n int64) (oip.Tensor, er
 	}
 	shape := append([]int64{n}, dims...)
 	if c.outShape != nil && !oip.ShapeMatches(shape, c.outShape) {
-		return oip.Tensor{}, oip.Errorf(oip.KindInternal, "runtime %s: predictions have shape %s, output %q is declared %s", c.rc.addr, oip.FormatShape(shape), c.outName, oip.FormatShape(c.outShape))
+		return oip.Tensor{}, oip.Errorf(oip.KindInternal, "%s: predictions have shape %s, output %q is declared %s", c.rc.name, oip.FormatShape(shape), c.outName, oip.FormatShape(c.outShape))
 	}
 	dt := c.outType
 	if dt == oip.Invalid {
@@ -518,7 +522,7 @@ func (c *KServeV1Client) decodePredictions(body []byte, n int64) (oip.Tensor, er
 			dt = oip.FP32
 		}
 	}
-	d := v1Decoder{addr: c.rc.addr, name: c.outName, dt: dt}
+	d := v1Decoder{replica: c.rc.name, name: c.outName, dt: dt}
 	if elems := oip.ShapeElements(shape); dt != oip.BYTES && elems > 0 {
 		d.data = make([]byte, 0, elems*int64(dt.Size()))
 	}
@@ -534,11 +538,12 @@ func (c *KServeV1Client) decodePredictions(body []byte, n int64) (oip.Tensor, er
 // v1Decoder converts predictions, decoded with json.Decoder.UseNumber, to
 // canonical tensor data.
 type v1Decoder struct {
-	addr, name string
-	dt         oip.DataType
-	data       []byte
-	row        int   // the prediction being walked
-	idx        int64 // the element of the row being walked
+	replica string // how errors name the replica
+	name    string // the output's
+	dt      oip.DataType
+	data    []byte
+	row     int   // the prediction being walked
+	idx     int64 // the element of the row being walked
 }
 
 func (d *v1Decoder) walk(v any, dims []int64) error {
@@ -562,9 +567,9 @@ func (d *v1Decoder) walk(v any, dims []int64) error {
 
 func (d *v1Decoder) ragged() error {
 	if d.row == 0 {
-		return oip.Errorf(oip.KindInternal, "runtime %s: prediction 0 is ragged (its arrays differ in length or depth), so it has no tensor shape", d.addr)
+		return oip.Errorf(oip.KindInternal, "%s: prediction 0 is ragged (its arrays differ in length or depth), so it has no tensor shape", d.replica)
 	}
-	return oip.Errorf(oip.KindInternal, "runtime %s: prediction %d does not have the shape of prediction 0, so the predictions make no tensor", d.addr, d.row)
+	return oip.Errorf(oip.KindInternal, "%s: prediction %d does not have the shape of prediction 0, so the predictions make no tensor", d.replica, d.row)
 }
 
 func (d *v1Decoder) leaf(v any) error {
@@ -574,7 +579,7 @@ func (d *v1Decoder) leaf(v any) error {
 		if d.dt != oip.BOOL && d.dt != oip.BYTES {
 			var err error
 			if d.data, err = appendV1Number(d.data, string(x), d.dt); err != nil {
-				return oip.Errorf(oip.KindInternal, "runtime %s: prediction %d: element %d (%s) %s", d.addr, d.row, d.idx, x, err.Error())
+				return oip.Errorf(oip.KindInternal, "%s: prediction %d: element %d (%s) %s", d.replica, d.row, d.idx, x, err.Error())
 			}
 			d.idx++
 			return nil
@@ -602,9 +607,9 @@ func (d *v1Decoder) leaf(v any) error {
 	case nil:
 		what = "null"
 	default:
-		return oip.Errorf(oip.KindInternal, "runtime %s: prediction %d: element %d is an object; only arrays of numbers, strings or booleans map to a tensor", d.addr, d.row, d.idx)
+		return oip.Errorf(oip.KindInternal, "%s: prediction %d: element %d is an object; only arrays of numbers, strings or booleans map to a tensor", d.replica, d.row, d.idx)
 	}
-	return oip.Errorf(oip.KindInternal, "runtime %s: prediction %d: element %d is %s, output %q is %s", d.addr, d.row, d.idx, what, d.name, d.dt)
+	return oip.Errorf(oip.KindInternal, "%s: prediction %d: element %d is %s, output %q is %s", d.replica, d.row, d.idx, what, d.name, d.dt)
 }
 
 var (

@@ -30,8 +30,11 @@ type PoolOptions struct {
 	// replica's circuit breaker (default 5; negative: no breaker).
 	// Failures are 5xx-class: unavailable, unreachable, internal, deadline
 	// exceeded. Client errors (invalid argument, not found, too large,
-	// unimplemented) count as successes; canceled and resource exhausted
-	// count as neither.
+	// unimplemented, and any runtime answer with a 4xx status or a gRPC
+	// code that blames the request) count as successes; canceled, resource
+	// exhausted and the HTTP statuses 408 and 429 count as neither. While
+	// no ready replica is healthy, calls go to the ready ones whatever
+	// their breakers say (panic routing, panic.go).
 	BreakerFailures int
 	// BreakerOpenTimeout is how long an open breaker rejects calls before
 	// it half-opens (default 5s).
@@ -214,8 +217,9 @@ type Pool struct {
 	now      func() time.Time
 	ejectMu  sync.Mutex   // serializes ejection decisions
 	retrying atomic.Int64 // retry attempts in flight
+	inPanic  atomic.Bool  // the last choice was made in panic (panic.go)
 	stats    struct {
-		ejections, breakerOpens, retries, budgetExhausted atomic.Uint64
+		ejections, breakerOpens, retries, budgetExhausted, panicRouted atomic.Uint64
 	}
 }
 
@@ -360,7 +364,7 @@ func (p *Pool) Probe(ctx context.Context) {
 			p.opts.Logger.Info("replica ready", "model", p.opts.Model, "replica", addrOf(r.Client))
 			p.refreshMetadata(ctx, r.Client)
 		case !(ok && err == nil) && was:
-			p.opts.Logger.Warn("replica not ready", "model", p.opts.Model, "replica", addrOf(r.Client), "err", err)
+			p.opts.Logger.Warn("replica not ready", "model", p.opts.Model, "replica", addrOf(r.Client), "err", Detail(err))
 		}
 	}
 }
@@ -370,11 +374,16 @@ func (p *Pool) refreshMetadata(ctx context.Context, c Client) {
 	defer cancel()
 	md, err := c.ModelMetadata(mctx, p.opts.Model, p.opts.Version)
 	if err != nil {
-		p.opts.Logger.Warn("model metadata", "model", p.opts.Model, "err", err)
+		p.opts.Logger.Warn("model metadata", "model", p.opts.Model, "replica", addrOf(c), "err", Detail(err))
 		return
 	}
 	p.md.Store(md)
 }
+
+// CachedMetadata returns the model's metadata as a runtime last reported
+// it, or nil when none has yet; it asks no runtime. The returned value
+// must not be modified.
+func (p *Pool) CachedMetadata() *oip.ModelMetadata { return p.md.Load() }
 
 // Metadata returns the model's metadata as the runtime reported it, from the
 // cache when present. The returned value must not be modified.
@@ -448,8 +457,11 @@ func (p *Pool) do(ctx context.Context, rs []*Replica, w ringWalk, fn func(Client
 		if err == nil {
 			return nil
 		}
-		if errors.Is(err, ErrUnreachable) {
-			r.ready.Store(false)
+		if errors.Is(err, ErrUnreachable) && r.ready.Swap(false) {
+			// Errors name no address (they may reach a client): say here
+			// which replica it was and what the transport said.
+			p.opts.Logger.Warn("replica unreachable; not ready until a probe finds it ready",
+				"model", p.opts.Model, "replica", addrOf(r.Client), "err", Detail(err))
 		}
 		if !p.retryable(r, err) {
 			return err
@@ -477,18 +489,20 @@ func (p *Pool) do(ctx context.Context, rs []*Replica, w ringWalk, fn func(Client
 
 // take chooses a replica for a call, by w's ring when it has one, skipping
 // those in t and adding the one it returns, counts the call in flight on
-// it, and passes the breaker's first step. It returns nil when no replica
-// may take the call.
+// it, and passes the breaker's first step. When no replica may take the
+// call because none is healthy, it chooses in panic (panic.go). It returns
+// nil when no replica may take the call.
 func (p *Pool) take(rs []*Replica, t *tried, w ringWalk) (*Replica, func(error)) {
+	mark := t.count()
 	for range len(rs) {
 		var i int
 		if w.ring != nil {
-			i = p.pickKey(rs, w, t)
+			i = p.pickKey(rs, w, t, false)
 		} else {
-			i = p.pick(rs, t)
+			i = p.pick(rs, t, false)
 		}
 		if i < 0 {
-			return nil, nil
+			break
 		}
 		t.add(i)
 		r := rs[i]
@@ -499,6 +513,7 @@ func (p *Pool) take(rs []*Replica, t *tried, w ringWalk) (*Replica, func(error))
 			continue
 		}
 		if r.brk == nil {
+			p.leftPanic()
 			return r, nil
 		}
 		done, ok := r.brk.before()
@@ -506,9 +521,18 @@ func (p *Pool) take(rs []*Replica, t *tried, w ringWalk) (*Replica, func(error))
 			r.done()
 			continue
 		}
+		if done == nil { // closed: a healthy replica, not a probe
+			p.leftPanic()
+		}
 		return r, done
 	}
-	return nil, nil
+	if !p.panicking(rs) {
+		return nil, nil
+	}
+	// The replicas this choice turned away may take the call in panic;
+	// those tried by earlier attempts of the call may not.
+	t.truncate(mark)
+	return p.takePanic(rs, t, w)
 }
 
 // errAbandoned is the outcome a breaker gets for a call that ended without
@@ -574,7 +598,7 @@ func (p *Pool) noReplicaError() error {
 			return &oip.Error{Kind: oip.KindUnavailable, Msg: fmt.Sprintf("model %q: every ready replica's circuit breaker is open", p.opts.Model)}
 		}
 	}
-	return &oip.Error{Kind: oip.KindUnavailable, Msg: fmt.Sprintf("model %q has no ready replica", p.opts.Model)}
+	return &oip.Error{Kind: oip.KindUnavailable, Msg: fmt.Sprintf("model %q has no ready replica", p.opts.Model), Err: ErrNoReplica}
 }
 
 // PoolStats counts what the pool did to keep calls off sick replicas, for
@@ -585,8 +609,12 @@ type PoolStats struct {
 	BreakerOpens         uint64 // circuit breakers opened (again after a failed half-open probe too)
 	Retries              uint64 // retry attempts started on another replica
 	RetryBudgetExhausted uint64 // retries the budget refused
-	Ejected              int    // replicas ejected now
-	BreakersOpen         int    // replicas whose breaker is open now
+	// PanicRouted counts calls sent in panic: to a replica whose breaker
+	// was open or half-open, or that was ejected, because no ready replica
+	// was healthy (see panic.go).
+	PanicRouted  uint64
+	Ejected      int // replicas ejected now
+	BreakersOpen int // replicas whose breaker is open now
 }
 
 // Stats returns the pool's counters.
@@ -596,6 +624,7 @@ func (p *Pool) Stats() PoolStats {
 		BreakerOpens:         p.stats.breakerOpens.Load(),
 		Retries:              p.stats.retries.Load(),
 		RetryBudgetExhausted: p.stats.budgetExhausted.Load(),
+		PanicRouted:          p.stats.panicRouted.Load(),
 	}
 	now := p.now().UnixNano()
 	for _, r := range p.Replicas() {

@@ -2,6 +2,7 @@ package runtimes
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"sync"
@@ -164,5 +165,57 @@ func TestPoolDefaults(t *testing.T) {
 	off := newFakePool(t, 1, PoolOptions{BreakerFailures: -1, RetryBudgetPercent: -1, MinRetryConcurrency: -1})
 	if off.Replicas()[0].brk != nil || off.opts.RetryBudgetPercent != 0 || off.opts.MinRetryConcurrency != 0 {
 		t.Errorf("negative options did not turn features off: %+v", off.opts)
+	}
+}
+
+// TestCachedMetadata: the cache is empty until a runtime answered, and
+// reading it asks no runtime.
+func TestCachedMetadata(t *testing.T) {
+	p := newFakePool(t, 1, PoolOptions{})
+	if md := p.CachedMetadata(); md != nil {
+		t.Fatalf("CachedMetadata before any answer = %+v, want nil", md)
+	}
+	md, err := p.Metadata(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.CachedMetadata(); got != md {
+		t.Errorf("CachedMetadata = %p, want the answer %p", got, md)
+	}
+}
+
+func TestMayRetry(t *testing.T) {
+	broke := &oip.Error{Kind: oip.KindUnavailable, Msg: "connection closed before an answer"}
+	for _, tc := range []struct {
+		name          string
+		err           error
+		nonIdempotent bool
+		want          bool
+	}{
+		{"no replica", &oip.Error{Kind: oip.KindUnavailable, Msg: "none", Err: ErrNoReplica}, true, true},
+		{"unreachable", fmt.Errorf("dial: %w", ErrUnreachable), true, true},
+		{"broke before an answer, idempotent", broke, false, true},
+		{"broke before an answer, not idempotent", broke, true, false},
+		{"internal", oip.Errorf(oip.KindInternal, "boom"), false, false},
+		{"deadline", oip.Errorf(oip.KindDeadlineExceeded, "late"), false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := NewPool(PoolOptions{Model: "m", NonIdempotent: tc.nonIdempotent}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			if got := p.MayRetry(tc.err); got != tc.want {
+				t.Errorf("MayRetry(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
+	}
+	p, err := NewPool(PoolOptions{Model: "m"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.Do(context.Background(), func(Client) error { return nil }); !errors.Is(err, ErrNoReplica) || !p.MayRetry(err) {
+		t.Errorf("Do on an empty pool: %v, want ErrNoReplica", err)
 	}
 }

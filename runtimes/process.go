@@ -49,6 +49,38 @@ type ProcessOptions struct {
 // help until someone fixes the command.
 var ErrExec = errors.New("cannot execute")
 
+// ProcessError is StartProcess's error for a runtime process that could
+// not be started, or that exited or timed out before it announced its
+// listeners. Error says everything, with the executable's path and the
+// log's last lines, for logs and the admin API; Summary says what happened
+// in words a client of the gateway may read.
+type ProcessError struct {
+	// Summary says what happened with no path, log line or address:
+	// "exited before listening (exit status 1)", "did not listen within
+	// 1m0s", "executable not found".
+	Summary string
+	// Path is the executable.
+	Path string
+	// Tail is the log's last lines, in the form Process.Tail returns
+	// ("; last log lines (LOG):\n..."), or "".
+	Tail string
+	// Err is the cause, when there is one: the exec error (with ErrExec
+	// in the chain when the executable cannot run at all), or how the
+	// process exited.
+	Err error
+
+	start bool // the process could not be started: Error says "start"
+}
+
+func (e *ProcessError) Error() string {
+	if e.start {
+		return "runtimes: start " + e.Path + ": " + e.Err.Error()
+	}
+	return "runtimes: " + e.Path + " " + e.Summary + e.Tail
+}
+
+func (e *ProcessError) Unwrap() error { return e.Err }
+
 // LogTailLines is how many of the log's last lines an error carries.
 const LogTailLines = 20
 
@@ -170,10 +202,10 @@ func StartProcess(ctx context.Context, opts ProcessOptions) (*Process, error) {
 		}
 		return p, nil
 	case <-p.done:
-		return nil, fmt.Errorf("runtimes: %s exited before listening (%v)%s", opts.Path, p.waitErr, p.Tail())
+		return nil, &ProcessError{Summary: fmt.Sprintf("exited before listening (%v)", p.waitErr), Path: opts.Path, Tail: p.Tail(), Err: p.waitErr}
 	case <-timer.C:
 		_ = p.Stop(5 * time.Second)
-		return nil, fmt.Errorf("runtimes: %s did not listen within %s%s", opts.Path, opts.StartTimeout, p.Tail())
+		return nil, &ProcessError{Summary: fmt.Sprintf("did not listen within %s", opts.StartTimeout), Path: opts.Path, Tail: p.Tail()}
 	case <-ctx.Done():
 		_ = p.Stop(5 * time.Second)
 		return nil, ctx.Err()
@@ -251,11 +283,28 @@ func (p *Process) Stop(grace time.Duration) error {
 // errors that say the executable cannot be run (as against a fork that
 // failed for want of memory or processes, which may pass).
 func startError(path string, err error) error {
-	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, exec.ErrDot) || errors.Is(err, fs.ErrNotExist) ||
-		errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.ENOEXEC) {
-		return fmt.Errorf("runtimes: start %s: %w: %w", path, ErrExec, err)
+	e := &ProcessError{Path: path, Err: err, start: true}
+	switch {
+	case errors.Is(err, exec.ErrNotFound):
+		e.Summary = "executable not found in PATH"
+	case errors.Is(err, exec.ErrDot):
+		e.Summary = "executable found only in the current directory"
+	case errors.Is(err, fs.ErrNotExist):
+		e.Summary = "executable not found"
+	case errors.Is(err, fs.ErrPermission):
+		e.Summary = "executable not permitted to run"
+	case errors.Is(err, syscall.ENOEXEC):
+		e.Summary = "not an executable file"
+	default:
+		e.Summary = "could not be started"
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			e.Summary += " (" + errno.Error() + ")"
+		}
+		return e
 	}
-	return fmt.Errorf("runtimes: start %s: %w", path, err)
+	e.Err = fmt.Errorf("%w: %w", ErrExec, err)
+	return e
 }
 
 // LogPath returns the path of the process's log, "" when it has none.

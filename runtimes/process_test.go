@@ -128,3 +128,58 @@ func TestLogTail(t *testing.T) {
 		})
 	}
 }
+
+// TestProcessErrorSummary: StartProcess's errors say everything in Error
+// (path, log lines) and what happened in Summary, with neither.
+func TestProcessErrorSummary(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret-model-path")
+	tests := []struct {
+		name        string
+		opts        ProcessOptions
+		wantSummary string
+		wantError   []string
+	}{
+		{
+			name:        "exits before listening",
+			opts:        ProcessOptions{Path: "/bin/sh", Args: []string{"-c", "echo 'cannot open " + secret + "' >&2; exit 3"}, LogPath: filepath.Join(dir, "a.log")},
+			wantSummary: "exited before listening (exit status 3)",
+			wantError:   []string{"/bin/sh", "cannot open " + secret, "a.log", "exit status 3"},
+		},
+		{
+			name:        "does not listen in time",
+			opts:        ProcessOptions{Path: "/bin/sh", Args: []string{"-c", "echo 'loading " + secret + "' >&2; exec sleep 60"}, LogPath: filepath.Join(dir, "b.log"), StartTimeout: 200 * time.Millisecond},
+			wantSummary: "did not listen within 200ms",
+			wantError:   []string{"/bin/sh", "loading " + secret},
+		},
+		{
+			name:        "executable missing",
+			opts:        ProcessOptions{Path: secret},
+			wantSummary: "executable not found",
+			wantError:   []string{secret},
+		},
+		{
+			name:        "not in PATH",
+			opts:        ProcessOptions{Path: "infergate-no-such-runtime"},
+			wantSummary: "executable not found in PATH",
+			wantError:   []string{"infergate-no-such-runtime"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := StartProcess(context.Background(), tc.opts)
+			var pe *ProcessError
+			if !errors.As(err, &pe) {
+				t.Fatalf("StartProcess = %v, want a *ProcessError", err)
+			}
+			if pe.Summary != tc.wantSummary {
+				t.Errorf("Summary = %q, want %q", pe.Summary, tc.wantSummary)
+			}
+			for _, w := range tc.wantError {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Error() = %q, want it to hold %q", err, w)
+				}
+			}
+		})
+	}
+}

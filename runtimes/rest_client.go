@@ -21,6 +21,11 @@ import (
 type RESTOptions struct {
 	// Addr is the runtime's host:port. Required.
 	Addr string
+	// Name is how the client's errors, which may reach the gateway's
+	// clients, name the replica: `model "iris" replica 0`, say (default
+	// "runtime"). They never name Addr; Detail adds what a transport
+	// failure said about it, for logs.
+	Name string
 	// MaxConns bounds the open connections to the replica (default 1024).
 	MaxConns int
 	// MaxIdleConnDuration closes keep-alive connections idle this long
@@ -51,6 +56,7 @@ type RESTOptions struct {
 // keep-alive connection pool. It is safe for concurrent use.
 type RESTClient struct {
 	addr    string
+	name    string // how errors name the replica
 	hc      *fasthttp.HostClient
 	pc      *fasthttp.PipelineClient // set when pipelining
 	timeout time.Duration
@@ -77,8 +83,12 @@ func NewRESTClient(opts RESTOptions) (*RESTClient, error) {
 	if opts.DefaultTimeout <= 0 {
 		opts.DefaultTimeout = 60 * time.Second
 	}
+	if opts.Name == "" {
+		opts.Name = defaultReplicaName
+	}
 	c := &RESTClient{
 		addr:    opts.Addr,
+		name:    opts.Name,
 		timeout: opts.DefaultTimeout,
 		hc: &fasthttp.HostClient{
 			Addr:                     opts.Addr,
@@ -116,10 +126,11 @@ type discardLogger struct{}
 
 func (discardLogger) Printf(string, ...any) {}
 
-// Protocol returns REST.
-
 // Addr returns the replica's host:port.
 func (c *RESTClient) Addr() string { return c.addr }
+
+// Name returns how the client's errors name the replica.
+func (c *RESTClient) Name() string { return c.name }
 
 // Close closes idle connections.
 func (c *RESTClient) Close() error {
@@ -141,7 +152,7 @@ func (c *RESTClient) Forward(req *fasthttp.Request, resp *fasthttp.Response, dea
 			if errors.Is(err, fasthttp.ErrTimeout) {
 				return c.transportError(err)
 			}
-			return &oip.Error{Kind: oip.KindUnavailable, Msg: "runtime " + c.addr + " failed", Err: err}
+			return c.failed(err)
 		}
 		return nil
 	}
@@ -154,11 +165,17 @@ func (c *RESTClient) Forward(req *fasthttp.Request, resp *fasthttp.Response, dea
 func (c *RESTClient) transportError(err error) error {
 	switch {
 	case errors.Is(err, fasthttp.ErrTimeout):
-		return &oip.Error{Kind: oip.KindDeadlineExceeded, Msg: "runtime " + c.addr + " did not answer in time", Err: err}
+		return &oip.Error{Kind: oip.KindDeadlineExceeded, Msg: c.name + " did not answer in time", Err: err}
 	case isNotSent(err):
-		return unavailable(c.addr, err)
+		return unavailable(c.name, err)
 	}
-	return &oip.Error{Kind: oip.KindUnavailable, Msg: "runtime " + c.addr + " failed", Err: err}
+	return c.failed(err)
+}
+
+// failed is the error for a call that may have reached the runtime and
+// broke in transport before its answer.
+func (c *RESTClient) failed(err error) error {
+	return &oip.Error{Kind: oip.KindUnavailable, Msg: c.name + " failed", Err: &transportError{what: transportCause(err), err: err}}
 }
 
 // isNotSent reports whether err shows that a request never reached the
@@ -196,7 +213,8 @@ func (c *RESTClient) do(ctx context.Context, req *fasthttp.Request, resp *fastht
 }
 
 // responseError turns a runtime's non-200 answer into an *oip.Error with the
-// runtime's own message.
+// runtime's own message, of the kind its status maps to; a client-error
+// status (4xx) never counts against the replica (see answerError).
 func responseError(code int, body []byte) error {
 	var e struct {
 		Error string `json:"error"`
@@ -207,7 +225,7 @@ func responseError(code int, body []byte) error {
 	} else {
 		msg = fmt.Sprintf("runtime answered HTTP %d", code)
 	}
-	return &oip.Error{Kind: oip.KindFromHTTPStatus(code), Msg: msg}
+	return answered(oip.KindFromHTTPStatus(code), msg, httpOutcome(code))
 }
 
 // ModelPath returns /v2/models/{model}[/versions/{version}] followed by
@@ -255,7 +273,7 @@ func (c *RESTClient) ModelMetadata(ctx context.Context, model, version string) (
 	}
 	var md oip.ModelMetadata
 	if err := json.Unmarshal(resp.Body(), &md); err != nil {
-		return nil, &oip.Error{Kind: oip.KindInternal, Msg: "runtime " + c.addr + " sent malformed model metadata", Err: err}
+		return nil, &oip.Error{Kind: oip.KindInternal, Msg: c.name + " sent malformed model metadata", Err: err}
 	}
 	return &md, nil
 }
@@ -287,14 +305,14 @@ func (c *RESTClient) Infer(ctx context.Context, r *oip.InferRequest) (*oip.Infer
 	if v := resp.Header.Peek(rest.HeaderInferenceHeaderContentLength); len(v) > 0 {
 		n, err := strconv.Atoi(string(v))
 		if err != nil {
-			return nil, &oip.Error{Kind: oip.KindInternal, Msg: "runtime " + c.addr + " sent a bad " + rest.HeaderInferenceHeaderContentLength + " header"}
+			return nil, &oip.Error{Kind: oip.KindInternal, Msg: c.name + " sent a bad " + rest.HeaderInferenceHeaderContentLength + " header"}
 		}
 		headerLen = n
 	}
 	out := new(oip.InferResponse)
 	// The decoder copies what it keeps, so the pooled body may be reused.
 	if err := oip.DecodeInferResponse(resp.Body(), headerLen, out); err != nil {
-		return nil, &oip.Error{Kind: oip.KindInternal, Msg: "runtime " + c.addr + " sent a malformed response", Err: err}
+		return nil, &oip.Error{Kind: oip.KindInternal, Msg: c.name + " sent a malformed response", Err: err}
 	}
 	return out, nil
 }

@@ -28,6 +28,23 @@ import (
 // multiplying the load on what is left. A retry is never started once the
 // call's context is done or its deadline has passed.
 
+// ErrNoReplica is in the chain of the error of a call that found no ready
+// replica in its pool: it was sent nowhere.
+var ErrNoReplica = errors.New("no ready replica")
+
+// MayRetry reports whether a call that failed with err (from Do or DoKey)
+// may be sent again later without harm: it was sent nowhere, or reached no
+// runtime, or the model is idempotent and the failure is unavailable (a
+// connection that broke before an answer). A caller that knows the pool's
+// replicas are changing (a crashed one about to be replaced) waits for the
+// change and calls again.
+func (p *Pool) MayRetry(err error) bool {
+	if errors.Is(err, ErrNoReplica) || errors.Is(err, ErrUnreachable) {
+		return true
+	}
+	return !p.opts.NonIdempotent && oip.KindOf(err) == oip.KindUnavailable
+}
+
 // retryable reports whether a call that failed with err on r may go to
 // another replica.
 func (p *Pool) retryable(r *Replica, err error) bool {

@@ -21,7 +21,8 @@ import (
 // builds the same ring and sends a key to the same replica. A key goes to
 // the replica owning the first point at or after the key's own, walking on
 // past replicas that may not take the call (not ready, draining, ejected,
-// breaker open, already tried by this call) or that are full. The ring is
+// breaker open, already tried by this call; in panic, see panic.go, only
+// the first two and the last) or that are full. The ring is
 // built with the replica set it indexes (NewPool, Add, Remove) and published with it
 // in one atomic pointer, so a call reads both without a lock and never
 // sees a ring that indexes another set.
@@ -172,9 +173,10 @@ type ringWalk struct {
 }
 
 // pickKey walks w's ring from its point and returns the index in rs of the
-// first replica not in t that may take the call and is under the load
-// bound, or failing that the first that may take it, or -1.
-func (p *Pool) pickKey(rs []*Replica, w ringWalk, t *tried) int {
+// first replica not in t that may take the call (in panic: that is usable)
+// and is under the load bound, or failing that the first that may take
+// it, or -1.
+func (p *Pool) pickKey(rs []*Replica, w ringWalk, t *tried, panicking bool) int {
 	g := w.ring
 	n := len(g.points)
 	if n == 0 {
@@ -201,7 +203,7 @@ func (p *Pool) pickKey(rs []*Replica, w ringWalk, t *tried) int {
 		looked.add(i)
 		judged++
 		r := rs[i]
-		if t.has(i) || !p.eligible(r) {
+		if t.has(i) || !p.mayTake(r, panicking) {
 			continue
 		}
 		l := r.inflight.Load()
@@ -209,7 +211,7 @@ func (p *Pool) pickKey(rs []*Replica, w ringWalk, t *tried) int {
 			return i
 		}
 		if bound < 0 {
-			bound = p.loadBound(rs)
+			bound = p.loadBound(rs, panicking)
 		}
 		if l < bound {
 			return i
@@ -222,12 +224,12 @@ func (p *Pool) pickKey(rs []*Replica, w ringWalk, t *tried) int {
 }
 
 // loadBound returns ceil(c*(T+1)/m), for T calls in flight on the m
-// replicas of rs that may take calls: the calls in flight a replica must be
-// below to take a keyed call.
-func (p *Pool) loadBound(rs []*Replica) int64 {
+// replicas of rs that may take calls (in panic: that are usable): the calls
+// in flight a replica must be below to take a keyed call.
+func (p *Pool) loadBound(rs []*Replica, panicking bool) int64 {
 	var total, m int64
 	for _, r := range rs {
-		if p.eligible(r) {
+		if p.mayTake(r, panicking) {
 			total += r.inflight.Load()
 			m++
 		}

@@ -24,6 +24,11 @@
 // running it, and honours requested outputs and the binary tensor
 // extension.
 //
+// Server.Run, which the host process runs beside its listeners, returns
+// the memory a burst of large requests grew the heap by to the operating
+// system once the server has been idle for a few seconds (see memory.go);
+// without it the Go runtime takes minutes.
+//
 // modelserver never proxies, batches or routes: it is a leaf. It has no
 // metrics of its own yet; its host process logs loads and unloads.
 package modelserver

@@ -49,7 +49,9 @@ func (g grpcService) ModelMetadata(_ context.Context, r *pb.ModelMetadataRequest
 // a request with raw_input_contents, typed contents otherwise (so grpcurl
 // users read numbers).
 func (g grpcService) ModelInfer(ctx context.Context, r *pb.ModelInferRequest) (*pb.ModelInferResponse, error) {
+	g.s.activity.begin()
 	var req oip.InferRequest
+	defer func() { g.s.activity.end(tensorBytes(req.Inputs)) }()
 	if err := oip.RequestFromProto(r, &req); err != nil {
 		return nil, oip.GRPCStatus(err)
 	}
@@ -58,4 +60,14 @@ func (g grpcService) ModelInfer(ctx context.Context, r *pb.ModelInferRequest) (*
 		return nil, oip.GRPCStatus(err)
 	}
 	return oip.ResponseToProto(resp, len(r.GetRawInputContents()) > 0), nil
+}
+
+// tensorBytes returns the bytes of ts's data: a gRPC request's size, for
+// Run, without walking the message again.
+func tensorBytes(ts []oip.Tensor) int {
+	n := 0
+	for i := range ts {
+		n += len(ts[i].Data)
+	}
+	return n
 }

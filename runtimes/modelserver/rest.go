@@ -62,10 +62,23 @@ func (s *Server) HandleREST(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *Server) handleInfer(ctx *fasthttp.RequestCtx, p oip.RESTPath) {
+	s.activity.begin()
+	size := len(ctx.Request.Body())
 	req := requestPool.Get().(*oip.InferRequest)
 	defer func() {
+		s.activity.end(size)
+		// Neither the pooled request (through its tensors' data, which
+		// may alias the body) nor the connection may keep a large body
+		// reachable: a burst of large requests would stay in memory
+		// (memory.go). Small buffers stay, for reuse.
+		for i := range req.Inputs {
+			if cap(req.Inputs[i].Data) > largeBodyBytes {
+				req.Inputs[i].Data = nil
+			}
+		}
 		req.Reset()
 		requestPool.Put(req)
+		ctx.Request.ReleaseBody(largeBodyBytes)
 	}()
 	if err := rest.DecodeInferRequest(ctx, req); err != nil {
 		rest.WriteError(ctx, err)

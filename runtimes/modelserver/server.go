@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/infergate/infergate/oip"
 	"github.com/infergate/infergate/runtimes/onnx"
@@ -91,6 +92,17 @@ type Options struct {
 	Name, Version string
 	// Logger receives load results (default slog.Default()).
 	Logger *slog.Logger
+
+	// MemoryReturnIdle is how long the server must be quiet (no
+	// inference request in flight or started, the heap not growing)
+	// before Run returns to the operating system the heap memory a burst
+	// left behind (default 5s; negative: Run does nothing, and the Go
+	// runtime returns it in its own time, minutes later). See memory.go.
+	MemoryReturnIdle time.Duration
+	// MemoryReturnMin is how much more heap than after its last return
+	// the process must keep for Run to return memory (default 64 MiB):
+	// below it, the two forced collections a return costs buy little.
+	MemoryReturnMin int64
 }
 
 // Server serves the models of a repository, each as a set of loaded
@@ -112,6 +124,7 @@ type Server struct {
 	loaded   atomic.Bool                       // LoadAll has returned
 	closed   atomic.Bool
 	retiring sync.WaitGroup // versions waiting for their requests to finish
+	activity activity       // inference requests, for Run
 }
 
 // New returns a server for opts.Models, each reported as loading (or not
@@ -128,6 +141,12 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.MemoryReturnIdle == 0 {
+		opts.MemoryReturnIdle = 5 * time.Second
+	}
+	if opts.MemoryReturnMin <= 0 {
+		opts.MemoryReturnMin = 64 << 20
 	}
 	s := &Server{opts: opts}
 	if opts.StartupModels != nil {

@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 
 	"github.com/gomlx/gomlx/backends"
-	"github.com/gomlx/gomlx/backends/simplego"
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gomlx/pkg/ml/context"
@@ -475,20 +474,3 @@ func recoverError(err *error, what string) {
 	}
 	*err = fmt.Errorf("%s: %v", what, r)
 }
-
-// engine returns the SimpleGo backend all models share, so that its buffer
-// pools are shared too. It runs the ops of one execution one after another,
-// each on the calling goroutine: SimpleGo's default runs ops on goroutines
-// when a single execution is live, and splits every matrix product across
-// goroutines, which costs more than it saves on models of this size (a
-// goroutine per product doubled iris's latency at batch 1), while
-// concurrent requests already fill the cores. The price is that one large
-// request on an idle server uses one core. SimpleGo prints a line to stdout
-// when it is configured so, once per process.
-var engine = sync.OnceValue(func() backends.Backend {
-	b, err := simplego.New("ops_sequential,parallelism=0")
-	if err != nil {
-		panic(err) // only on an unknown option, a programming error
-	}
-	return b
-})

@@ -10,10 +10,23 @@
 // ready only when the runtime's server readiness (/v2/health/ready, or
 // gRPC ServerReady) and the model's readiness both pass the supervisor's
 // probe. A replica whose process exits is withdrawn from the pool at once
-// and restarted after an exponential backoff; a replica that keeps exiting
-// before it becomes ready marks the model failed, with the exit status and
-// the last lines of its log as the reason, and is not restarted until
-// SetReplicas asks for a different count. SetReplicas grows or shrinks the
+// and restarted after an exponential backoff. A replica that was ready and
+// stops being so while its process lives (its model unloaded, or the
+// process hung so that its probes time out) is withdrawn at its first
+// failed probe and, once it has been not ready for Options.UnreadyRestart,
+// stopped and restarted under the same backoff. A replica that keeps
+// exiting before it becomes ready marks the model failed, and is not
+// restarted until SetReplicas asks for a different count.
+//
+// # What it says, and to whom
+//
+// Status says why the model failed twice: Reason in full, with the exit
+// status, the runtime's paths and the last lines of its log, for logs and
+// the admin API; Cause in a short sentence with no log line, path or
+// address, for the error bodies the gateway sends its clients. Each
+// replica's LastExit and LastExitCause do the same for how its previous
+// process ended. The clients the supervisor makes name a replica in their
+// errors as `model "M" replica N`, never by its address. SetReplicas grows or shrinks the
 // set, down to zero, draining a replica's requests in flight before its
 // process is stopped. Each replica's stdout and stderr go to
 // DATADIR/logs/MODEL-N.log, the previous start's log kept as .log.1.
@@ -53,6 +66,9 @@
 //     look that found a starting replica not ready (or its start) to the
 //     first ready answer: the most the replica may have been ready unseen,
 //     which the first metric counts although it is the supervisor's delay.
+//   - infergate_runtime_unready_restarts_total (counter): replicas
+//     restarted because they stayed not ready for Options.UnreadyRestart
+//     after they had been ready.
 //
 // Status reports the rest of its state, and each replica's StartToReady.
 package supervisor

@@ -17,6 +17,7 @@ type metrics struct {
 // modelMetrics are one model's children, bound once.
 type modelMetrics struct {
 	startToReady, probeGap prometheus.Observer
+	unreadyRestarts        prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, model string) (modelMetrics, error) {
@@ -38,24 +39,33 @@ func newMetrics(reg prometheus.Registerer, model string) (modelMetrics, error) {
 	if err != nil {
 		return modelMetrics{}, err
 	}
+	unreadyRestarts, err := registerShared(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "infergate_runtime_unready_restarts_total",
+		Help: "Replicas restarted because they stayed not ready (probes answering not ready, failing or timing out) for Options.UnreadyRestart after they had been ready.",
+	}, []string{"model"}))
+	if err != nil {
+		return modelMetrics{}, err
+	}
 	return modelMetrics{
-		startToReady: startToReady.WithLabelValues(model),
-		probeGap:     probeGap.WithLabelValues(model),
+		startToReady:    startToReady.WithLabelValues(model),
+		probeGap:        probeGap.WithLabelValues(model),
+		unreadyRestarts: unreadyRestarts.WithLabelValues(model),
 	}, nil
 }
 
 // registerShared registers c on reg, or returns the collector of the same
 // description that another Supervisor registered there already.
-func registerShared(reg prometheus.Registerer, c *prometheus.HistogramVec) (*prometheus.HistogramVec, error) {
+func registerShared[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
 	err := reg.Register(c)
 	if err == nil {
 		return c, nil
 	}
 	var are prometheus.AlreadyRegisteredError
 	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(*prometheus.HistogramVec); ok {
+		if existing, ok := are.ExistingCollector.(C); ok {
 			return existing, nil
 		}
 	}
-	return nil, err
+	var zero C
+	return zero, err
 }

@@ -27,3 +27,26 @@ func TestStartProbeWait(t *testing.T) {
 		})
 	}
 }
+
+func TestUnreadyTooLong(t *testing.T) {
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name  string
+		for_  time.Duration
+		limit time.Duration
+		want  bool
+	}{
+		{"just turned unready", 0, 30 * time.Second, false},
+		{"under the limit", 30*time.Second - 1, 30 * time.Second, false},
+		{"at the limit", 30 * time.Second, 30 * time.Second, true},
+		{"past it", time.Hour, 30 * time.Second, true},
+		{"never when negative", time.Hour, -1, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := unreadyTooLong(t0, t0.Add(tc.for_), tc.limit); got != tc.want {
+				t.Errorf("unreadyTooLong(unready for %s, limit %s) = %v, want %v", tc.for_, tc.limit, got, tc.want)
+			}
+		})
+	}
+}

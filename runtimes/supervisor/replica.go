@@ -50,20 +50,43 @@ func startProbeWait(elapsed, interval time.Duration) time.Duration {
 // cannot help.
 var errExpand = errors.New("command template")
 
+// ending is how one start of a replica ended, said twice: cause in words a
+// client of the gateway may read (no log line, path or address: "exited
+// with exit status 1 before it was ready"), detail in full for logs and
+// the admin API (the same with the log's last lines, or the error that
+// names the path).
+type ending struct {
+	cause, detail string
+}
+
+// startEnding is the ending of a start that failed with err, before the
+// process was watched.
+func startEnding(err error) ending {
+	var pe *runtimes.ProcessError
+	switch {
+	case errors.As(err, &pe):
+		return ending{cause: pe.Summary, detail: err.Error()}
+	case errors.Is(err, errExpand):
+		return ending{cause: "its command template does not expand", detail: err.Error()}
+	}
+	return ending{cause: "could not be started", detail: err.Error()}
+}
+
 // runReplica is the life of one replica: start, serve, and after an exit
 // back off and start again, until the replica is asked to stop or the
 // model fails.
 func (s *Supervisor) runReplica(run context.Context, r *replica) {
 	defer s.forget(r)
 	for {
-		e, reason, retired := s.once(run, r)
+		e, end, retired := s.once(run, r)
 		if retired {
 			return
 		}
 		s.mu.Lock()
 		h, delay, failed := s.policy.next(r.hist, e)
 		r.hist = h
-		r.status.Pid, r.status.Addr, r.status.LastExit = 0, "", reason
+		r.status.Pid, r.status.Addr = 0, ""
+		r.status.LastExit, r.status.LastExitCause = end.detail, end.cause
 		switch {
 		case s.failed:
 			// Another replica failed the model: this one stops too.
@@ -71,9 +94,11 @@ func (s *Supervisor) runReplica(run context.Context, r *replica) {
 		case failed:
 			s.failed, s.failedAt = true, s.desired
 			if e.permanent {
-				s.reason = fmt.Sprintf("replica %d cannot start: %s", r.index, reason)
+				s.reason = fmt.Sprintf("replica %d cannot start: %s", r.index, end.detail)
+				s.cause = "runtime cannot start: " + end.cause
 			} else {
-				s.reason = fmt.Sprintf("replica %d did not become ready in %d starts in a row; the last: %s", r.index, h.unready, reason)
+				s.reason = fmt.Sprintf("replica %d did not become ready in %d starts in a row; the last: %s", r.index, h.unready, end.detail)
+				s.cause = fmt.Sprintf("runtime failed: %d starts in a row did not become ready; the last %s", h.unready, end.cause)
 			}
 			s.log.Error("model failed; its replicas are not restarted until SetReplicas changes their count", "reason", s.reason)
 		default:
@@ -84,7 +109,7 @@ func (s *Supervisor) runReplica(run context.Context, r *replica) {
 		if failed {
 			return
 		}
-		s.log.Warn("replica exited; restarting after backoff", "replica", r.index, "backoff", delay, "reason", reason)
+		s.log.Warn("replica ended; restarting after backoff", "replica", r.index, "backoff", delay, "reason", end.detail)
 		t := time.NewTimer(delay)
 		select {
 		case <-r.down.Done():
@@ -104,26 +129,26 @@ func (s *Supervisor) runReplica(run context.Context, r *replica) {
 	}
 }
 
-// once starts the replica's process and serves it until it exits or the
-// replica is asked to stop. It returns how the start ended and why, or
-// retired when the replica stopped as asked.
-func (s *Supervisor) once(run context.Context, r *replica) (e exit, reason string, retired bool) {
+// once starts the replica's process and serves it until it exits, is
+// restarted, or the replica is asked to stop. It returns how the start
+// ended and why, or retired when the replica stopped as asked.
+func (s *Supervisor) once(run context.Context, r *replica) (e exit, end ending, retired bool) {
 	e.started = time.Now()
 	s.update(r, func(st *ReplicaStatus) { st.State, st.Started, st.StartToReady = StateStarting, e.started, 0 })
 	p, addr, err := s.start(r)
 	if err != nil {
 		if r.down.Err() != nil {
-			return e, "", true
+			return e, ending{}, true
 		}
 		e.at = time.Now()
 		e.permanent = errors.Is(err, runtimes.ErrExec) || errors.Is(err, errExpand)
-		return e, err.Error(), false
+		return e, startEnding(err), false
 	}
 	s.update(r, func(st *ReplicaStatus) { st.Pid, st.Addr = p.Pid(), addr })
 	s.log.Info("replica started", "replica", r.index, "pid", p.Pid(), "addr", addr, "log", p.LogPath())
-	e.readyAt, reason, retired = s.serve(run, r, p, addr, e.started)
+	e.readyAt, end, retired = s.serve(run, r, p, addr, e.started)
 	e.at = time.Now()
-	return e, reason, retired
+	return e, end, retired
 }
 
 // start starts the replica's process: the built-in runtime, which announces
@@ -181,10 +206,12 @@ func (s *Supervisor) start(r *replica) (*runtimes.Process, string, error) {
 
 // serve watches a started process: it puts the replica in the pool once its
 // port accepts connections, probes its readiness, and takes it out when the
-// process exits (at once) or the replica is asked to stop (after a drain).
-// It returns when the replica first became ready (zero if never) and why
-// the process ended, or retired when the replica stopped as asked.
-func (s *Supervisor) serve(run context.Context, r *replica, p *runtimes.Process, addr string, started time.Time) (readyAt time.Time, reason string, retired bool) {
+// process exits (at once), when it has been not ready for
+// Options.UnreadyRestart after it was ready (at once, then stops it), or
+// when the replica is asked to stop (after a drain). It returns when the
+// replica first became ready (zero if never) and how the process ended, or
+// retired when the replica stopped as asked.
+func (s *Supervisor) serve(run context.Context, r *replica, p *runtimes.Process, addr string, started time.Time) (readyAt time.Time, end ending, retired bool) {
 	// pctx ends with the process, so that a probe in flight does not hold
 	// up the withdrawal of a replica that died.
 	pctx, cancel := context.WithCancel(r.down)
@@ -201,6 +228,11 @@ func (s *Supervisor) serve(run context.Context, r *replica, p *runtimes.Process,
 		client runtimes.Client
 		rep    *runtimes.Replica
 		ready  bool
+		// unreadySince is when the first probe that found the replica
+		// not ready after it had been ready began; zero while it is ready
+		// or before its first ready answer.
+		unreadySince time.Time
+		probeErr     error // the last probe's failure
 	)
 	withdraw := func() {
 		if rep == nil {
@@ -222,15 +254,16 @@ func (s *Supervisor) serve(run context.Context, r *replica, p *runtimes.Process,
 	for {
 		lookedAt := time.Now()
 		if rep == nil && s.listening(pctx, addr) {
-			c, err := s.newClient(addr)
+			c, err := s.newClient(r, addr)
 			if err != nil {
 				_ = p.Stop(s.opts.StopGrace)
-				return readyAt, err.Error(), false
+				return readyAt, ending{cause: "could not be served", detail: err.Error()}, false
 			}
 			client, rep = c, s.opts.Pool.Add(c)
 		}
 		if rep != nil {
 			ok, err := s.probe(pctx, client)
+			probeErr = err
 			rep.SetReady(ok)
 			switch {
 			case ok && !ready && readyAt.IsZero():
@@ -241,9 +274,14 @@ func (s *Supervisor) serve(run context.Context, r *replica, p *runtimes.Process,
 				s.log.Info("replica ready", "replica", r.index, "addr", addr,
 					"after", took.Round(time.Microsecond), "probe_gap", gap.Round(time.Microsecond))
 			case ok && !ready:
-				s.log.Info("replica ready again", "replica", r.index, "addr", addr)
+				s.log.Info("replica ready again", "replica", r.index, "addr", addr,
+					"after", time.Since(unreadySince).Round(time.Millisecond))
 			case !ok && ready && pctx.Err() == nil:
-				s.log.Warn("replica not ready", "replica", r.index, "addr", addr, "err", err)
+				unreadySince = lookedAt
+				s.log.Warn("replica not ready", "replica", r.index, "addr", addr, "err", runtimes.Detail(err))
+			}
+			if ok {
+				unreadySince = time.Time{}
 			}
 			if ok != ready {
 				ready = ok
@@ -268,7 +306,22 @@ func (s *Supervisor) serve(run context.Context, r *replica, p *runtimes.Process,
 		if readyAt.IsZero() && time.Now().After(deadline) && pctx.Err() == nil {
 			withdraw()
 			_ = p.Stop(s.opts.StopGrace)
-			return readyAt, fmt.Sprintf("not ready within %s%s", s.opts.StartTimeout, p.Tail()), false
+			cause := fmt.Sprintf("was not ready within %s", s.opts.StartTimeout)
+			return readyAt, ending{cause: cause, detail: "not ready within " + s.opts.StartTimeout.String() + p.Tail()}, false
+		}
+		if !unreadySince.IsZero() && unreadyTooLong(unreadySince, time.Now(), s.opts.UnreadyRestart) && pctx.Err() == nil {
+			// Alive but no longer serving (the model was unloaded, or
+			// the process hangs): a restart is the one remedy the
+			// supervisor has, and a replica left out of the pool would
+			// hold the model's requests until their deadlines.
+			s.metrics.unreadyRestarts.Inc()
+			s.log.Warn("replica not ready too long after it was ready; restarting it", "replica", r.index, "addr", addr,
+				"unready_for", time.Since(unreadySince).Round(time.Millisecond), "err", runtimes.Detail(probeErr))
+			withdraw()
+			_ = p.Stop(s.opts.StopGrace)
+			cause := fmt.Sprintf("was not ready for %s after it was ready", s.opts.UnreadyRestart)
+			detail := cause + "; the last probe: " + runtimes.Detail(probeErr) + p.Tail()
+			return readyAt, ending{cause: cause, detail: detail}, false
 		}
 		// Until the first ready probe, probe often, and the more often the
 		// younger the replica: one that loads fast should not wait a whole
@@ -290,13 +343,20 @@ func (s *Supervisor) serve(run context.Context, r *replica, p *runtimes.Process,
 			if readyAt.IsZero() {
 				how += " before it was ready"
 			}
-			return readyAt, how + p.Tail(), false
+			return readyAt, ending{cause: how, detail: how + p.Tail()}, false
 		case <-r.down.Done():
 			s.retire(run, r, p, client, rep)
-			return readyAt, "", true
+			return readyAt, ending{}, true
 		case <-tick.C:
 		}
 	}
+}
+
+// unreadyTooLong reports whether a replica not ready since since, after it
+// had been ready, is due for a restart at now under limit (0 or negative:
+// never).
+func unreadyTooLong(since, now time.Time, limit time.Duration) bool {
+	return limit > 0 && now.Sub(since) >= limit
 }
 
 // retire takes a replica asked to stop out of the pool, draining its calls
@@ -338,11 +398,15 @@ func (s *Supervisor) listening(ctx context.Context, addr string) bool {
 	return true
 }
 
-func (s *Supervisor) newClient(addr string) (runtimes.Client, error) {
+// newClient returns a client for r's process at addr. Its errors, which
+// reach the gateway's clients, name the model and the replica's index,
+// never addr.
+func (s *Supervisor) newClient(r *replica, addr string) (runtimes.Client, error) {
+	name := fmt.Sprintf("model %q replica %d", s.opts.Model, r.index)
 	if s.opts.Protocol == runtimes.GRPC {
-		return runtimes.NewGRPCClient(runtimes.GRPCOptions{Addr: addr})
+		return runtimes.NewGRPCClient(runtimes.GRPCOptions{Addr: addr, Name: name})
 	}
-	return runtimes.NewRESTClient(runtimes.RESTOptions{Addr: addr})
+	return runtimes.NewRESTClient(runtimes.RESTOptions{Addr: addr, Name: name})
 }
 
 // serverReadier is the runtime-wide readiness both runtimes' clients offer.

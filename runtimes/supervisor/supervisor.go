@@ -81,6 +81,16 @@ type Options struct {
 	// ready probe (default 2m); a replica not ready by then is stopped and
 	// counts as a failed start.
 	StartTimeout time.Duration
+	// UnreadyRestart bounds the time a replica that has been ready may
+	// stay not ready: its probes answer not ready (the model was unloaded
+	// through the runtime's repository API, say), fail, or time out (a
+	// process that hangs). It is withdrawn from the pool at the first such
+	// probe, as before; once it has been not ready this long it is
+	// stopped and restarted, as if it had exited after being ready (the
+	// normal backoff, which a stay of BackoffReset in the ready state
+	// resets). Default 30s; negative: never, so that such a replica waits
+	// out of the pool until its probes pass again.
+	UnreadyRestart time.Duration
 	// BackoffInitial is the wait before the first restart of a replica
 	// that exited (default 1s); it doubles with each further exit, up to
 	// BackoffMax (default 30s), and starts over once a replica stayed
@@ -128,10 +138,18 @@ type Status struct {
 	// backoff); Ready those whose last probe passed.
 	Running, Ready int
 	// Failed says the model's replicas kept exiting before they became
-	// ready (or its command cannot run) and are not restarted; Reason says
-	// why, with the last lines of the log.
+	// ready (or its command cannot run) and are not restarted.
 	Failed bool
+	// Reason says why the model failed in full, with the runtime's
+	// executable or log path and the last lines of its log: for logs and
+	// the admin API, never for a client of the gateway. "" unless Failed.
 	Reason string
+	// Cause says why the model failed in a short sentence with no log
+	// line, path or address ("runtime failed: 5 starts in a row did not
+	// become ready; the last exited with exit status 1 before it was
+	// ready"): the text for error bodies sent to clients. "" unless
+	// Failed.
+	Cause string
 	// Restarts counts starts that followed an exit.
 	Restarts int
 	// Replicas are the replicas, by index.
@@ -152,8 +170,15 @@ type ReplicaStatus struct {
 	// StartToReady is how long the current (or last) process took from
 	// its start to its first ready answer; 0 until it was ready once.
 	StartToReady time.Duration
-	// LastExit says how the previous process ended, "" if none did.
+	// LastExit says how the previous process ended, with the last lines
+	// of its log (or the error naming the executable, when it could not
+	// start): for logs and the admin API. "" if none ended.
 	LastExit string
+	// LastExitCause says how the previous process ended in a few words
+	// with no log line, path or address ("exited with exit status 1
+	// before it was ready", "was not ready for 30s after it was ready"):
+	// the text for error bodies sent to clients. "" if none ended.
+	LastExitCause string
 }
 
 // ErrStopped is returned by SetReplicas after Run has returned.
@@ -185,8 +210,9 @@ type Supervisor struct {
 	state    runState
 	desired  int
 	failed   bool
-	failedAt int // desired when the model failed
-	reason   string
+	failedAt int    // desired when the model failed
+	reason   string // Status.Reason
+	cause    string // Status.Cause
 	restarts int
 	replicas []*replica
 }
@@ -243,6 +269,9 @@ func New(opts Options) (*Supervisor, error) {
 	setDefault(&opts.ProbeInterval, 500*time.Millisecond)
 	setDefault(&opts.ProbeTimeout, time.Second)
 	setDefault(&opts.StartTimeout, 2*time.Minute)
+	if opts.UnreadyRestart == 0 {
+		opts.UnreadyRestart = 30 * time.Second
+	}
 	setDefault(&opts.BackoffInitial, time.Second)
 	setDefault(&opts.BackoffMax, 30*time.Second)
 	setDefault(&opts.BackoffReset, time.Minute)
@@ -308,7 +337,7 @@ func (s *Supervisor) SetReplicas(ctx context.Context, n int) error {
 	}
 	s.desired = n
 	if s.failed && n != s.failedAt {
-		s.failed, s.reason = false, ""
+		s.failed, s.reason, s.cause = false, "", ""
 		s.log.Info("restarting failed model", "replicas", n)
 	}
 	s.mu.Unlock()
@@ -346,6 +375,7 @@ func (s *Supervisor) Status() Status {
 		Desired:  s.desired,
 		Failed:   s.failed,
 		Reason:   s.reason,
+		Cause:    s.cause,
 		Restarts: s.restarts,
 	}
 	for _, r := range s.replicas {

@@ -43,15 +43,30 @@ func TestMain(m *testing.M) {
 
 // fakeRuntime serves OIP readiness on 127.0.0.1:-port as mode says:
 // "ready" (both 200), "server-unready" (/v2/health/ready 503) or
-// "model-unready" (the model's ready endpoint 503).
+// "model-unready" (the model's ready endpoint 503). The test moves a ready
+// one with POST /test/unready (the model's ready endpoint answers 503, as
+// after an unload), /test/hang (readiness answers never come, as from a
+// hung process) and /test/ready (back to ready); GET /test/unready-probes
+// says how many readiness probes found it not ready or hung.
 func fakeRuntime(mode string, args []string) int {
 	fs := flag.NewFlagSet("fake", flag.ContinueOnError)
 	port := fs.Int("port", 0, "")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	var (
+		state    atomic.Value // "", "unready" or "hang"
+		unready  atomic.Int64
+		hangHere = make(chan struct{}) // never closed
+	)
+	state.Store("")
 	status := func(bad bool) int {
-		if bad {
+		switch {
+		case state.Load() == "hang":
+			unready.Add(1)
+			<-hangHere
+		case bad || state.Load() == "unready":
+			unready.Add(1)
 			return http.StatusServiceUnavailable
 		}
 		return http.StatusOK
@@ -62,6 +77,19 @@ func fakeRuntime(mode string, args []string) int {
 	})
 	mux.HandleFunc("/v2/models/{model}/ready", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(status(mode == "model-unready"))
+	})
+	mux.HandleFunc("POST /test/{state}", func(w http.ResponseWriter, r *http.Request) {
+		switch st := r.PathValue("state"); st {
+		case "unready", "hang":
+			state.Store(st)
+		case "ready":
+			state.Store("")
+		default:
+			w.WriteHeader(http.StatusNotFound)
+		}
+	})
+	mux.HandleFunc("GET /test/unready-probes", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, unready.Load())
 	})
 	fmt.Fprintln(os.Stderr, "fake runtime", mode, "on port", *port)
 	if err := http.ListenAndServe(net.JoinHostPort("127.0.0.1", strconv.Itoa(*port)), mux); err != nil {
@@ -362,6 +390,11 @@ func TestReplicasStartAndBecomeReady(t *testing.T) {
 		if err != nil || !strings.Contains(string(b), "model ready") {
 			t.Errorf("replica %d log: %v\n%s", i, err, b)
 		}
+		// The runtime's stdout, which follows its announce line into the
+		// log, carries nothing of the engine's.
+		if strings.Contains(string(b), "SimpleGo") {
+			t.Errorf("replica %d printed the engine's configuration:\n%s", i, b)
+		}
 	}
 }
 
@@ -605,6 +638,9 @@ func TestReadinessNeedsServerAndModel(t *testing.T) {
 			}
 			if !strings.Contains(st.Replicas[0].LastExit, "fake runtime "+mode) {
 				t.Errorf("last exit %q lacks the log's lines", st.Replicas[0].LastExit)
+			}
+			if got, want := st.Replicas[0].LastExitCause, "was not ready within 1s"; got != want {
+				t.Errorf("last exit cause %q, want %q", got, want)
 			}
 		})
 	}

@@ -41,6 +41,58 @@ func (r *route) activateCtx(ctx context.Context) (release func(), err error) {
 	return release, nil
 }
 
+// maxUnreachableTries bounds the tries of a request that found no live
+// replica where the activator counted one.
+const maxUnreachableTries = 3
+
+// unreachableWait bounds how long such a request waits for the owner of
+// the replicas to report a change before it asks the activator again.
+const unreachableWait = 250 * time.Millisecond
+
+// awaitReplica reports whether a request whose try number try failed with
+// err should be tried again: it may be (see runtimes.Pool.MayRetry: every
+// replica it tried refused the connection, or broke it before answering an
+// idempotent request, or the pool had none: a replica that died, which its
+// owner has not reported yet), the revision has an activator, and tries
+// and deadline allow. Before saying so it waits for the activator's next change of the
+// revision's capacity (the owner reporting the loss), at most
+// unreachableWait: the next activation then holds the request until a
+// replica is ready again, instead of failing it as the README promises
+// only for requests in flight on the dead process.
+func (r *route) awaitReplica(err error, try int, deadline time.Time) bool {
+	if r.Activator == nil || try >= maxUnreachableTries || !r.Pool.MayRetry(err) {
+		return false
+	}
+	wait := time.Until(deadline)
+	if wait <= 0 {
+		return false
+	}
+	t := time.NewTimer(min(wait, unreachableWait))
+	defer t.Stop()
+	select {
+	case <-r.Activator.Changed(r.Revision):
+	case <-t.C:
+	}
+	return time.Now().Before(deadline)
+}
+
+// metadata returns the revision's model metadata: what its runtime said
+// last, or, before any runtime answered, the answer of a replica, woken
+// through the activator like an infer request (a client that reads the
+// metadata first, as Triton's clients and infergate bench do, can start
+// against a model at zero) and waited for within ctx's deadline.
+func (r *route) metadata(ctx context.Context) (*oip.ModelMetadata, error) {
+	if md := r.Pool.CachedMetadata(); md != nil {
+		return md, nil
+	}
+	release, err := r.activateCtx(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return r.Pool.Metadata(ctx)
+}
+
 // activationError maps the activator's errors to the protocol's kinds.
 func activationError(model string, err error) error {
 	switch {

@@ -51,7 +51,8 @@ func (s grpcService) ModelMetadata(ctx context.Context, req *pb.ModelMetadataReq
 	}
 	ctx, cancel := withDefaultTimeout(ctx, r.Timeout)
 	defer cancel()
-	md, err := r.Pool.Metadata(ctx)
+	_ = grpc.SetHeader(ctx, r.grpcHeader)
+	md, err := r.metadata(ctx)
 	if err != nil {
 		return nil, oip.GRPCStatus(err)
 	}
@@ -196,15 +197,22 @@ func grpcOutcome(c codes.Code, clientDeadline bool) router.Outcome {
 func (s grpcService) infer(ctx context.Context, r *route, req router.Request, in *oip.RawFrame) (*oip.RawFrame, error) {
 	ctx, cancel := withDefaultTimeout(ctx, r.Timeout)
 	defer cancel()
-	release, err := r.activateCtx(ctx)
-	if err != nil {
-		return nil, err
+	deadline, _ := ctx.Deadline()
+	for try := 1; ; try++ {
+		release, err := r.activateCtx(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if r.Batcher != nil {
+			defer release()
+			return s.batched(ctx, r, in)
+		}
+		resp, err := s.call(ctx, r, req, in)
+		release()
+		if err == nil || !r.awaitReplica(err, try, deadline) {
+			return resp, err
+		}
 	}
-	defer release()
-	if r.Batcher != nil {
-		return s.batched(ctx, r, in)
-	}
-	return s.call(ctx, r, req, in)
 }
 
 // call sends a ModelInferRequest to a replica of r: as bytes to a gRPC

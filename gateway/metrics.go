@@ -100,7 +100,7 @@ func (m *metrics) forget(model, revision string) {
 type poolCollector struct {
 	g                                                *Gateway
 	retries, budget, ejections, opens, ejected, open *prometheus.Desc
-	replicas, ready                                  *prometheus.Desc
+	replicas, ready, panicRouted                     *prometheus.Desc
 }
 
 func newPoolCollector(g *Gateway) *poolCollector {
@@ -117,11 +117,13 @@ func newPoolCollector(g *Gateway) *poolCollector {
 		open:      d("infergate_runtime_breakers_open", "Replicas whose circuit breaker is open now."),
 		replicas:  d("infergate_runtime_replicas", "Replicas in the revision's pool."),
 		ready:     d("infergate_runtime_ready_replicas", "Replicas ready to take requests."),
+		panicRouted: d("infergate_runtime_panic_routed_total",
+			"Calls sent to replicas whose breaker was open or that were ejected, because no ready replica was healthy (panic routing)."),
 	}
 }
 
 func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.retries, c.budget, c.ejections, c.opens, c.ejected, c.open, c.replicas, c.ready} {
+	for _, d := range []*prometheus.Desc{c.retries, c.budget, c.ejections, c.opens, c.ejected, c.open, c.replicas, c.ready, c.panicRouted} {
 		ch <- d
 	}
 }
@@ -153,6 +155,7 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 			{c.open, prometheus.GaugeValue, float64(st.BreakersOpen)},
 			{c.replicas, prometheus.GaugeValue, float64(len(reps))},
 			{c.ready, prometheus.GaugeValue, float64(ready)},
+			{c.panicRouted, prometheus.CounterValue, float64(st.PanicRouted)},
 		} {
 			ch <- prometheus.MustNewConstMetric(v.d, v.t, v.val, model, rev.Name)
 		}

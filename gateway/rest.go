@@ -68,11 +68,20 @@ func (g *Gateway) HandleREST(ctx *fasthttp.RequestCtx) {
 			ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
 		}
 	case oip.EndpointModelMeta:
-		c, cancel := context.WithTimeout(context.Background(), r.Timeout)
+		timeout := r.Timeout
+		if v := ctx.Request.Header.Peek(HeaderRequestTimeout); len(v) > 0 {
+			if timeout, err = parseTimeout(v); err != nil {
+				rest.WriteError(ctx, err)
+				return
+			}
+		}
+		c, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		md, err := r.Pool.Metadata(c)
+		md, err := r.metadata(c)
+		ctx.Response.Header.Set(HeaderRevision, r.Revision)
 		if err != nil {
 			rest.WriteError(ctx, err)
+			setRetryAfter(ctx, err)
 			return
 		}
 		rest.WriteJSON(ctx, md)
@@ -211,25 +220,38 @@ func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, r *route, req router.Reque
 		timeout = d
 	}
 	deadline := start.Add(timeout)
-	release, err := r.activate(deadline)
-	if err != nil {
-		rest.WriteError(ctx, err)
-		setRetryAfter(ctx, err)
-		return errors.Is(err, ErrRevisionRetired)
+	for try := 1; ; try++ {
+		release, err := r.activate(deadline)
+		if err != nil {
+			rest.WriteError(ctx, err)
+			setRetryAfter(ctx, err)
+			return errors.Is(err, ErrRevisionRetired)
+		}
+		if r.Batcher != nil {
+			g.restBatched(ctx, r, deadline)
+			release()
+			return false
+		}
+		err = g.restCall(ctx, r, req, deadline)
+		release()
+		if err == nil {
+			break
+		}
+		ctx.Response.Reset()
+		if !r.awaitReplica(err, try, deadline) {
+			rest.WriteError(ctx, err)
+			break
+		}
 	}
-	defer release()
-	if r.Batcher != nil {
-		g.restBatched(ctx, r, deadline)
-		return false
-	}
-	g.restCall(ctx, r, req, deadline)
 	ctx.Response.Header.Del("Connection")
 	return false
 }
 
-// restCall sends a REST infer request to a replica of r and answers the
-// client: as bytes to a REST replica, translated for any other.
-func (g *Gateway) restCall(ctx *fasthttp.RequestCtx, r *route, req router.Request, deadline time.Time) {
+// restCall sends a REST infer request to a replica of r and puts the
+// answer in ctx's response: as bytes from a REST replica (a runtime's
+// error answer included), translated from any other. It returns the error
+// of a call that got no answer, for the caller to retry or write.
+func (g *Gateway) restCall(ctx *fasthttp.RequestCtx, r *route, req router.Request, deadline time.Time) error {
 	var decoded *oip.InferRequest
 	defer func() { putRequest(decoded) }()
 	// The pass-through needs only the deadline; a context (two allocations
@@ -264,9 +286,9 @@ func (g *Gateway) restCall(ctx *fasthttp.RequestCtx, r *route, req router.Reques
 		return nil
 	})
 	if err != nil && !errors.Is(err, errRuntimeAnswered) {
-		ctx.Response.Reset()
-		rest.WriteError(ctx, err)
+		return err
 	}
+	return nil
 }
 
 // errRuntimeAnswered marks an error made from a runtime's own error answer,

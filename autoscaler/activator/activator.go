@@ -98,7 +98,8 @@ type model struct {
 	inFlight    int
 	held        int
 	head, tail  *waiter
-	failed      error     // wraps ErrFailed and the reason; nil when not failed
+	changed     chan struct{} // closed at the next SetCapacity, Fail or Reset; nil until asked for
+	failed      error         // wraps ErrFailed and the reason; nil when not failed
 	failedUntil time.Time // zero: until cleared
 	coldStart   time.Time // first hold with no ready replica; zero outside a cold start
 }
@@ -362,6 +363,7 @@ func (a *Activator) SetCapacity(name string, ready int) {
 	m := a.lookup(name)
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.signal()
 	m.ready = max(ready, 0)
 	if m.ready == 0 {
 		return
@@ -405,6 +407,7 @@ func (a *Activator) fail(name string, reason error, until time.Time) {
 	err := fmt.Errorf("activator: model %q: %w: %w", name, ErrFailed, reason)
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.signal()
 	m.failed = err
 	m.failedUntil = until
 	m.coldStart = time.Time{}
@@ -439,8 +442,31 @@ func (a *Activator) Forget(name string, reason error) {
 func (a *Activator) Reset(name string) {
 	m := a.lookup(name)
 	m.mu.Lock()
+	m.signal()
 	m.failed = nil
 	m.mu.Unlock()
+}
+
+// Changed returns a channel closed at the model's next SetCapacity, Fail
+// or Reset: a caller that found no live replica where the activator counts
+// one (a crash its owner has not reported yet) waits on it before it asks
+// again, rather than being admitted to the same dead replica at once.
+func (a *Activator) Changed(name string) <-chan struct{} {
+	m := a.lookup(name)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.changed == nil {
+		m.changed = make(chan struct{})
+	}
+	return m.changed
+}
+
+// signal closes the channel Changed gave out, if any. Called with mu held.
+func (m *model) signal() {
+	if m.changed != nil {
+		close(m.changed)
+		m.changed = nil
+	}
 }
 
 // Concurrency returns model's requests in flight plus those held: the

@@ -666,3 +666,42 @@ func TestForgetFailsHeldAndDropsState(t *testing.T) {
 	}
 	a.Forget("never-seen", gone) // no-op
 }
+
+func TestChanged(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(a *Activator)
+	}{
+		{"SetCapacity", func(a *Activator) { a.SetCapacity("m", 0) }},
+		{"Fail", func(a *Activator) { a.Fail("m", errors.New("exit 1")) }},
+		{"Reset", func(a *Activator) { a.Reset("m") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, Options{})
+			ch := h.Changed("m")
+			if ch2 := h.Changed("m"); ch2 != ch {
+				t.Fatal("two callers before a change got two channels")
+			}
+			other := h.Changed("other")
+			select {
+			case <-ch:
+				t.Fatal("closed before any change")
+			default:
+			}
+			tc.change(h.Activator)
+			select {
+			case <-ch:
+			default:
+				t.Fatal("not closed by the change")
+			}
+			select {
+			case <-other:
+				t.Fatal("another model's channel closed")
+			default:
+			}
+			if next := h.Changed("m"); next == ch {
+				t.Fatal("the closed channel was given out again")
+			}
+		})
+	}
+}

@@ -100,8 +100,8 @@ type model struct {
 	head, tail  *waiter
 	changed     chan struct{} // closed at the next SetCapacity, Fail or Reset; nil until asked for
 	failed      error         // wraps ErrFailed and the reason; nil when not failed
-	failedUntil time.Time // zero: until cleared
-	coldStart   time.Time // first hold with no ready replica; zero outside a cold start
+	failedUntil time.Time     // zero: until cleared
+	coldStart   time.Time     // first hold with no ready replica; zero outside a cold start
 }
 
 // waiter is one held request, linked in its model's queue while queued.

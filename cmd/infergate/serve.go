@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -27,6 +26,7 @@ import (
 	"github.com/infergate/infergate/controlplane"
 	samples "github.com/infergate/infergate/examples/models"
 	"github.com/infergate/infergate/gateway"
+	"github.com/infergate/infergate/gateway/netlimit"
 	"github.com/infergate/infergate/runtimes"
 )
 
@@ -35,9 +35,14 @@ type serveFlags struct {
 	restAddr, grpcAddr, adminAddr string
 	maxBody                       int
 	drain                         time.Duration
-	pprofAnywhere                 bool
-	changesAnywhere               bool
-	logs                          logFlags
+	// Limits of the front doors and the process; see gateway.Options.
+	maxConns, adminMaxConns    int
+	headerTimeout, idleTimeout time.Duration
+	maxHeaderBytes             int
+	maxInFlightBytes, memLimit int64
+	pprofAnywhere              bool
+	changesAnywhere            bool
+	logs                       logFlags
 }
 
 // runServe runs `infergate serve` (withRuntimes: models without endpoints
@@ -58,7 +63,14 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	fs.StringVar(&f.grpcAddr, "grpc-addr", ":8081", "OIP gRPC listen address")
 	fs.StringVar(&f.adminAddr, "admin-addr", ":8090", "admin listen address: /metrics, /debug/pprof (loopback clients only)")
 	fs.IntVar(&f.maxBody, "max-body-bytes", 64<<20, "largest REST body or gRPC message accepted")
-	fs.DurationVar(&f.drain, "drain-timeout", 30*time.Second, "on SIGTERM, how long in-flight requests may take to finish")
+	fs.DurationVar(&f.drain, "drain-timeout", 30*time.Second, "on SIGTERM, how long in-flight requests may take to finish; then every connection still open is closed")
+	fs.IntVar(&f.maxConns, "max-conns", 0, "most open connections on each of the REST and gRPC ports; more wait in the listen backlog (0: a quarter of the open-file limit, at most 16384)")
+	fs.IntVar(&f.adminMaxConns, "admin-max-conns", 256, "most open connections on the admin port")
+	fs.DurationVar(&f.headerTimeout, "header-timeout", 10*time.Second, "how long a connection may take to send a request's headers (gRPC: its HTTP/2 preface); a silent connection is closed then")
+	fs.DurationVar(&f.idleTimeout, "idle-timeout", 75*time.Second, "how long a kept-alive connection (gRPC: one with no call) may stay idle")
+	fs.IntVar(&f.maxHeaderBytes, "max-header-bytes", 16<<10, "largest request line and headers accepted (REST 431 past it)")
+	fs.Int64Var(&f.maxInFlightBytes, "max-inflight-bytes", 0, "most request bytes held at once across all requests; past it a request waits briefly, then gets 503 (gRPC RESOURCE_EXHAUSTED) (0: 1 GiB, or -max-body-bytes if larger)")
+	fs.Int64Var(&f.memLimit, "memory-limit", 0, "Go soft memory limit in bytes, unless GOMEMLIMIT is set (0: 90% of the cgroup's memory limit if there is one, else none; -1: none)")
 	fs.BoolVar(&f.pprofAnywhere, "pprof-anywhere", false, "serve /debug/pprof to non-loopback clients too")
 	fs.BoolVar(&f.changesAnywhere, "api-changes-anywhere", false, "accept apply and rollout actions on the admin API from non-loopback clients too")
 	f.logs.register(fs)
@@ -73,6 +85,9 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 		return err
 	}
 	slog.SetDefault(log)
+	memLimit, memFrom := gateway.SetMemoryLimit(f.memLimit)
+	openFiles, _ := netlimit.FileLimit()
+	log.Info("process limits", "open_files", openFiles, "memory_limit", memLimit, "memory_limit_from", memFrom)
 
 	var (
 		models []config.Model
@@ -129,11 +144,16 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 		return err
 	}
 	gw, err := gateway.New(gateway.Options{
-		MaxBodyBytes: f.maxBody,
-		DrainTimeout: f.drain,
-		Registerer:   reg,
-		Logger:       log,
-		Version:      version,
+		MaxBodyBytes:     f.maxBody,
+		MaxConns:         f.maxConns,
+		HeaderTimeout:    f.headerTimeout,
+		IdleTimeout:      f.idleTimeout,
+		MaxHeaderBytes:   f.maxHeaderBytes,
+		MaxInFlightBytes: f.maxInFlightBytes,
+		DrainTimeout:     f.drain,
+		Registerer:       reg,
+		Logger:           log,
+		Version:          version,
 	})
 	if err != nil {
 		return err
@@ -167,9 +187,15 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 		return err
 	}
 	api := &controlAPI{changesFromAnywhere: f.changesAnywhere, rec: rec}
-	admin := &http.Server{
-		Handler:           api.handler(gateway.AdminHandler(gateway.AdminOptions{Gatherer: reg, PprofFromAnywhere: f.pprofAnywhere, Ready: gw.Ready})),
-		ReadHeaderTimeout: 10 * time.Second,
+	admin := gateway.AdminServerOptions{
+		Handler:        api.handler(gateway.AdminHandler(gateway.AdminOptions{Gatherer: reg, PprofFromAnywhere: f.pprofAnywhere, Ready: gw.Ready})),
+		MaxConns:       f.adminMaxConns,
+		HeaderTimeout:  f.headerTimeout,
+		IdleTimeout:    f.idleTimeout,
+		MaxHeaderBytes: f.maxHeaderBytes,
+		DrainTimeout:   f.drain,
+		Registerer:     reg,
+		Logger:         log,
 	}
 
 	log.Info("infergate listening", "rest", restLn.Addr().String(), "grpc", grpcLn.Addr().String(), "admin", adminLn.Addr().String(), "models", len(models))
@@ -185,18 +211,7 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 		eg.Go(func() error { watchConfig(gctx, f.config, configFP, rec, log); return nil })
 	}
 	eg.Go(func() error { return gw.Serve(gctx, restLn, grpcLn) })
-	eg.Go(func() error {
-		if err := admin.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("admin: %w", err)
-		}
-		return nil
-	})
-	eg.Go(func() error {
-		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return admin.Shutdown(sctx)
-	})
+	eg.Go(func() error { return gateway.ServeAdmin(gctx, adminLn, admin) })
 	err = eg.Wait()
 	stopRuntimes()
 	rt.wait()

@@ -209,7 +209,7 @@ func (a *controlAPI) models(w http.ResponseWriter, _ *http.Request) {
 	out := []modelStatus{}
 	for _, ms := range a.rec.dep.State().Models {
 		for _, rev := range ms.Revisions {
-			row := modelStatus{Name: ms.Name, Revision: rev.Name, Traffic: ms.Traffic[rev.Name]}
+			row := modelStatus{Name: ms.Name, Revision: rev.Name, Traffic: ms.Traffic[rev.Name], Status: string(rev.Status), Pending: rev.Name == ms.Pending}
 			for tag, name := range ms.Tags {
 				if name == rev.Name {
 					row.Tags = append(row.Tags, tag)

@@ -60,6 +60,9 @@ func runApply(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		if m.Revision != "" {
 			fmt.Fprintf(stdout, ": revision %s", m.Revision)
 		}
+		if m.Pending {
+			fmt.Fprintf(stdout, " (pending: it takes its traffic once ready)")
+		}
 		if len(m.Traffic) > 0 {
 			fmt.Fprintf(stdout, "; traffic %s", formatTraffic(m.Traffic))
 		}

@@ -11,11 +11,9 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -201,21 +199,8 @@ spec:
 	if err := os.WriteFile(filepath.Join(dir, "iris.yaml"), []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	rest, grpcAddr, admin := freeAddr(t), freeAddr(t), freeAddr(t)
-	var logs bytes.Buffer
-	cmd := exec.Command(binPath, "serve", "-config", dir, "-rest-addr", rest, "-grpc-addr", grpcAddr, "-admin-addr", admin, "-data-dir", t.TempDir())
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("serve log:\n%s", logs.String())
-		}
-	})
-	waitHTTP(t, "http://"+rest+"/v2/health/ready", 2*time.Minute)
+	p := startServe(t, "/v2/health/ready", "-config", dir, "-data-dir", t.TempDir())
+	rest, grpcAddr, admin := p.rest, p.grpc, p.admin
 
 	const n = 256
 	rng := rand.New(rand.NewPCG(3, 4))

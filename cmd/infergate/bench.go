@@ -66,10 +66,11 @@ Load:
   -max-error-ratio F      stop a sweep after a point with more than F of requests failed
   -max-duration D         bound of the whole run, checked before and enforced during (default 10m)
 
-Output (a table on stdout in any case):
+Output (a table on stdout in any case; files only at the paths these flags give):
   -json FILE              the report as JSON (what -compare reads)
   -csv FILE               one line per point, perf_analyzer's column names
   -html FILE              a self-contained page with throughput-latency and over-time charts
+                          (none unless given: no file is written to the working directory by default)
   -progress auto|on|off   a live line on stderr (default auto: when stderr is a terminal)
   -compare OLD NEW        print the differences between two JSON reports, with ratios
 

@@ -371,3 +371,49 @@ func TestBenchProgressLine(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchWritesFilesOnlyWhereAsked runs `infergate bench` in an empty
+// working directory: without -json, -csv and -html it writes nothing there
+// (the table goes to stdout), and with -html it writes that one file.
+func TestBenchWritesFilesOnlyWhereAsked(t *testing.T) {
+	g := startBenchGateway(t)
+	wd := t.TempDir()
+	run := func(args ...string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, binPath, append([]string{"bench", "-u", g.restURL, "-m", "iris", "-n", "20", "-warmup", "0"}, args...)...)
+		cmd.Dir = wd
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("bench %v: %v\n%s", args, err, out)
+		}
+	}
+	files := func() []string {
+		t.Helper()
+		entries, err := os.ReadDir(wd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		return names
+	}
+	run()
+	if got := files(); len(got) != 0 {
+		t.Errorf("bench without output flags wrote %q into its working directory", got)
+	}
+	elsewhere := filepath.Join(t.TempDir(), "sweep.html")
+	run("-html", elsewhere)
+	if got := files(); len(got) != 0 {
+		t.Errorf("bench -html %s also wrote %q into its working directory", elsewhere, got)
+	}
+	if b, err := os.ReadFile(elsewhere); err != nil || !bytes.HasPrefix(b, []byte("<!DOCTYPE html>")) {
+		t.Errorf("-html %s: %v, %.40q", elsewhere, err, b)
+	}
+	run("-html", "here.html")
+	if got := files(); len(got) != 1 || got[0] != "here.html" {
+		t.Errorf("bench -html here.html wrote %q into its working directory, want only here.html", got)
+	}
+}

@@ -165,8 +165,8 @@ func TestCanaryThroughConfigAndApply(t *testing.T) {
 		}
 	}
 	write(fakeModel("m", "1", 200, ""))
-	admin, grpcAddr := freeAddr(t), freeAddr(t)
-	_, rest, _, logs := startServe(t, "/v2/models/m/ready", "-config", dir, "-data-dir", t.TempDir(), "-admin-addr", admin, "-grpc-addr", grpcAddr)
+	p := startServe(t, "/v2/models/m/ready", "-config", dir, "-data-dir", t.TempDir())
+	rest, grpcAddr, admin, logs := p.rest, p.grpc, p.admin, p.logs
 	waitTraffic(t, admin, "m", "m-00001=100")
 
 	write(fakeModel("m", "2", 200, "    canaryTrafficPercent: 20\n"))
@@ -279,7 +279,8 @@ func TestCanaryThroughConfigAndApply(t *testing.T) {
 }
 
 // TestCanaryExampleManifests checks the README's walkthrough files: both
-// parse, the second makes revision 2 of iris under the declared rollout.
+// parse, the second makes revision 2 of iris, whose declared rollout
+// starts once it is ready.
 func TestCanaryExampleManifests(t *testing.T) {
 	dep, err := controlplane.New(controlplane.Options{})
 	if err != nil {
@@ -297,8 +298,12 @@ func TestCanaryExampleManifests(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := fmt.Sprintf("iris-%05d", i+1); len(ch.Models) != 1 || ch.Models[0].Revision != want {
+		want := fmt.Sprintf("iris-%05d", i+1)
+		if len(ch.Models) != 1 || ch.Models[0].Revision != want {
 			t.Fatalf("%s: %+v, want revision %s", f, ch, want)
+		}
+		if err := dep.MarkReady(want); err != nil {
+			t.Fatal(err)
 		}
 	}
 	st, err := dep.RolloutStatus("iris")

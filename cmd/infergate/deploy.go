@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/infergate/infergate/gateway"
 	"github.com/infergate/infergate/router"
 	"github.com/infergate/infergate/runtimes"
+	"github.com/infergate/infergate/runtimes/modelserver"
 )
 
 // reconciler keeps the gateway's routing table, the revisions' runtimes
@@ -104,6 +107,11 @@ func (r *reconciler) sync() error {
 				if !active[rev.Name] {
 					replicas = 0
 				}
+				if rev.Name == ms.Pending {
+					// It must show it can come up before it takes
+					// traffic, even if it may scale to zero later.
+					replicas = max(replicas, 1)
+				}
 				var err error
 				if rr, err = r.rt.build(ms.Name, rev.Name, rev.Spec, replicas); err != nil {
 					discard()
@@ -116,6 +124,12 @@ func (r *reconciler) sync() error {
 				if err != nil {
 					discard()
 					return fmt.Errorf("revision %s: %w", rev.Name, err)
+				}
+				if rev.Name == ms.Pending {
+					s.MinReplicas = max(s.MinReplicas, 1)
+					if rr.sup.Status().Failed {
+						r.rt.retry(rr, s.MinReplicas)
+					}
 				}
 				settings[rev.Name] = s
 			}
@@ -133,7 +147,7 @@ func (r *reconciler) sync() error {
 	// soon as it is swapped in (the activator holds those that come before
 	// a replica is ready).
 	for _, rr := range fresh {
-		r.rt.start(rr)
+		r.rt.start(rr, r.dep)
 	}
 	if err := r.gw.SetModels(models); err != nil {
 		for _, rr := range fresh {
@@ -164,6 +178,9 @@ func activeRevisions(ms controlplane.ModelState) map[string]bool {
 	for name := range ms.Traffic {
 		active[name] = true
 	}
+	if ms.Pending != "" {
+		active[ms.Pending] = true
+	}
 	for _, name := range ms.Tags {
 		active[name] = true
 	}
@@ -190,6 +207,50 @@ func checkRuntimes(models []config.Model, withRuntimes bool) error {
 	return errors.Join(errs...)
 }
 
+// checkModelFiles checks that the files a revision infergate runs itself
+// will load are there: storageUri's path exists and, for the built-in
+// runtime, holds a model it can serve (the versions its version policy
+// selects, each with its model file). What a file holds is only known
+// once a runtime loads it: a revision that fails then never takes traffic.
+func checkModelFiles(spec config.Model) error {
+	if spec.Path == "" {
+		return nil // a command that reads no storageUri
+	}
+	uri := ""
+	if ms := spec.Spec.Spec.Predictor.Model; ms != nil {
+		uri = ms.StorageURI
+	}
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%s: spec.predictor.model.storageUri: %q: %s", spec.Source, uri, fmt.Sprintf(format, args...))
+	}
+	if _, err := os.Stat(spec.Path); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return bad("%s does not exist", spec.Path)
+		}
+		return bad("%v", err)
+	}
+	if len(spec.Command) > 0 {
+		return nil // the user's runtime reads what it reads
+	}
+	src, err := modelserver.ScanModel(spec.Name, spec.Path)
+	if err != nil {
+		return bad("%v", err)
+	}
+	versions, err := src.Config.VersionPolicy.Select(src.Versions)
+	if err != nil {
+		return bad("%v", err)
+	}
+	if src.Config.Simulate != nil {
+		return nil
+	}
+	for _, v := range versions {
+		if fi, err := os.Stat(v.Path); err != nil || fi.IsDir() {
+			return bad("version %s has no model file %s", v.Version, v.Path)
+		}
+	}
+	return nil
+}
+
 // checkRevision checks a revision's runtime settings: its endpoints (and
 // returns clients for them), that `infergate gateway` has endpoints to
 // use, its scaling settings when infergate runs it, and its batcher
@@ -204,7 +265,9 @@ func checkRevision(spec config.Model, withRuntimes bool) ([]runtimes.Client, err
 	case len(clients) == 0 && !withRuntimes:
 		err = fmt.Errorf("%s: model %q names no runtime URL (annotation infergate.io/endpoints); `infergate gateway` starts no runtime, use `infergate serve`", spec.Source, spec.Name)
 	case len(clients) == 0:
-		_, err = scaleSettings(spec, false)
+		if _, err = scaleSettings(spec, false); err == nil {
+			err = checkModelFiles(spec)
+		}
 	}
 	if err == nil && spec.Batcher != nil {
 		if err = batcherOptions(spec.Name, spec, nil, nil).Validate(); err != nil {

@@ -20,13 +20,18 @@ type modelStatus struct {
 	// Traffic is the revision's percent of the model's requests.
 	Traffic int64 `json:"traffic"`
 	// Tags are the revision's tags (latest, prev).
-	Tags     []string `json:"tags,omitempty"`
-	Desired  int      `json:"desired"`
-	Running  int      `json:"running"`
-	Ready    int      `json:"ready"`
-	Restarts int      `json:"restarts"`
-	Failed   bool     `json:"failed,omitempty"`
-	Reason   string   `json:"reason,omitempty"`
+	Tags []string `json:"tags,omitempty"`
+	// Status is the revision's: pending, ready or failed (see
+	// controlplane.RevisionStatus); Pending says the model's latest
+	// declaration waits for it to be ready.
+	Status   string `json:"status"`
+	Pending  bool   `json:"pending,omitempty"`
+	Desired  int    `json:"desired"`
+	Running  int    `json:"running"`
+	Ready    int    `json:"ready"`
+	Restarts int    `json:"restarts"`
+	Failed   bool   `json:"failed,omitempty"`
+	Reason   string `json:"reason,omitempty"`
 	// The autoscaler's view, for supervised models.
 	Metric        string  `json:"metric,omitempty"`
 	Target        float64 `json:"target,omitempty"`
@@ -47,12 +52,13 @@ func runGet(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "Usage: infergate get models [-admin HOST:PORT] [-json]")
 		fs.PrintDefaults()
 	}
-	if len(args) == 0 || args[0] != "models" {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 || pos[0] != "models" {
 		fs.Usage()
 		return errors.New("get: say what to get: models")
-	}
-	if err := fs.Parse(args[1:]); err != nil {
-		return err
 	}
 	var rows []modelStatus
 	if err := adminCall(*admin, http.MethodGet, "/api/v1/models", nil, &rows); err != nil {
@@ -65,11 +71,14 @@ func runGet(args []string, stdout, stderr io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MODEL\tREVISION\tTRAFFIC\tTAGS\tDESIRED\tREADY\tRUNNING\tRESTARTS\tPANIC\tSTABLE\tPANIC AVG\tTARGET\tSTATE")
 	for _, r := range rows {
-		state := "ok"
-		if r.Failed {
+		state := r.Status
+		switch {
+		case r.Failed:
 			state = "failed: " + firstLine(r.Reason)
-		} else if r.Decision != "" {
-			state = r.Decision
+		case r.Pending:
+			state = "pending: takes its traffic once ready"
+		case r.Decision != "":
+			state += ": " + r.Decision
 		}
 		tags := strings.Join(r.Tags, ",")
 		if tags == "" {

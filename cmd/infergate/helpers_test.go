@@ -9,8 +9,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,6 +35,11 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(fakeRuntimeEnv); spec != "" {
 		// Started by a test as a runtime process; see fakeRuntimeMain.
 		fakeRuntimeMain(spec, os.Args[len(os.Args)-1])
+		return
+	}
+	if hold := os.Getenv(slowRuntimeEnv); hold != "" {
+		// Likewise; see slowRuntimeMain.
+		slowRuntimeMain(hold, os.Args[len(os.Args)-1])
 		return
 	}
 	testbin.Main(&binPath, m.Run)
@@ -130,6 +138,153 @@ func listen(t *testing.T) net.Listener {
 	return ln
 }
 
+// listenAddrs are the addresses a running `infergate serve` or `infergate
+// gateway` bound, as its "infergate listening" log line reports them.
+type listenAddrs struct{ rest, grpc, admin string }
+
+// parseListening reads the addresses from the "infergate listening" log
+// line, in the text or the JSON log format; false for any other line.
+func parseListening(line string) (listenAddrs, bool) {
+	var a listenAddrs
+	if strings.HasPrefix(line, "{") {
+		var rec struct{ Msg, Rest, GRPC, Admin string }
+		if json.Unmarshal([]byte(line), &rec) != nil || rec.Msg != "infergate listening" {
+			return a, false
+		}
+		a = listenAddrs{rec.Rest, rec.GRPC, rec.Admin}
+	} else {
+		if !strings.Contains(line, `msg="infergate listening"`) {
+			return a, false
+		}
+		for _, f := range strings.Fields(line) {
+			k, v, _ := strings.Cut(f, "=")
+			switch k {
+			case "rest":
+				a.rest = v
+			case "grpc":
+				a.grpc = v
+			case "admin":
+				a.admin = v
+			}
+		}
+	}
+	return a, a.rest != "" && a.grpc != "" && a.admin != ""
+}
+
+// procLog is a child process's stderr: kept whole for the test to read
+// while the process writes it, and watched line by line for the
+// "infergate listening" line, whose addresses it sends on listening once.
+type procLog struct {
+	mu        sync.Mutex
+	b         bytes.Buffer
+	scanned   int // bytes of b already looked at for the listening line
+	found     bool
+	listening chan listenAddrs
+}
+
+func newProcLog() *procLog { return &procLog{listening: make(chan listenAddrs, 1)} }
+
+func (l *procLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n, _ := l.b.Write(p)
+	for !l.found {
+		rest := l.b.Bytes()[l.scanned:]
+		i := bytes.IndexByte(rest, '\n')
+		if i < 0 {
+			break
+		}
+		l.scanned += i + 1
+		if a, ok := parseListening(string(rest[:i])); ok {
+			l.found = true
+			l.listening <- a
+		}
+	}
+	return n, nil
+}
+
+func (l *procLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// infergateProc is a running `infergate serve` or `infergate gateway`.
+type infergateProc struct {
+	cmd               *exec.Cmd
+	rest, grpc, admin string // the addresses it listens on
+	exited            <-chan error
+	logs              *procLog
+}
+
+// startInfergate runs `infergate command args...` with its REST, gRPC and
+// admin listeners on port 0 of 127.0.0.1 (args may override them: a later
+// flag wins) and returns once the process has bound them, with the
+// addresses read back from its log, so that no other process can take a
+// port between the test choosing it and the gateway binding it. The process
+// is killed when the test ends if it still runs; its log is printed if the
+// test failed.
+func startInfergate(t *testing.T, command string, args ...string) *infergateProc {
+	t.Helper()
+	logs := newProcLog()
+	all := append([]string{command, "-rest-addr", "127.0.0.1:0", "-grpc-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0"}, args...)
+	cmd := exec.Command(binPath, all...)
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// exited hands the exit to the test once; done says the process has
+	// exited, to the cleanup, whether or not the test took the exit.
+	exited := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		exited <- cmd.Wait()
+		close(done)
+	}()
+	p := &infergateProc{cmd: cmd, exited: exited, logs: logs}
+	t.Cleanup(func() {
+		select {
+		case <-done:
+		default:
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if strings.Contains(logs.String(), "WARNING: DATA RACE") {
+			t.Errorf("the race detector found a race in infergate %s", command)
+		}
+		if t.Failed() {
+			t.Logf("infergate %s log:\n%s", command, logs.String())
+		}
+	})
+	// Generous: the sample models are extracted and the runtimes of
+	// models with minReplicas started before the line is logged.
+	select {
+	case a := <-logs.listening:
+		p.rest, p.grpc, p.admin = a.rest, a.grpc, a.admin
+	case <-done:
+		t.Fatalf("infergate %s exited before listening: %v", command, cmd.ProcessState)
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("infergate %s did not log its listening addresses within 3 minutes", command)
+	}
+	return p
+}
+
+// stop sends SIGTERM and returns how the process exited, failing the test
+// if it does not exit within a minute.
+func (p *infergateProc) stop(t *testing.T) error {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.exited:
+		return err
+	case <-time.After(time.Minute):
+		t.Fatal("infergate did not exit within a minute of SIGTERM")
+		return nil
+	}
+}
+
 func restClient(t *testing.T, addr string) runtimes.Client {
 	t.Helper()
 	c, err := runtimes.NewRESTClient(runtimes.RESTOptions{Addr: addr})
@@ -202,6 +357,10 @@ func loadReference(t *testing.T, model string) []referenceCase {
 	return ref.Cases
 }
 
+// testClient bounds every request postJSON sends, generously, so that a
+// gateway that never answers fails the test instead of hanging it.
+var testClient = &http.Client{Timeout: 2 * time.Minute}
+
 // postJSON posts body and decodes the JSON answer.
 func postJSON(t *testing.T, url string, body []byte, header map[string]string) (int, jsonResponse) {
 	t.Helper()
@@ -213,7 +372,7 @@ func postJSON(t *testing.T, url string, body []byte, header map[string]string) (
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,5 +431,26 @@ func mustContain(t *testing.T, what, got, want string) {
 	t.Helper()
 	if !strings.Contains(got, want) {
 		t.Errorf("%s = %q, want it to contain %q", what, got, want)
+	}
+}
+
+// TestParseListening reads the addresses from serve's log line in both
+// log formats, and from no other line.
+func TestParseListening(t *testing.T) {
+	want := listenAddrs{"127.0.0.1:1", "127.0.0.1:2", "[::1]:3"}
+	for _, tc := range []struct {
+		name, line string
+		ok         bool
+	}{
+		{"text", `time=2026-01-02T03:04:05.000Z level=INFO msg="infergate listening" rest=127.0.0.1:1 grpc=127.0.0.1:2 admin=[::1]:3 models=1`, true},
+		{"json", `{"time":"2026-01-02T03:04:05Z","level":"INFO","msg":"infergate listening","rest":"127.0.0.1:1","grpc":"127.0.0.1:2","admin":"[::1]:3","models":1}`, true},
+		{"other text line", `time=2026-01-02T03:04:05.000Z level=INFO msg="revision created" model=iris rest=127.0.0.1:1 grpc=127.0.0.1:2 admin=[::1]:3`, false},
+		{"other json line", `{"msg":"replica started","rest":"127.0.0.1:1","grpc":"127.0.0.1:2","admin":"[::1]:3"}`, false},
+		{"an address missing", `time=x level=INFO msg="infergate listening" rest=127.0.0.1:1 grpc=127.0.0.1:2`, false},
+	} {
+		got, ok := parseListening(tc.line)
+		if ok != tc.ok || ok && got != want {
+			t.Errorf("%s: %+v, %v; want %+v, %v", tc.name, got, ok, want, tc.ok)
+		}
 	}
 }

@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -55,15 +53,7 @@ spec:
 	if err := os.WriteFile(filepath.Join(dir, "rowsum.yaml"), []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	rest := freeAddr(t)
-	cmd := exec.Command(binPath, "gateway", "-config", dir, "-rest-addr", rest, "-grpc-addr", freeAddr(t), "-admin-addr", freeAddr(t))
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-	})
+	rest := startInfergate(t, "gateway", "-config", dir).rest
 	waitHTTP(t, "http://"+rest+"/v2/models/rowsum/ready", 30*time.Second)
 	code, resp := postJSON(t, "http://"+rest+"/v2/models/rowsum/infer",
 		[]byte(`{"id":"v1","inputs":[{"name":"x","datatype":"FP32","shape":[2,3],"data":[1,2,3,4,5,6]}]}`), nil)

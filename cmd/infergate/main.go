@@ -34,9 +34,10 @@ Run "infergate <command> -h" for a command's flags.
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "infergate:", err)
+		if errors.Is(err, flag.ErrHelp) {
+			return // -h asked for the usage, which was printed
 		}
+		fmt.Fprintln(os.Stderr, "infergate:", err)
 		os.Exit(1)
 	}
 }

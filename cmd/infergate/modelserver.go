@@ -127,6 +127,8 @@ func runModelServer(args []string, stdout, stderr io.Writer) error {
 		_ = srv.LoadAll(ctx) // failures are logged and leave those models not ready
 		return nil
 	})
+	// Gives the memory of a burst of large requests back to the OS.
+	eg.Go(func() error { return srv.Run(ctx) })
 	eg.Go(func() error { return httpSrv.Serve(restLn) })
 	eg.Go(func() error { return grpcSrv.Serve(grpcLn) })
 	eg.Go(func() error {

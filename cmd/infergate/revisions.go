@@ -140,8 +140,9 @@ func (m *runtimeManager) build(model, name string, spec config.Model, replicas i
 	return rr, nil
 }
 
-// start runs a built revision's goroutines and records it.
-func (m *runtimeManager) start(rr *revisionRuntime) {
+// start runs a built revision's goroutines and records it; rep hears when
+// it first has a ready replica, or fails.
+func (m *runtimeManager) start(rr *revisionRuntime, rep revisionReporter) {
 	ctx, cancel := context.WithCancel(m.ctx)
 	rr.cancel = cancel
 	if rr.sup != nil {
@@ -153,9 +154,10 @@ func (m *runtimeManager) start(rr *revisionRuntime) {
 	var wg sync.WaitGroup
 	if rr.sup != nil {
 		wg.Go(func() { _ = rr.sup.Run(ctx) })
-		wg.Go(func() { watchCapacity(ctx, rr.name, rr.sup, m.act) })
+		wg.Go(func() { watchCapacity(ctx, rr.name, rr.sup, m.act, rep, m.log) })
 	} else {
 		wg.Go(func() { _ = rr.pool.Run(ctx) })
+		wg.Go(func() { watchEndpoints(ctx, rr.name, rr.pool, rep, m.log) })
 	}
 	if rr.batch != nil {
 		wg.Go(func() { _ = rr.batch.Run(ctx) }) // answers what is queued when ctx ends
@@ -196,6 +198,16 @@ func (m *runtimeManager) retire(name string, drain time.Duration) {
 		}
 		m.gw.Forget(rr.model, name)
 	})
+}
+
+// retry starts a revision whose runtime failed afresh with n replicas,
+// as when its declaration is applied again.
+func (m *runtimeManager) retry(rr *revisionRuntime, n int) {
+	m.log.Info("retrying failed revision", "model", rr.model, "revision", rr.name)
+	m.act.Reset(rr.name)
+	// A count other than the one it failed at clears the failure.
+	_ = rr.sup.SetReplicas(m.ctx, 0)
+	_ = rr.sup.SetReplicas(m.ctx, n)
 }
 
 // stop stops a revision at once and waits for it: for one that was never
@@ -353,29 +365,44 @@ func scaleSettings(spec config.Model, idle bool) (autoscaler.Settings, error) {
 	return s, nil
 }
 
+// revisionReporter hears when a revision's runtime first comes up or
+// fails: controlplane.Deployments, which gives a new revision its traffic
+// only once it is ready.
+type revisionReporter interface {
+	MarkReady(revision string) error
+	MarkFailed(revision, reason string) error
+}
+
 // watchCapacity tells the activator how many of a supervised revision's
-// replicas are ready, and when a replica died before any was ready or the
-// revision failed, each time the supervisor signals a change, until ctx
-// ends.
-func watchCapacity(ctx context.Context, name string, sup *supervisor.Supervisor, act *activator.Activator) {
+// replicas are ready, and rep when the revision has ready replicas or has
+// failed, each time the supervisor signals a change, until ctx ends.
+//
+// A replica that exits before it was ready fails the requests held for the
+// revision at once with the cause (they would wait for nothing while it
+// backs off); one that exits after it was ready (a crash, a kill) does
+// not: the supervisor restarts it, and requests wait in the activator,
+// within their deadline, for it to be back. A revision whose runtime gave
+// up restarting fails new requests at once until it is ready again.
+func watchCapacity(ctx context.Context, name string, sup *supervisor.Supervisor, act *activator.Activator, rep revisionReporter, log *slog.Logger) {
 	ready, failed, crashed := -1, false, false
 	for {
 		st := sup.Status()
 		if st.Ready != ready {
+			if st.Ready > 0 && ready <= 0 {
+				report(log, name, rep.MarkReady(name))
+			}
 			ready = st.Ready
 			act.SetCapacity(name, ready)
 		}
-		backoff := inBackoff(st)
+		startFailed := st.Ready == 0 && exitedBeforeReady(st)
 		switch {
 		case st.Failed && !failed:
-			act.Fail(name, errors.New(st.Reason))
-		case backoff && !crashed && st.Ready == 0:
-			// A replica died before any was ready: requests held for it
-			// fail now with the reason, not at their deadline. The
-			// supervisor restarts it after its backoff.
-			act.Fail(name, errors.New(lastExit(st)))
+			act.FailUntilReady(name, errors.New(st.Cause))
+			report(log, name, rep.MarkFailed(name, st.Reason))
+		case startFailed && !crashed:
+			act.Fail(name, errors.New(lastExitCause(st)))
 		}
-		failed, crashed = st.Failed, backoff
+		failed, crashed = st.Failed, startFailed
 		select {
 		case <-ctx.Done():
 			act.SetCapacity(name, 0)
@@ -385,26 +412,53 @@ func watchCapacity(ctx context.Context, name string, sup *supervisor.Supervisor,
 	}
 }
 
-// inBackoff reports whether a replica is waiting to restart after an exit.
-func inBackoff(st supervisor.Status) bool {
+// watchEndpoints reports an endpoint revision ready to rep once its pool
+// has a ready replica, looking every 100ms (the pool signals nothing),
+// until then or until ctx ends.
+func watchEndpoints(ctx context.Context, name string, pool *runtimes.Pool, rep revisionReporter, log *slog.Logger) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for pool.ReadyCount() == 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+	report(log, name, rep.MarkReady(name))
+}
+
+// report logs a status report the deployed state did not take: the
+// revision was dropped meanwhile, which is not a problem.
+func report(log *slog.Logger, name string, err error) {
+	if err != nil {
+		log.Debug("revision status not recorded", "revision", name, "err", err)
+	}
+}
+
+// exitedBeforeReady reports whether a replica is waiting to restart after
+// a process that exited before it was ever ready: a start that failed,
+// not a crash of a replica that served.
+func exitedBeforeReady(st supervisor.Status) bool {
 	for _, r := range st.Replicas {
-		if r.State == supervisor.StateBackoff {
+		if r.State == supervisor.StateBackoff && r.StartToReady == 0 {
 			return true
 		}
 	}
 	return false
 }
 
-// lastExit is how the most recently started replica's process last ended.
-func lastExit(st supervisor.Status) string {
+// lastExitCause is how the most recently started replica's process last
+// ended, in words fit for a client (no log line, path or address).
+func lastExitCause(st supervisor.Status) string {
 	var last supervisor.ReplicaStatus
 	for _, r := range st.Replicas {
-		if r.LastExit != "" && !r.Started.Before(last.Started) {
+		if r.LastExitCause != "" && !r.Started.Before(last.Started) {
 			last = r
 		}
 	}
-	if last.LastExit == "" {
-		return "replica exited before it was ready"
+	if last.LastExitCause == "" {
+		return "runtime replica exited before it was ready"
 	}
-	return "replica exited before it was ready: " + last.LastExit
+	return "runtime replica " + last.LastExitCause
 }

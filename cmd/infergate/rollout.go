@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"text/tabwriter"
 	"time"
 
@@ -56,7 +57,8 @@ func (c deploymentCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // runRollout runs `infergate rollout status|promote|rollback|pause|resume
-// MODEL` against a running gateway's admin API.
+// MODEL` against a running gateway's admin API. Flags may come before,
+// between or after the action and the model, as users type them.
 func runRollout(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("rollout", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -64,23 +66,29 @@ func runRollout(args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print JSON instead of text")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: infergate rollout status|promote|rollback|pause|resume MODEL [-admin HOST:PORT] [-json]")
+		fmt.Fprintln(stderr, "Flags may come before or after the action and MODEL.")
 		fs.PrintDefaults()
 	}
-	if len(args) < 2 {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err // -h: flag.ErrHelp, after the usage
+	}
+	switch {
+	case len(pos) < 2:
 		fs.Usage()
 		return errors.New("rollout: say what to do and to which model")
+	case len(pos) > 2:
+		fs.Usage()
+		return fmt.Errorf("rollout: unexpected argument %q after the model", pos[2])
 	}
-	action, model := args[0], args[1]
-	if err := fs.Parse(args[2:]); err != nil {
-		return err
-	}
+	action, model := pos[0], pos[1]
+	path := "/api/v1/rollouts/" + url.PathEscape(model)
 	var st controlplane.RolloutStatus
-	var err error
 	switch action {
 	case "status":
-		err = adminCall(*admin, http.MethodGet, "/api/v1/rollouts/"+model, nil, &st)
+		err = adminCall(*admin, http.MethodGet, path, nil, &st)
 	case "promote", "rollback", "pause", "resume":
-		err = adminCall(*admin, http.MethodPost, "/api/v1/rollouts/"+model+"/"+action, []byte("{}"), &st)
+		err = adminCall(*admin, http.MethodPost, path+"/"+action, []byte("{}"), &st)
 	default:
 		fs.Usage()
 		return fmt.Errorf("rollout: unknown action %q", action)
@@ -95,17 +103,74 @@ func runRollout(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// parseInterspersed parses args with fs wherever the flags stand among the
+// positional arguments, which it returns in order: the flag package alone
+// stops at the first positional argument. The argument right after "--"
+// is positional even if it starts with "-".
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
 // printRollout shows a rollout: its state, the steps with the current one
 // marked, the weights, the last gate figures and the decisions.
 func printRollout(w io.Writer, st controlplane.RolloutStatus) {
 	fmt.Fprintf(w, "Model:    %s\n", st.Model)
+	if st.Source != "" {
+		fmt.Fprintf(w, "Source:   %s\n", st.Source)
+	}
+	if st.Overrides != "" {
+		fmt.Fprintf(w, "Overrides: %s (apply or an action by hand changed the model after this file was read; the file wins again once its declaration changes)\n", st.Overrides)
+	}
+	if st.Pending != "" {
+		fmt.Fprintf(w, "Pending:  %s (takes its traffic once a replica is ready)\n", st.Pending)
+	}
+	fmt.Fprintf(w, "Traffic:  %s\n", formatTraffic(st.Weights))
+	if len(st.Revisions) > 0 {
+		fmt.Fprintln(w, "Revisions:")
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		for _, r := range st.Revisions {
+			status := string(r.Status)
+			if r.Reason != "" {
+				status += ": " + firstLine(r.Reason)
+			}
+			fmt.Fprintf(tw, "  %s\t%s\n", r.Name, status)
+		}
+		tw.Flush()
+	}
+	if st.State != "" {
+		printSteps(w, st)
+	}
+	if len(st.Decisions) > 0 {
+		fmt.Fprintln(w, "Decisions:")
+		for _, d := range st.Decisions {
+			by := ""
+			if d.Manual {
+				by = " (by hand)"
+			}
+			fmt.Fprintf(w, "  %s  step %d  %s%s: %s; traffic %s\n", d.Time.Format(time.TimeOnly), d.Step, d.Verdict, by, d.Reason, formatTraffic(d.Weights))
+		}
+	}
+}
+
+// printSteps shows a model's latest rollout: its revisions and state, the
+// gates, the steps with the current one marked and the last figures.
+func printSteps(w io.Writer, st controlplane.RolloutStatus) {
 	fmt.Fprintf(w, "Canary:   %s (stable %s)\n", st.Canary, st.Stable)
 	state := string(st.State)
 	if st.Reason != "" {
 		state += ": " + st.Reason
 	}
 	fmt.Fprintf(w, "State:    %s\n", state)
-	fmt.Fprintf(w, "Traffic:  %s\n", formatTraffic(st.Weights))
 	p := st.Policy
 	gates := fmt.Sprintf("error rate <= stable + %.2g", p.MaxErrorRateIncrease)
 	if p.MaxLatencyRatio > 0 {
@@ -132,16 +197,6 @@ func printRollout(w io.Writer, st controlplane.RolloutStatus) {
 		tw.Flush()
 		if !g.Compared {
 			fmt.Fprintln(w, "  (the stable revision had too few requests to compare; the canary is held to the error rate limit alone)")
-		}
-	}
-	if len(st.Decisions) > 0 {
-		fmt.Fprintln(w, "Decisions:")
-		for _, d := range st.Decisions {
-			by := ""
-			if d.Manual {
-				by = " (by hand)"
-			}
-			fmt.Fprintf(w, "  %s  step %d  %s%s: %s; traffic %s\n", d.Time.Format(time.TimeOnly), d.Step, d.Verdict, by, d.Reason, formatTraffic(d.Weights))
 		}
 	}
 }

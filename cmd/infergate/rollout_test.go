@@ -1,6 +1,11 @@
 package main
 
 import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -79,8 +84,8 @@ func TestRolloutRollsBackFailingCanary(t *testing.T) {
 		}
 	}
 	write(fakeModelAnnotated("m", "1", 200, "", quickRollout))
-	admin := freeAddr(t)
-	_, rest, _, _ := startServe(t, "/v2/models/m/ready", "-config", dir, "-data-dir", t.TempDir(), "-admin-addr", admin)
+	p := startServe(t, "/v2/models/m/ready", "-config", dir, "-data-dir", t.TempDir())
+	rest, admin := p.rest, p.admin
 
 	l := startLoadOn(rest, "m", 2)
 	defer l.end()
@@ -134,8 +139,8 @@ func TestRolloutPromotesHealthyCanary(t *testing.T) {
 	if err := os.WriteFile(file, []byte(fakeModelAnnotated("m", "1", 200, "", quickRollout)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	admin := freeAddr(t)
-	_, rest, _, _ := startServe(t, "/v2/models/m/ready", "-config", dir, "-data-dir", t.TempDir(), "-admin-addr", admin)
+	p := startServe(t, "/v2/models/m/ready", "-config", dir, "-data-dir", t.TempDir())
+	rest, admin := p.rest, p.admin
 	l := startLoadOn(rest, "m", 2)
 	defer l.end()
 
@@ -155,5 +160,102 @@ func TestRolloutPromotesHealthyCanary(t *testing.T) {
 	out, err := exec.Command(binPath, "rollout", "status", "m", "-admin", admin).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "State:    promoted") {
 		t.Errorf("rollout status: %v\n%s", err, out)
+	}
+}
+
+// TestRolloutCommandArgs runs `infergate rollout` with its flags before,
+// between and after the action and the model, against a stand-in admin
+// API that records the calls: each order makes the same call, -h prints
+// the usage and calls nothing, and a missing, extra or unknown argument is
+// an error that calls nothing.
+func TestRolloutCommandArgs(t *testing.T) {
+	var (
+		mu    sync.Mutex
+		calls []string
+	)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls = append(calls, r.Method+" "+r.URL.EscapedPath())
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"model":"iris","canary":"iris-00002","stable":"iris-00001","state":"progressing","step":1,"weights":{"iris-00001":90,"iris-00002":10}}`)
+	}))
+	defer api.Close()
+	admin := strings.TrimPrefix(api.URL, "http://")
+	const usage = "Usage: infergate rollout status|promote|rollback|pause|resume MODEL"
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		wantCall string // "" for none
+		wantOut  string // in stdout
+		wantErr  string // in the error; "help" for flag.ErrHelp
+	}{
+		{"flags after", []string{"status", "iris", "-admin", admin, "-json"}, "GET /api/v1/rollouts/iris", `"state": "progressing"`, ""},
+		{"flag before the model", []string{"status", "-json", "iris", "-admin", admin}, "GET /api/v1/rollouts/iris", `"state": "progressing"`, ""},
+		{"flags first", []string{"-json", "-admin", admin, "status", "iris"}, "GET /api/v1/rollouts/iris", `"state": "progressing"`, ""},
+		{"text", []string{"-admin=" + admin, "status", "iris"}, "GET /api/v1/rollouts/iris", "State:    progressing", ""},
+		{"action", []string{"promote", "-admin", admin, "iris"}, "POST /api/v1/rollouts/iris/promote", "Canary:   iris-00002", ""},
+		{"model escaped", []string{"pause", "-admin", admin, "a/b"}, "POST /api/v1/rollouts/a%2Fb/pause", "Model:    iris", ""},
+		{"help after the action", []string{"status", "-h"}, "", "", "help"},
+		{"help after the model", []string{"status", "iris", "-h", "-admin", admin}, "", "", "help"},
+		{"help alone", []string{"-h"}, "", "", "help"},
+		{"no model", []string{"status", "-admin", admin}, "", "", "say what to do and to which model"},
+		{"extra argument", []string{"status", "iris", "-admin", admin, "digits"}, "", "", `unexpected argument "digits" after the model`},
+		{"unknown action", []string{"frobnicate", "iris", "-admin", admin}, "", "", `unknown action "frobnicate"`},
+		{"unknown flag", []string{"status", "iris", "-jsn"}, "", "", "flag provided but not defined: -jsn"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mu.Lock()
+			calls = nil
+			mu.Unlock()
+			var stdout, stderr strings.Builder
+			err := runRollout(tc.args, &stdout, &stderr)
+			switch {
+			case tc.wantErr == "help":
+				if !errors.Is(err, flag.ErrHelp) || !strings.Contains(stderr.String(), usage) {
+					t.Errorf("error %v, stderr %q; want flag.ErrHelp and the usage", err, stderr.String())
+				}
+			case tc.wantErr != "":
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Errorf("error %v, want one with %q", err, tc.wantErr)
+				}
+			case err != nil:
+				t.Errorf("error %v; stderr %q", err, stderr.String())
+			}
+			mu.Lock()
+			got := strings.Join(calls, ", ")
+			mu.Unlock()
+			if got != tc.wantCall {
+				t.Errorf("admin API calls %q, want %q", got, tc.wantCall)
+			}
+			if !strings.Contains(stdout.String(), tc.wantOut) {
+				t.Errorf("stdout %q, want it to contain %q", stdout.String(), tc.wantOut)
+			}
+		})
+	}
+}
+
+// TestGetCommandArgs checks that `infergate get` takes its flags before or
+// after "models".
+func TestGetCommandArgs(t *testing.T) {
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `[{"name":"iris","revision":"iris-00001","traffic":100,"status":"ready"}]`)
+	}))
+	defer api.Close()
+	admin := strings.TrimPrefix(api.URL, "http://")
+	for _, args := range [][]string{
+		{"models", "-admin", admin, "-json"},
+		{"-json", "models", "-admin", admin},
+		{"-admin", admin, "-json", "models"},
+	} {
+		var stdout, stderr strings.Builder
+		if err := runGet(args, &stdout, &stderr); err != nil || !strings.Contains(stdout.String(), `"revision": "iris-00001"`) {
+			t.Errorf("get %q: %v\n%s%s", args, err, stdout.String(), stderr.String())
+		}
+	}
+	var stdout, stderr strings.Builder
+	if err := runGet([]string{"-admin", admin, "pods"}, &stdout, &stderr); err == nil {
+		t.Error("get pods: no error")
 	}
 }

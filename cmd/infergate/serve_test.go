@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,15 +20,6 @@ import (
 	pb "github.com/infergate/infergate/oip/inferencepb"
 	"github.com/infergate/infergate/runtimes/supervisor"
 )
-
-// freeAddr returns a loopback address that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln := listen(t)
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
 
 // childrenOf lists the pids whose parent is pid, from /proc.
 func childrenOf(t *testing.T, pid int) []int {
@@ -57,25 +46,8 @@ func alive(pid int) bool {
 // gRPC, metrics count them, and SIGTERM stops the gateway with exit 0 and
 // leaves no runtime process behind.
 func TestServeEmbeddedDefault(t *testing.T) {
-	rest, grpcAddr, admin := freeAddr(t), freeAddr(t), freeAddr(t)
-	var logs bytes.Buffer
-	cmd := exec.Command(binPath, "serve", "-rest-addr", rest, "-grpc-addr", grpcAddr, "-admin-addr", admin, "-data-dir", t.TempDir())
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("infergate serve log:\n%s", logs.String())
-		}
-	}()
-	waitHTTP(t, "http://"+rest+"/v2/health/ready", 3*time.Minute)
+	p := startServe(t, "/v2/health/ready", "-data-dir", t.TempDir())
+	cmd, rest, grpcAddr, admin := p.cmd, p.rest, p.grpc, p.admin
 
 	for _, m := range []string{"iris", "digits", "textclass"} {
 		body, err := os.ReadFile(filepath.Join(samplesDir, m, "request.json"))
@@ -153,7 +125,7 @@ func TestServeEmbeddedDefault(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-exited:
+	case err := <-p.exited:
 		if err != nil {
 			t.Errorf("infergate serve exited with %v after SIGTERM, want exit 0", err)
 		}
@@ -172,54 +144,14 @@ func TestServeEmbeddedDefault(t *testing.T) {
 	}
 }
 
-// startServe runs `infergate serve` with args on free loopback ports and
-// waits until readyURL (a path on the REST port) answers 200. It returns the
-// command, its REST address, and its log; the process is killed when the
-// test ends, if it still runs.
-func startServe(t *testing.T, readyPath string, args ...string) (*exec.Cmd, string, <-chan error, *syncBuffer) {
+// startServe runs `infergate serve` with args on loopback ports it picks
+// itself (see startInfergate) and waits until readyPath (a path on the
+// REST port) answers 200.
+func startServe(t *testing.T, readyPath string, args ...string) *infergateProc {
 	t.Helper()
-	rest := freeAddr(t)
-	logs := &syncBuffer{}
-	cmd := exec.Command(binPath, append([]string{"serve", "-rest-addr", rest, "-grpc-addr", freeAddr(t), "-admin-addr", freeAddr(t)}, args...)...)
-	cmd.Stderr = logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if strings.Contains(logs.String(), "WARNING: DATA RACE") {
-			t.Error("the race detector found a race in infergate serve")
-		}
-		if t.Failed() {
-			t.Logf("infergate serve log:\n%s", logs.String())
-		}
-	})
-	waitHTTP(t, "http://"+rest+readyPath, 90*time.Second)
-	return cmd, rest, exited, logs
-}
-
-// syncBuffer is a bytes.Buffer safe to write from exec's copier while the
-// test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	p := startInfergate(t, "serve", args...)
+	waitHTTP(t, "http://"+p.rest+readyPath, 3*time.Minute)
+	return p
 }
 
 func writeConfig(t *testing.T, yaml string) string {
@@ -260,7 +192,8 @@ spec:
     minReplicas: 2
     model: {modelFormat: {name: onnx}, storageUri: %q}
 `, iris))
-	cmd, _, exited, _ := startServe(t, "/v2/health/ready", "-config", config, "-data-dir", t.TempDir())
+	p := startServe(t, "/v2/health/ready", "-config", config, "-data-dir", t.TempDir())
+	cmd, exited := p.cmd, p.exited
 	kids := childrenOf(t, cmd.Process.Pid)
 	if len(kids) != 2 {
 		t.Fatalf("serve has %d child processes, want 2 replicas", len(kids))
@@ -311,7 +244,8 @@ spec:
     model: {modelFormat: {name: onnx}, storageUri: %q}
 `, binPath, iris, iris))
 	dataDir := t.TempDir()
-	cmd, rest, exited, logs := startServe(t, "/v2/models/iris/ready", "-config", config, "-data-dir", dataDir)
+	p := startServe(t, "/v2/models/iris/ready", "-config", config, "-data-dir", dataDir)
+	cmd, rest, exited, logs := p.cmd, p.rest, p.exited, p.logs
 
 	body, err := os.ReadFile(filepath.Join(samplesDir, "iris", "request.json"))
 	if err != nil {
@@ -341,8 +275,8 @@ spec:
 	if len(kids) != 2 {
 		t.Errorf("serve has %d child processes, want 2 (iris, and idle scaled from zero)", len(kids))
 	}
-	if code, resp := postJSON(t, "http://"+rest+"/v2/models/broken/infer", body, nil); code != http.StatusServiceUnavailable || !strings.Contains(resp.Error, "cannot execute") {
-		t.Errorf("failed model: status %d (%q), want 503 with the reason", code, resp.Error)
+	if code, resp := postJSON(t, "http://"+rest+"/v2/models/broken/infer", body, nil); code != http.StatusServiceUnavailable || !strings.Contains(resp.Error, "executable not found") || strings.Contains(resp.Error, "/nonexistent") {
+		t.Errorf("failed model: status %d (%q), want 503 with the cause and no path", code, resp.Error)
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

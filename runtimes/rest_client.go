@@ -98,6 +98,11 @@ func NewRESTClient(opts RESTOptions) (*RESTClient, error) {
 			NoDefaultUserAgentHeader: true,
 			DisablePathNormalizing:   true,
 			Dial:                     fasthttp.DialFunc(opts.Dial),
+			// The most recently used idle connection goes first, so that
+			// the ones a burst opened go idle and close: first in, first
+			// out, the supervisor's probes alone (4/s) kept ~120 per
+			// replica open for ever by using each before it was idle long.
+			ConnPoolStrategy: fasthttp.LIFO,
 			// A request is retried only by the pool, which knows whether
 			// it may have reached the runtime.
 			RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) { return false, false },

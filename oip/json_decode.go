@@ -309,6 +309,10 @@ func (d *decoder) response(resp *InferResponse) error {
 		}
 		more, err = d.nextMember()
 	}
+	if err == nil && seen&fOutputs == 0 {
+		// The protocol requires it: an answer without it is no answer.
+		err = Errorf(KindInvalidArgument, "response has no \"outputs\"")
+	}
 	return err
 }
 

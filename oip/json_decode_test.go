@@ -220,6 +220,14 @@ func TestDecodeInferResponse(t *testing.T) {
 	if err := DecodeInferResponse([]byte(body), len(header)+1, &got); err == nil || !strings.Contains(err.Error(), `output "a"`) {
 		t.Errorf("DecodeInferResponse with a header 1 byte long = %v, want an error naming output \"a\"", err)
 	}
+	// A response must have outputs, even none: without the member it is
+	// no answer (a runtime that broke), not an empty one.
+	if err := DecodeInferResponse([]byte(`{"model_name":"m"}`), -1, &got); err == nil || !strings.Contains(err.Error(), `no "outputs"`) {
+		t.Errorf("DecodeInferResponse without outputs = %v, want an error", err)
+	}
+	if err := DecodeInferResponse([]byte(`{"model_name":"m","outputs":[]}`), -1, &got); err != nil {
+		t.Errorf("DecodeInferResponse with no output = %v", err)
+	}
 }
 
 // checkDecodeError checks that err is an *Error of KindInvalidArgument whose

@@ -5,7 +5,7 @@ TOOLS     := $(CURDIR)/bin/tools
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all build run test test-race test-long fuzz bench bench-generator bench-batching bench-coldstart proto models vet fmt clean
+.PHONY: all build run test test-race test-long fuzz fuzz-ci bench bench-generator bench-batching bench-coldstart proto models vet fmt clean
 
 all: build
 
@@ -26,16 +26,37 @@ test:
 test-race:
 	$(GO) test -race -count=1 -timeout 30m ./...
 
-# Longer fuzzing of every decoder; not part of make test (which runs the
-# seed corpora). FUZZTIME per target.
+# The long robustness suite (test/long, build tag long): the real
+# infergate serve on loopback with real runtime processes, under replica
+# kills, hangs, garbage, reloads, SIGTERM, floods and a soak at 70% of
+# measured capacity; every case asserts that no request is lost. Not part
+# of make test. LONG_SOAK sets the soak (LONG_SOAK=1m to try it out);
+# the summary table goes to LONG_SUMMARY; LONG_TIMEOUT must exceed the
+# soak by half an hour. About 8.5 minutes plus the soak.
+LONG_SOAK    ?= 20m
+LONG_SUMMARY ?= $(CURDIR)/bin/test-long-summary.md
+LONG_TIMEOUT ?= 60m
+test-long:
+	@mkdir -p $(dir $(LONG_SUMMARY))
+	LONG_SOAK=$(LONG_SOAK) LONG_SUMMARY=$(LONG_SUMMARY) \
+		$(GO) test -tags long -count=1 -v -timeout $(LONG_TIMEOUT) -run '^TestLong$$' ./test/long
+
+# Fuzzing of every fuzz target in the tree (every decoder and config
+# parser: each func FuzzXxx in a _test.go file, found anew at each run);
+# not part of make test, which runs only their seed corpora. FUZZTIME per
+# target. fuzz-ci is the same with 5s per target, for CI.
 FUZZTIME ?= 60s
 fuzz:
-	$(GO) test ./oip -run '^$$' -fuzz '^FuzzDecodeInferRequestJSON$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./oip -run '^$$' -fuzz '^FuzzDecodeInferRequestBinary$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./oip -run '^$$' -fuzz '^FuzzRequestFromProto$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./oip -run '^$$' -fuzz '^FuzzCountBytesElements$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./config -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./controlplane -run '^$$' -fuzz '^FuzzParseRollout$$' -fuzztime $(FUZZTIME)
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' . | sort); do \
+		pkg=./$$(dirname $${f#./}); \
+		for fn in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "$(GO) test $$pkg -run '^\$$' -fuzz '^$$fn\$$' -fuzztime $(FUZZTIME)"; \
+			$(GO) test $$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME); \
+		done; \
+	done
+
+fuzz-ci:
+	$(MAKE) fuzz FUZZTIME=5s
 
 # End-to-end comparisons on loopback (see bench/README.md), bounded in
 # time: the load generator's own cost and its one-core rate against wrk,

@@ -52,7 +52,13 @@ func (c *configDir) write(yaml string) {
 // rev of model m, and returns it.
 func waitRow(t *testing.T, admin, m, rev string, what string, cond func(modelStatus) bool) modelStatus {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	return waitRowFor(t, admin, m, rev, what, 30*time.Second, cond)
+}
+
+// waitRowFor is waitRow with a bound of its own.
+func waitRowFor(t *testing.T, admin, m, rev string, what string, limit time.Duration, cond func(modelStatus) bool) modelStatus {
+	t.Helper()
+	deadline := time.Now().Add(limit)
 	var last modelStatus
 	for time.Now().Before(deadline) {
 		for _, r := range revisionRows(t, admin, m) {
@@ -314,5 +320,26 @@ func TestMetadataWakesAModelAtZero(t *testing.T) {
 	md, err := dialGRPC(t, p.grpc).ModelMetadata(context.Background(), &pb.ModelMetadataRequest{Name: "m"}, grpc.Header(&hdr))
 	if err != nil || md.GetPlatform() != "fake" || strings.Join(hdr.Get("x-model-revision"), ",") != "m-00001" {
 		t.Fatalf("gRPC metadata: %v %v, header %v", md, err, hdr)
+	}
+}
+
+// TestFailedRuntimeAnswersAtOnce lets a runtime that exits at every start
+// be marked failed, then asks it again well after the activator's 5 s hold
+// of a start failure: the answer is still 503 with the cause (the bug: the
+// request was held until its deadline, then 504).
+func TestFailedRuntimeAnswersAtOnce(t *testing.T) {
+	cfg := newConfigDir(t, fakeModel("m", "1,exit=1", 200, ""))
+	p := startInfergate(t, "serve", "-config", cfg.dir, "-data-dir", t.TempDir())
+	// Five exits with backoffs of 1, 2, 4 and 8 s.
+	waitRowFor(t, p.admin, "m", "m-00001", "failed", time.Minute, func(r modelStatus) bool { return r.Failed })
+	// Past the activator's hold of a start failure (5 s): the failure
+	// must stand on its own, not on that hold.
+	time.Sleep(6 * time.Second)
+	a, err := inferFake(p.rest, "/v2/models/m/infer", map[string]string{"X-Request-Timeout": "30s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.code != 503 || !strings.Contains(a.body, "runtime failed") || !strings.Contains(a.body, "exit status 1") {
+		t.Fatalf("request to a failed runtime: %d %s, want 503 with the cause", a.code, a.body)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/tap"
 
+	"github.com/infergate/infergate/gateway/netlimit"
 	"github.com/infergate/infergate/oip"
 	pb "github.com/infergate/infergate/oip/inferencepb"
 	"github.com/infergate/infergate/oip/rest"
@@ -200,8 +201,9 @@ func (g *Gateway) restReadError(ctx *fasthttp.RequestCtx, err error) {
 		rest.WriteError(ctx, &oip.Error{Kind: oip.KindUnavailable, Msg: fmt.Sprintf(
 			"the gateway holds its limit of %d request bytes in flight; retry later", g.opts.MaxInFlightBytes)})
 		// A server short of room, not a client over its quota: 503, with
-		// the body left on the wire (fasthttp drains or closes).
+		// the body left on the wire, and discarded by a lingering close.
 		ctx.Response.Header.Set("Retry-After", "1")
+		g.lingerUnread(ctx)
 		g.countUnrouted("rest", statusLabel(ctx.Response.StatusCode()))
 		return
 	case errors.As(err, &small):
@@ -213,6 +215,9 @@ func (g *Gateway) restReadError(ctx *fasthttp.RequestCtx, err error) {
 		status = fasthttp.StatusRequestTimeout
 	case errors.Is(err, errBodyTooLarge), errors.Is(err, fasthttp.ErrBodyTooLarge):
 		rest.WriteError(ctx, oip.Errorf(oip.KindTooLarge, "request body exceeds the gateway's limit of %d bytes", g.opts.MaxBodyBytes))
+		// Refused from its declared length, or part way: the rest of the
+		// body is on the wire.
+		g.lingerUnread(ctx)
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 		rest.WriteError(ctx, oip.Errorf(oip.KindInvalidArgument, "the request body ended before its declared length"))
 	default:
@@ -224,6 +229,30 @@ func (g *Gateway) restReadError(ctx *fasthttp.RequestCtx, err error) {
 	// What is left of the request on the wire cannot be trusted.
 	ctx.SetConnectionClose()
 	g.countUnrouted("rest", statusLabel(ctx.Response.StatusCode()))
+}
+
+// lingerTime bounds the lingering close of a connection whose request was
+// answered before its body was read (see lingerUnread): long enough for a
+// client on a fast link to send a large body's rest, short enough that a
+// flood of refused requests does not hold connections for long.
+const lingerTime = 2 * time.Second
+
+// lingerUnread closes the connection of a REST request answered before its
+// body was read whole, once the answer is written (Connection: close), with
+// a lingering close (netlimit.Linger): the gateway half-closes it and
+// discards what the client still sends, up to the body's declared length
+// (MaxBodyBytes when it declares none) or for lingerTime. Closed at once
+// with the body's rest unread, the connection would be reset by the
+// kernel, and a client still sending the body would lose the answer: Go's
+// http.Client, for one, reports the failed write instead. net/http's
+// Server and nginx (lingering_close) close so for the same reason.
+func (g *Gateway) lingerUnread(ctx *fasthttp.RequestCtx) {
+	ctx.SetConnectionClose()
+	n := int64(ctx.Request.Header.ContentLength())
+	if n < 0 {
+		n = int64(g.opts.MaxBodyBytes)
+	}
+	netlimit.Linger(ctx.Conn(), n, lingerTime)
 }
 
 func isTimeout(err error) bool {

@@ -3,6 +3,7 @@ package netlimit
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -24,7 +25,17 @@ type Options struct {
 	// Logger receives accept errors, at most about one line a second
 	// while they last (default slog.Default()).
 	Logger *slog.Logger
+	// EvictSilentAfter is how long a connection must have been open
+	// without sending a byte before a Listener at its cap may close it to
+	// accept a waiting one (default DefaultEvictSilentAfter). A client
+	// sends its request as soon as it connects: this grace spares those
+	// that just connected. Negative: never evict.
+	EvictSilentAfter time.Duration
 }
+
+// DefaultEvictSilentAfter is the EvictSilentAfter of Options that leave it
+// zero.
+const DefaultEvictSilentAfter = time.Second
 
 // The backoff after an accept error that passes, as net/http's Server
 // does it: 5ms, doubled on each error in a row, at most 1s.
@@ -43,12 +54,16 @@ type Listener struct {
 	name   string
 	log    *slog.Logger
 	m      listenerMetrics
+	evict  time.Duration // EvictSilentAfter; negative: never
 	slots  chan struct{} // one token per open connection
 	done   chan struct{} // closed by Close
 	closed sync.Once
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
+	// silent lists, oldest first, the open connections that have not
+	// sent a byte yet: the ones a Listener at its cap may evict.
+	silent silentList
 }
 
 // New wraps ln. It starts no goroutine; closing the Listener closes ln.
@@ -68,11 +83,15 @@ func New(ln net.Listener, opts Options) (*Listener, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.EvictSilentAfter == 0 {
+		opts.EvictSilentAfter = DefaultEvictSilentAfter
+	}
 	l := &Listener{
 		ln:    ln,
 		name:  opts.Name,
 		log:   opts.Logger,
 		m:     opts.Metrics.forListener(opts.Name),
+		evict: opts.EvictSilentAfter,
 		slots: make(chan struct{}, opts.MaxConns),
 		done:  make(chan struct{}),
 		conns: make(map[*conn]struct{}),
@@ -81,21 +100,101 @@ func New(ln net.Listener, opts Options) (*Listener, error) {
 	return l, nil
 }
 
-// Accept waits for a place under the cap, then for the next connection.
+// Accept returns the next connection, once there is a place for it under
+// the cap. At the cap it takes the next connection from the kernel all the
+// same (it holds at most this one beyond the cap), and makes room for it
+// by closing the oldest silent connection, one that has sent nothing for
+// EvictSilentAfter, or else waits for a connection to close: a flood of
+// connections that never send a request cannot keep a real client queued
+// behind it until the servers' header timeouts. Connections that have
+// sent a byte are never evicted.
+//
 // An accept error that passes (see retryable) is logged, counted and
 // retried after a backoff; any other error is returned, as is
 // net.ErrClosed once Close was called.
 func (l *Listener) Accept() (net.Conn, error) {
 	select {
 	case l.slots <- struct{}{}:
+		c, err := l.accept()
+		if err != nil {
+			<-l.slots
+			return nil, err
+		}
+		return l.track(c), nil
 	default:
-		l.m.fullWaits.Inc()
+	}
+	l.m.fullWaits.Inc()
+	c, err := l.accept()
+	if err != nil {
+		return nil, err
+	}
+	if err := l.makeRoom(); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	return l.track(c), nil
+}
+
+// makeRoom takes a place under the cap for a connection accepted beyond
+// it: the next place to come free, or one it frees by evicting the oldest
+// silent connection once that has been silent for the Listener's grace.
+func (l *Listener) makeRoom() error {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		var wake <-chan time.Time
+		if l.evict >= 0 {
+			victim, wait := l.evictable(time.Now())
+			if victim != nil {
+				l.m.evicted.Inc()
+				_ = victim.closeNow()
+			} else if wait > 0 {
+				if timer == nil {
+					timer = time.NewTimer(wait)
+				} else {
+					timer.Reset(wait)
+				}
+				wake = timer.C
+			}
+		}
 		select {
 		case l.slots <- struct{}{}:
+			return nil
 		case <-l.done:
-			return nil, net.ErrClosed
+			return net.ErrClosed
+		case <-wake:
 		}
 	}
+}
+
+// evictable takes the oldest silent connection off the silent list and
+// returns it when it has been open for the grace at now; otherwise it
+// returns how long until the oldest one will have been (0: there is no
+// silent connection to wait for).
+func (l *Listener) evictable(now time.Time) (*conn, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := l.silent.head
+	if c == nil {
+		return nil, 0
+	}
+	if wait := c.opened.Add(l.evict).Sub(now); wait > 0 {
+		return nil, wait
+	}
+	// Taken off the list here, under the lock, so that no other Accept
+	// evicts it too; a Read that returns its first bytes now finds it
+	// off the list already.
+	l.silent.remove(c)
+	return c, 0
+}
+
+// accept takes the next connection from the wrapped listener, backing
+// off from and retrying the errors that pass.
+func (l *Listener) accept() (net.Conn, error) {
 	var delay time.Duration
 	for {
 		c, err := l.ln.Accept()
@@ -103,10 +202,9 @@ func (l *Listener) Accept() (net.Conn, error) {
 			if delay > 0 {
 				l.log.Info("accepting connections again", "listener", l.name)
 			}
-			return l.track(c), nil
+			return c, nil
 		}
 		if !retryable(err) {
-			<-l.slots
 			return nil, err
 		}
 		l.m.acceptErrors.Inc()
@@ -123,7 +221,6 @@ func (l *Listener) Accept() (net.Conn, error) {
 		case <-t.C:
 		case <-l.done:
 			t.Stop()
-			<-l.slots
 			return nil, net.ErrClosed
 		}
 	}
@@ -174,7 +271,8 @@ func (l *Listener) Open() int {
 // CloseConns closes every connection the Listener handed out that is
 // still open, and returns how many it closed. A server's drain calls it
 // once the drain's time is up, so that no connection, whatever state its
-// server holds it in, keeps the drain going.
+// server holds it in, keeps the drain going; it closes at once, without
+// the wait a Linger asked for.
 func (l *Listener) CloseConns() int {
 	l.mu.Lock()
 	open := make([]*conn, 0, len(l.conns))
@@ -183,15 +281,17 @@ func (l *Listener) CloseConns() int {
 	}
 	l.mu.Unlock()
 	for _, c := range open {
-		_ = c.Close()
+		_ = c.closeNow()
 	}
 	return len(open)
 }
 
 func (l *Listener) track(c net.Conn) *conn {
-	tc := &conn{Conn: c, l: l}
+	tc := &conn{Conn: c, l: l, opened: time.Now()}
+	tc.silent.Store(true)
 	l.mu.Lock()
 	l.conns[tc] = struct{}{}
+	l.silent.pushBack(tc)
 	l.mu.Unlock()
 	l.m.open.Inc()
 	return tc
@@ -200,20 +300,112 @@ func (l *Listener) track(c net.Conn) *conn {
 func (l *Listener) release(c *conn) {
 	l.mu.Lock()
 	delete(l.conns, c)
+	l.silent.remove(c)
 	l.mu.Unlock()
 	l.m.open.Dec()
 	<-l.slots
 }
 
+// spoke takes c off the silent list: it has sent its first bytes.
+func (l *Listener) spoke(c *conn) {
+	l.mu.Lock()
+	l.silent.remove(c)
+	l.mu.Unlock()
+}
+
+// silentList is a doubly linked list of connections through their own
+// links, in the order they were accepted: adding and removing take no
+// allocation and no search.
+type silentList struct{ head, tail *conn }
+
+func (s *silentList) pushBack(c *conn) {
+	c.prev, c.next, c.listed = s.tail, nil, true
+	if s.tail != nil {
+		s.tail.next = c
+	} else {
+		s.head = c
+	}
+	s.tail = c
+}
+
+// remove takes c off the list; it does nothing when c is not on it.
+func (s *silentList) remove(c *conn) {
+	if !c.listed {
+		return
+	}
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else {
+		s.head = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	} else {
+		s.tail = c.prev
+	}
+	c.prev, c.next, c.listed = nil, nil, false
+}
+
 // conn is an accepted connection that gives its place under the cap back
-// when it is first closed.
+// when it is first closed, and leaves its Listener's silent list when it
+// first reads data.
 type conn struct {
 	net.Conn
 	l      *Listener
+	opened time.Time
+	// silent is true until a Read returns data: Read checks it without
+	// the Listener's lock, which only the first data takes.
+	silent atomic.Bool
 	closed atomic.Bool
+	// The Listener's silent list, under its mu.
+	prev, next *conn
+	listed     bool
+	// linger is set by Linger: what Close waits for before it closes.
+	linger atomic.Pointer[lingering]
 }
 
+// lingering is what a lingering close discards at most, and for how long.
+type lingering struct {
+	bytes int64
+	time  time.Duration
+}
+
+func (c *conn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 && c.silent.Load() && c.silent.CompareAndSwap(true, false) {
+		c.l.spoke(c)
+	}
+	return n, err
+}
+
+// Close closes the connection, after the lingering close a Linger asked
+// for, if any.
 func (c *conn) Close() error {
+	if lg := c.linger.Swap(nil); lg != nil && !c.closed.Load() {
+		c.lingerClose(lg)
+	}
+	return c.closeNow()
+}
+
+// lingerClose half-closes the connection, so that the client reads what
+// was written to it and then the end, and discards what the client still
+// sends (the rest of a request body nobody read) until it stops, or
+// lg.bytes are discarded, or lg.time is up. Closing a TCP connection with
+// bytes unread makes the kernel answer with a reset, and a client still
+// sending its body may then lose the answer waiting in its receive
+// buffer; net/http and nginx (lingering_close) close so for this reason.
+func (c *conn) lingerClose(lg *lingering) {
+	if c.CloseWrite() != nil {
+		return
+	}
+	if c.Conn.SetReadDeadline(time.Now().Add(lg.time)) != nil {
+		return
+	}
+	_, _ = io.CopyN(io.Discard, c.Conn, lg.bytes)
+}
+
+// closeNow closes the connection without lingering.
+func (c *conn) closeNow() error {
 	err := c.Conn.Close()
 	if c.closed.CompareAndSwap(false, true) {
 		c.l.release(c)
@@ -229,6 +421,24 @@ func (c *conn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return nil
+}
+
+// Linger makes the Close of c, a connection a Listener returned, a
+// lingering close: Close half-closes c, discards what the peer still
+// sends until it closes its side, maxBytes are discarded or d has passed,
+// and only then closes c. A server that answers a request without reading
+// its body (a refusal decided from the headers) and then closes the
+// connection calls it, so that the peer, still sending the body, reads the
+// answer instead of a reset. The last call before Close wins; CloseConns
+// does not linger. Linger reports false, and does nothing, when c is not
+// a Listener's connection, maxBytes or d is not positive, or c is closed.
+func Linger(c net.Conn, maxBytes int64, d time.Duration) bool {
+	tc, ok := c.(*conn)
+	if !ok || maxBytes <= 0 || d <= 0 || tc.closed.Load() {
+		return false
+	}
+	tc.linger.Store(&lingering{bytes: maxBytes, time: d})
+	return true
 }
 
 // DefaultMaxConns is the cap of a Listener whose Options leave MaxConns

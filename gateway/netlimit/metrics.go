@@ -9,8 +9,8 @@ import (
 // Metrics holds the listener metrics of one registerer; every Listener
 // given it reports under its own listener label.
 type Metrics struct {
-	open, limit             *prometheus.GaugeVec
-	acceptErrors, fullWaits *prometheus.CounterVec
+	open, limit                      *prometheus.GaugeVec
+	acceptErrors, fullWaits, evicted *prometheus.CounterVec
 }
 
 // NewMetrics registers the listener metrics on reg. When they are already
@@ -34,6 +34,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "infergate_listener_full_waits_total",
 			Help: "Times a listener was at its connection cap and waited for a connection to close before accepting another.",
 		}, []string{"listener"}),
+		evicted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "infergate_listener_evicted_connections_total",
+			Help: "Silent connections (open for the grace period without sending a byte) a listener at its cap closed to accept a waiting one.",
+		}, []string{"listener"}),
 	}
 	var err error
 	m.open, err = register(reg, m.open)
@@ -45,6 +49,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	if err == nil {
 		m.fullWaits, err = register(reg, m.fullWaits)
+	}
+	if err == nil {
+		m.evicted, err = register(reg, m.evicted)
 	}
 	if err != nil {
 		return nil, err
@@ -68,8 +75,8 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 // listenerMetrics are one listener's series; without Metrics they are
 // unregistered and count for no one.
 type listenerMetrics struct {
-	open, limit             prometheus.Gauge
-	acceptErrors, fullWaits prometheus.Counter
+	open, limit                      prometheus.Gauge
+	acceptErrors, fullWaits, evicted prometheus.Counter
 }
 
 func (m *Metrics) forListener(name string) listenerMetrics {
@@ -79,6 +86,7 @@ func (m *Metrics) forListener(name string) listenerMetrics {
 			limit:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "unregistered"}),
 			acceptErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "unregistered"}),
 			fullWaits:    prometheus.NewCounter(prometheus.CounterOpts{Name: "unregistered"}),
+			evicted:      prometheus.NewCounter(prometheus.CounterOpts{Name: "unregistered"}),
 		}
 	}
 	return listenerMetrics{
@@ -86,5 +94,6 @@ func (m *Metrics) forListener(name string) listenerMetrics {
 		limit:        m.limit.WithLabelValues(name),
 		acceptErrors: m.acceptErrors.WithLabelValues(name),
 		fullWaits:    m.fullWaits.WithLabelValues(name),
+		evicted:      m.evicted.WithLabelValues(name),
 	}
 }

@@ -12,9 +12,10 @@ import (
 )
 
 // activate waits, when the route has an activator, until the model may take
-// the request (a replica is ready and has room), and returns the release
-// to call once the request is answered. The error is in oip form.
-func (r *route) activate(deadline time.Time) (release func(), err error) {
+// the request (a replica is ready and has room) or parent ends, and returns
+// the release to call once the request is answered. The error is in oip
+// form.
+func (r *route) activate(parent context.Context, deadline time.Time) (release func(), err error) {
 	if r.Activator == nil {
 		return noRelease, nil
 	}
@@ -23,7 +24,7 @@ func (r *route) activate(deadline time.Time) (release func(), err error) {
 	if release, ok := r.Activator.TryAcquire(r.Revision); ok {
 		return release, nil
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	ctx, cancel := context.WithDeadline(parent, deadline)
 	defer cancel()
 	return r.activateCtx(ctx)
 }
@@ -54,12 +55,13 @@ const unreachableWait = 250 * time.Millisecond
 // replica it tried refused the connection, or broke it before answering an
 // idempotent request, or the pool had none: a replica that died, which its
 // owner has not reported yet), the revision has an activator, and tries
-// and deadline allow. Before saying so it waits for the activator's next change of the
+// and deadline allow, and drain is not closed (the drain deadline).
+// Before saying so it waits for the activator's next change of the
 // revision's capacity (the owner reporting the loss), at most
 // unreachableWait: the next activation then holds the request until a
 // replica is ready again, instead of failing it as the README promises
 // only for requests in flight on the dead process.
-func (r *route) awaitReplica(err error, try int, deadline time.Time) bool {
+func (r *route) awaitReplica(err error, try int, deadline time.Time, drain <-chan struct{}) bool {
 	if r.Activator == nil || try >= maxUnreachableTries || !r.Pool.MayRetry(err) {
 		return false
 	}
@@ -72,6 +74,8 @@ func (r *route) awaitReplica(err error, try int, deadline time.Time) bool {
 	select {
 	case <-r.Activator.Changed(r.Revision):
 	case <-t.C:
+	case <-drain:
+		return false
 	}
 	return time.Now().Before(deadline)
 }

@@ -20,8 +20,9 @@
 // read) answers 503 with Retry-After (gRPC RESOURCE_EXHAUSTED) past it;
 // error answers never repeat the request; a path or name that would route
 // differently once decoded ('/' or "..") is refused with 400. The drain
-// at shutdown is bounded: past DrainTimeout every connection still open
-// is closed. SetMemoryLimit sets the process's soft memory limit.
+// at shutdown is bounded: past DrainTimeout the requests still waiting
+// for a runtime are answered (503, UNAVAILABLE), and every connection
+// still open is closed a second later at most. SetMemoryLimit sets the process's soft memory limit.
 //
 // gateway never loads models, reads config files or starts processes: cmd
 // wires those and hands it revisions with their routes.
@@ -43,5 +44,6 @@
 //     infergate_gateway_in_flight_request_limit_bytes,
 //     infergate_gateway_in_flight_refused_total{protocol}
 //   - infergate_listener_{open_connections,max_connections,
-//     accept_errors_total,full_waits_total}{listener} (see netlimit)
+//     accept_errors_total,full_waits_total,evicted_connections_total}{listener}
+//     (see netlimit)
 package gateway

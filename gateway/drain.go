@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/infergate/infergate/gateway/netlimit"
+	"github.com/infergate/infergate/oip"
+	"github.com/infergate/infergate/router"
 )
 
 // front is one server on its capped listener, as serveFronts runs it.
@@ -32,6 +34,23 @@ type front struct {
 // never finished its handshake) keeps the process up longer. It returns
 // the first failure, nil after a drain started by ctx.
 func serveFronts(ctx context.Context, drain time.Duration, fronts []front) error {
+	return serveFrontsAborting(ctx, drain, nil, fronts)
+}
+
+// drainGrace is how long past the drain deadline the front doors have to
+// write the answers of the requests the deadline cut short before their
+// connections are closed. Those answers need no runtime: this is the time
+// for their handlers to return and their bytes to be written.
+const drainGrace = time.Second
+
+// serveFrontsAborting is serveFronts with abort, when set, called at the
+// drain deadline if the fronts have not drained by then. abort must make
+// the requests still in flight return with an answer at once; it may keep
+// at it until its channel is closed, once every front has drained or been
+// closed. The fronts then have drainGrace more to write those answers and
+// close their connections; past it, the connections still open are
+// closed.
+func serveFrontsAborting(ctx context.Context, drain time.Duration, abort func(drained <-chan struct{}), fronts []front) error {
 	served := make(chan error, len(fronts))
 	for _, f := range fronts {
 		go func() {
@@ -51,7 +70,25 @@ func serveFronts(ctx context.Context, drain time.Duration, fronts []front) error
 	case failed = <-served:
 		pending--
 	}
-	dctx, cancel := context.WithTimeout(context.Background(), drain)
+	limit := drain
+	drained := make(chan struct{})
+	var aborting sync.WaitGroup
+	if abort != nil {
+		// The connections are closed only after the aborted requests had
+		// the grace to be answered: closed at the deadline, they would
+		// take the answers with them.
+		limit += drainGrace
+		aborting.Go(func() {
+			t := time.NewTimer(drain)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				abort(drained)
+			case <-drained:
+			}
+		})
+	}
+	dctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, f := range fronts {
@@ -66,6 +103,8 @@ func serveFronts(ctx context.Context, drain time.Duration, fronts []front) error
 		})
 	}
 	wg.Wait()
+	close(drained)
+	aborting.Wait()
 	// The listeners are closed and every server stopped: each serve
 	// returns now, if it has not already.
 	for ; pending > 0; pending-- {
@@ -74,4 +113,66 @@ func serveFronts(ctx context.Context, drain time.Duration, fronts []front) error
 		}
 	}
 	return failed
+}
+
+// errDrainDeadline answers the requests still waiting for a runtime when
+// the drain deadline passes.
+var errDrainDeadline = &oip.Error{Kind: oip.KindUnavailable, Msg: "gateway shutting down: the request did not finish within the drain timeout"}
+
+// abortSweep is how often abortInFlight closes the runtimes' connections
+// again while the front doors finish.
+const abortSweep = 100 * time.Millisecond
+
+// abortInFlight runs at the drain deadline, so that every request still in
+// flight is answered (errDrainDeadline) rather than dropped when its
+// connection is closed. It cancels g.drain, which every wait built on a
+// context (the activator, the batcher, gRPC and translated calls, the
+// pool's retries) derives from or checks, and closes the connections of
+// the routed revisions' REST clients, on which a pass-through Forward (a
+// blocking call with no context) may be waiting. It closes them again
+// every abortSweep until drained is closed: a forward that checked g.drain
+// just before it was cancelled may have dialled anew since.
+func (g *Gateway) abortInFlight(drained <-chan struct{}) {
+	g.cancelDrain()
+	t := time.NewTicker(abortSweep)
+	defer t.Stop()
+	for {
+		g.closeRuntimeConns()
+		select {
+		case <-drained:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// connCloser is a runtime client that can close its connections in use
+// (runtimes.RESTClient, runtimes.KServeV1Client).
+type connCloser interface{ CloseConns() }
+
+// closeRuntimeConns closes the connections of every replica client of the
+// table's revisions that can. A revision already retired from the table
+// is not reached: its requests still in flight end at the forced close.
+func (g *Gateway) closeRuntimeConns() {
+	g.router.Table().Each(func(_ string, rev *router.Revision[*route]) {
+		for _, rep := range rev.Backend.Pool.Replicas() {
+			if c, ok := rep.Client.(connCloser); ok {
+				c.CloseConns()
+			}
+		}
+	})
+}
+
+// draining reports whether the drain deadline has passed. It is an atomic
+// load: the pass-through's hot path asks it.
+func (g *Gateway) draining() bool { return g.drain.Err() != nil }
+
+// drainError returns errDrainDeadline in place of a request's error once
+// the drain deadline has passed: whatever broke first (a closed runtime
+// connection, a cancelled wait), the drain cut the request short.
+func (g *Gateway) drainError(err error) error {
+	if err != nil && g.draining() {
+		return errDrainDeadline
+	}
+	return err
 }

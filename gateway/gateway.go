@@ -135,8 +135,11 @@ type Options struct {
 	// MaxInFlightBytes before it is refused (default 1s).
 	InFlightWait time.Duration
 	// DrainTimeout bounds the drain at shutdown, for every front door
-	// (default 30s): once it is over, the connections still open are
-	// closed, whatever they are doing.
+	// (default 30s). Once it is over, the requests still waiting for a
+	// runtime are answered at once, REST with 503 and Connection: close,
+	// gRPC with UNAVAILABLE ("gateway shutting down: the request did not
+	// finish within the drain timeout"); a second later at most, the
+	// connections still open are closed, whatever they are doing.
 	DrainTimeout time.Duration
 	// Registerer receives the gateway's metrics (default: a private
 	// registry, so nothing is registered globally).
@@ -162,6 +165,11 @@ type Gateway struct {
 	budget    *byteBudget
 	health    *health.Server
 	mirror    *mirrorer
+	// drain is cancelled at Serve's drain deadline (see abortInFlight):
+	// every wait of a request for its runtime is derived from it or
+	// checks it. It is never reset: a Gateway is served once.
+	drain       context.Context
+	cancelDrain context.CancelFunc
 	// mu serialises table changes (SetModels), not requests.
 	mu sync.Mutex
 }
@@ -196,6 +204,7 @@ func New(opts Options) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: metrics: %w", err)
 	}
 	g := &Gateway{opts: opts, metrics: m, listeners: lm, health: health.NewServer()}
+	g.drain, g.cancelDrain = context.WithCancel(context.Background())
 	g.budget = newByteBudget(opts.MaxInFlightBytes, opts.InFlightWait, m.inFlightBytes)
 	m.inFlightLimit.Set(float64(opts.MaxInFlightBytes))
 	g.mirror = newMirrorer(g, opts.MirrorConcurrency)
@@ -427,11 +436,15 @@ func (g *Gateway) serverMetadata() oip.ServerMetadata {
 
 // Serve runs the REST front door on restLn and the gRPC one on grpcLn
 // (either may be nil) until ctx is done, then drains: it stops accepting,
-// lets in-flight requests finish within DrainTimeout, closes the
-// connections still open once it is over, and returns nil. It returns
+// lets in-flight requests finish within DrainTimeout, answers those still
+// waiting for a runtime once it is over (503, UNAVAILABLE: see
+// DrainTimeout), gives the front doors up to a second to write those
+// answers, closes the connections still open, and returns nil. It returns
 // early, after the same drain, with an error if a server fails. Each
 // listener is capped at MaxConns connections and survives accept errors
-// (see netlimit); Serve closes both listeners.
+// (see netlimit); Serve closes both listeners. A Gateway is served once:
+// once a drain has passed its deadline, the gateway answers every
+// request that needs a runtime with that error.
 func (g *Gateway) Serve(ctx context.Context, restLn, grpcLn net.Listener) error {
 	var fronts []front
 	if restLn != nil {
@@ -487,7 +500,7 @@ func (g *Gateway) Serve(ctx context.Context, restLn, grpcLn net.Listener) error 
 			stop: srv.Stop,
 		})
 	}
-	return serveFronts(ctx, g.opts.DrainTimeout, fronts)
+	return serveFrontsAborting(ctx, g.opts.DrainTimeout, g.abortInFlight, fronts)
 }
 
 // limit wraps ln in a netlimit.Listener reporting under name.

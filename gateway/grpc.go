@@ -49,12 +49,12 @@ func (s grpcService) ModelMetadata(ctx context.Context, req *pb.ModelMetadataReq
 	if err != nil {
 		return nil, oip.GRPCStatus(err)
 	}
-	ctx, cancel := withDefaultTimeout(ctx, r.Timeout)
+	ctx, cancel := s.g.callContext(ctx, r.Timeout)
 	defer cancel()
 	_ = grpc.SetHeader(ctx, r.grpcHeader)
 	md, err := r.metadata(ctx)
 	if err != nil {
-		return nil, oip.GRPCStatus(err)
+		return nil, oip.GRPCStatus(s.g.drainError(err))
 	}
 	return oip.MetadataToProto(md), nil
 }
@@ -138,7 +138,7 @@ func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame) (*oip.
 	_ = grpc.SetHeader(ctx, r.grpcHeader)
 	code := codes.OK
 	if err != nil {
-		err = oip.GRPCStatus(err)
+		err = oip.GRPCStatus(s.g.drainError(err))
 		code = status.Code(err)
 	}
 	r.grpcRequests.with(code.String()).Inc()
@@ -195,7 +195,7 @@ func grpcOutcome(c codes.Code, clientDeadline bool) router.Outcome {
 }
 
 func (s grpcService) infer(ctx context.Context, r *route, req router.Request, in *oip.RawFrame) (*oip.RawFrame, error) {
-	ctx, cancel := withDefaultTimeout(ctx, r.Timeout)
+	ctx, cancel := s.g.callContext(ctx, r.Timeout)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
 	for try := 1; ; try++ {
@@ -209,7 +209,7 @@ func (s grpcService) infer(ctx context.Context, r *route, req router.Request, in
 		}
 		resp, err := s.call(ctx, r, req, in)
 		release()
-		if err == nil || !r.awaitReplica(err, try, deadline) {
+		if err == nil || !r.awaitReplica(err, try, deadline, s.g.drain.Done()) {
 			return resp, err
 		}
 	}
@@ -292,15 +292,18 @@ func (s grpcService) batched(ctx context.Context, r *route, in *oip.RawFrame) (*
 	return d.answer(resp)
 }
 
-// withDefaultTimeout gives ctx the route's timeout when the client sent no
-// grpc-timeout.
-// The client's deadline is kept as it is: grpc cancels the call's context
-// when the handler returns, so no context of our own is needed.
-func withDefaultTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+// callContext returns the context of a gRPC call's wait for its runtime:
+// ctx, with the route's timeout d when the client sent no grpc-timeout,
+// ended at the drain deadline too (see abortInFlight), so that the
+// handler answers before Serve stops the server, which would cancel ctx
+// only as it closes the connection, with no status for the call.
+func (g *Gateway) callContext(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	var cancel context.CancelFunc
 	if _, ok := ctx.Deadline(); ok {
-		return ctx, noCancel
+		ctx, cancel = context.WithCancel(ctx)
+	} else {
+		ctx, cancel = context.WithTimeout(ctx, d)
 	}
-	return context.WithTimeout(ctx, d)
+	stop := context.AfterFunc(g.drain, cancel)
+	return ctx, func() { stop(); cancel() }
 }
-
-func noCancel() {}

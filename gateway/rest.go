@@ -75,13 +75,12 @@ func (g *Gateway) HandleREST(ctx *fasthttp.RequestCtx) {
 				return
 			}
 		}
-		c, cancel := context.WithTimeout(context.Background(), timeout)
+		c, cancel := context.WithTimeout(g.drain, timeout)
 		defer cancel()
 		md, err := r.metadata(c)
 		ctx.Response.Header.Set(HeaderRevision, r.Revision)
 		if err != nil {
-			rest.WriteError(ctx, err)
-			setRetryAfter(ctx, err)
+			g.restFailed(ctx, err)
 			return
 		}
 		rest.WriteJSON(ctx, md)
@@ -204,6 +203,18 @@ func (g *Gateway) restError(ctx *fasthttp.RequestCtx, err error) {
 	g.countUnrouted("rest", statusLabel(ctx.Response.StatusCode()))
 }
 
+// restFailed answers a request's failure to get its runtime's answer in
+// OIP form. Once the drain deadline has passed, the failure is the
+// drain's (errDrainDeadline) and the connection closes after the answer.
+func (g *Gateway) restFailed(ctx *fasthttp.RequestCtx, err error) {
+	if g.draining() {
+		err = errDrainDeadline
+		ctx.SetConnectionClose()
+	}
+	rest.WriteError(ctx, err)
+	setRetryAfter(ctx, err)
+}
+
 // restInfer sends a REST infer request to a replica: as bytes to a REST
 // replica, translated for any other.
 // It reports whether the revision was retired while the request waited
@@ -221,10 +232,9 @@ func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, r *route, req router.Reque
 	}
 	deadline := start.Add(timeout)
 	for try := 1; ; try++ {
-		release, err := r.activate(deadline)
+		release, err := r.activate(g.drain, deadline)
 		if err != nil {
-			rest.WriteError(ctx, err)
-			setRetryAfter(ctx, err)
+			g.restFailed(ctx, err)
 			return errors.Is(err, ErrRevisionRetired)
 		}
 		if r.Batcher != nil {
@@ -238,12 +248,16 @@ func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, r *route, req router.Reque
 			break
 		}
 		ctx.Response.Reset()
-		if !r.awaitReplica(err, try, deadline) {
-			rest.WriteError(ctx, err)
+		if !r.awaitReplica(err, try, deadline, g.drain.Done()) {
+			g.restFailed(ctx, err)
 			break
 		}
 	}
+	// The runtime's Connection header is of its own hop.
 	ctx.Response.Header.Del("Connection")
+	if g.draining() {
+		ctx.SetConnectionClose()
+	}
 	return false
 }
 
@@ -255,8 +269,14 @@ func (g *Gateway) restCall(ctx *fasthttp.RequestCtx, r *route, req router.Reques
 	var decoded *oip.InferRequest
 	defer func() { putRequest(decoded) }()
 	// The pass-through needs only the deadline; a context (two allocations
-	// and a timer) is made only when the request is translated.
-	err := r.do(context.Background(), req, func(cl runtimes.Client) error {
+	// and a timer) is made only when the request is translated. g.drain
+	// stops the pool's retries at the drain deadline.
+	err := r.do(g.drain, req, func(cl runtimes.Client) error {
+		if g.draining() {
+			// A call sent now could outlast the connections' last close
+			// (see abortInFlight).
+			return errDrainDeadline
+		}
 		t0 := time.Now()
 		var err error
 		if rc, ok := cl.(*runtimes.RESTClient); ok {
@@ -275,7 +295,7 @@ func (g *Gateway) restCall(ctx *fasthttp.RequestCtx, r *route, req router.Reques
 				return err
 			}
 		}
-		c, cancel := context.WithDeadline(context.Background(), deadline)
+		c, cancel := context.WithDeadline(g.drain, deadline)
 		defer cancel()
 		resp, err := cl.Infer(c, decoded)
 		g.countUpstream(r, t0, err, 0)
@@ -317,11 +337,11 @@ func (g *Gateway) restBatched(ctx *fasthttp.RequestCtx, r *route, deadline time.
 		rest.WriteError(ctx, err)
 		return
 	}
-	c, cancel := context.WithDeadline(context.Background(), deadline)
+	c, cancel := context.WithDeadline(g.drain, deadline)
 	defer cancel()
 	resp, err := r.Batcher.Submit(c, req)
 	if err != nil {
-		rest.WriteError(ctx, err)
+		g.restFailed(ctx, err)
 		return
 	}
 	rest.WriteInferResponse(ctx, resp, req.BinaryOutput)

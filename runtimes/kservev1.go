@@ -699,3 +699,7 @@ func appendLE(dst []byte, v uint64, size int) []byte {
 	}
 	return dst
 }
+
+// CloseConns closes every connection open to the replica; see
+// RESTClient.CloseConns.
+func (c *KServeV1Client) CloseConns() { c.rc.CloseConns() }

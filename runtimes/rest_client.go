@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -60,6 +61,7 @@ type RESTClient struct {
 	hc      *fasthttp.HostClient
 	pc      *fasthttp.PipelineClient // set when pipelining
 	timeout time.Duration
+	conns   connSet // every connection open to the replica, for CloseConns
 }
 
 // NewRESTClient returns a client for the runtime at opts.Addr. It dials
@@ -90,23 +92,35 @@ func NewRESTClient(opts RESTOptions) (*RESTClient, error) {
 		addr:    opts.Addr,
 		name:    opts.Name,
 		timeout: opts.DefaultTimeout,
-		hc: &fasthttp.HostClient{
-			Addr:                     opts.Addr,
-			MaxConns:                 opts.MaxConns,
-			MaxIdleConnDuration:      opts.MaxIdleConnDuration,
-			MaxResponseBodySize:      opts.MaxResponseBodySize,
-			NoDefaultUserAgentHeader: true,
-			DisablePathNormalizing:   true,
-			Dial:                     fasthttp.DialFunc(opts.Dial),
-			// The most recently used idle connection goes first, so that
-			// the ones a burst opened go idle and close: first in, first
-			// out, the supervisor's probes alone (4/s) kept ~120 per
-			// replica open for ever by using each before it was idle long.
-			ConnPoolStrategy: fasthttp.LIFO,
-			// A request is retried only by the pool, which knows whether
-			// it may have reached the runtime.
-			RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
-		},
+	}
+	// Every connection is dialled through the set, so that CloseConns can
+	// reach those in use too; without opts.Dial, as fasthttp would, with
+	// the request's remaining time as the dial timeout.
+	dial := func(addr string, timeout time.Duration) (net.Conn, error) {
+		if opts.Dial != nil {
+			return c.conns.track(opts.Dial(addr))
+		}
+		if timeout > 0 {
+			return c.conns.track(fasthttp.DialTimeout(addr, timeout))
+		}
+		return c.conns.track(fasthttp.Dial(addr))
+	}
+	c.hc = &fasthttp.HostClient{
+		Addr:                     opts.Addr,
+		MaxConns:                 opts.MaxConns,
+		MaxIdleConnDuration:      opts.MaxIdleConnDuration,
+		MaxResponseBodySize:      opts.MaxResponseBodySize,
+		NoDefaultUserAgentHeader: true,
+		DisablePathNormalizing:   true,
+		DialTimeout:              dial,
+		// The most recently used idle connection goes first, so that
+		// the ones a burst opened go idle and close: first in, first
+		// out, the supervisor's probes alone (4/s) kept ~120 per
+		// replica open for ever by using each before it was idle long.
+		ConnPoolStrategy: fasthttp.LIFO,
+		// A request is retried only by the pool, which knows whether
+		// it may have reached the runtime.
+		RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
 	}
 	if opts.Pipeline {
 		if opts.PipelineConns <= 0 {
@@ -120,7 +134,7 @@ func NewRESTClient(opts RESTOptions) (*RESTClient, error) {
 			MaxResponseBodySize:      opts.MaxResponseBodySize,
 			NoDefaultUserAgentHeader: true,
 			DisablePathNormalizing:   true,
-			Dial:                     fasthttp.DialFunc(opts.Dial),
+			Dial:                     func(addr string) (net.Conn, error) { return dial(addr, 0) },
 			Logger:                   discardLogger{},
 		}
 	}
@@ -141,6 +155,61 @@ func (c *RESTClient) Name() string { return c.name }
 func (c *RESTClient) Close() error {
 	c.hc.CloseIdleConnections()
 	return nil
+}
+
+// CloseConns closes every connection open to the replica, idle or in use:
+// the calls waiting on them (Forward has no context to cancel) fail at once
+// with an unavailable error that does not say the request was not sent.
+// The client stays usable; later calls dial anew. A gateway whose drain
+// deadline passed uses it to answer the requests still in flight.
+func (c *RESTClient) CloseConns() { c.conns.closeAll() }
+
+// connSet holds the open connections of a client. The zero value is
+// ready.
+type connSet struct {
+	mu    sync.Mutex
+	conns map[*trackedConn]struct{}
+}
+
+// track adds a freshly dialled connection to s, passing a dial error on.
+func (s *connSet) track(conn net.Conn, err error) (net.Conn, error) {
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: conn, set: s}
+	s.mu.Lock()
+	if s.conns == nil {
+		s.conns = make(map[*trackedConn]struct{})
+	}
+	s.conns[tc] = struct{}{}
+	s.mu.Unlock()
+	return tc, nil
+}
+
+func (s *connSet) closeAll() {
+	s.mu.Lock()
+	conns := make([]*trackedConn, 0, len(s.conns))
+	for tc := range s.conns {
+		conns = append(conns, tc)
+	}
+	s.mu.Unlock()
+	for _, tc := range conns {
+		_ = tc.Close()
+	}
+}
+
+// trackedConn is a connection of a connSet, which leaves the set when
+// closed.
+type trackedConn struct {
+	net.Conn
+	set *connSet
+}
+
+func (tc *trackedConn) Close() error {
+	tc.set.mu.Lock()
+	delete(tc.set.conns, tc)
+	tc.set.mu.Unlock()
+	return tc.Conn.Close()
 }
 
 // Forward sends req to the replica as it is (the caller sets the URI path,

@@ -63,7 +63,7 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	fs.StringVar(&f.grpcAddr, "grpc-addr", ":8081", "OIP gRPC listen address")
 	fs.StringVar(&f.adminAddr, "admin-addr", ":8090", "admin listen address: /metrics, /debug/pprof (loopback clients only)")
 	fs.IntVar(&f.maxBody, "max-body-bytes", 64<<20, "largest REST body or gRPC message accepted")
-	fs.DurationVar(&f.drain, "drain-timeout", 30*time.Second, "on SIGTERM, how long in-flight requests may take to finish; then every connection still open is closed")
+	fs.DurationVar(&f.drain, "drain-timeout", 30*time.Second, "on SIGTERM, how long in-flight requests may take to finish; then those still waiting get 503/UNAVAILABLE and, a second later at most, every connection still open is closed")
 	fs.IntVar(&f.maxConns, "max-conns", 0, "most open connections on each of the REST and gRPC ports; more wait in the listen backlog (0: a quarter of the open-file limit, at most 16384)")
 	fs.IntVar(&f.adminMaxConns, "admin-max-conns", 256, "most open connections on the admin port")
 	fs.DurationVar(&f.headerTimeout, "header-timeout", 10*time.Second, "how long a connection may take to send a request's headers (gRPC: its HTTP/2 preface); a silent connection is closed then")

@@ -125,12 +125,24 @@ func ServeAdmin(ctx context.Context, ln net.Listener, opts AdminServerOptions) e
 	if err != nil {
 		return fmt.Errorf("gateway: admin server: metrics: %w", err)
 	}
-	l, err := netlimit.New(ln, netlimit.Options{MaxConns: opts.MaxConns, Name: "admin", Metrics: lm, Logger: opts.Logger})
+	// A connection holds its place under the cap only once a request of
+	// it reached the handler: a flood of half-sent requests cannot lock an
+	// operator out for the header timeout of each.
+	l, err := netlimit.New(ln, netlimit.Options{MaxConns: opts.MaxConns, Name: "admin", Metrics: lm, Logger: opts.Logger, UntilServed: true})
 	if err != nil {
 		return fmt.Errorf("gateway: admin listener: %w", err)
 	}
+	handler := opts.Handler
 	srv := &http.Server{
-		Handler:           opts.Handler,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if c, ok := r.Context().Value(adminConnKey{}).(net.Conn); ok {
+				netlimit.MarkServed(c)
+			}
+			handler.ServeHTTP(w, r)
+		}),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, adminConnKey{}, c)
+		},
 		ReadHeaderTimeout: opts.HeaderTimeout,
 		// No ReadTimeout: net/http cancels a request's context when it
 		// passes, which would cut /debug/pprof/profile?seconds=N short.
@@ -151,3 +163,7 @@ func ServeAdmin(ctx context.Context, ln net.Listener, opts AdminServerOptions) e
 		stop: func() { _ = srv.Close() },
 	}})
 }
+
+// adminConnKey keys the admin request's connection in its context, so that
+// the handler can tell the listener a request of it was served.
+type adminConnKey struct{}

@@ -505,7 +505,10 @@ func (g *Gateway) Serve(ctx context.Context, restLn, grpcLn net.Listener) error 
 
 // limit wraps ln in a netlimit.Listener reporting under name.
 func (g *Gateway) limit(ln net.Listener, name string, maxConns int) (*netlimit.Listener, error) {
-	l, err := netlimit.New(ln, netlimit.Options{MaxConns: maxConns, Name: name, Metrics: g.listeners, Logger: g.opts.Logger})
+	// REST marks its connections served (serveREST): a half-sent request
+	// is as evictable at the cap as silence. gRPC's requests are frames
+	// on a connection the server reads whole: its first bytes count.
+	l, err := netlimit.New(ln, netlimit.Options{MaxConns: maxConns, Name: name, Metrics: g.listeners, Logger: g.opts.Logger, UntilServed: name == "rest"})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %s listener: %w", name, err)
 	}

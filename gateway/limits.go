@@ -82,6 +82,7 @@ func (b *byteBudget) short() bool { return b.waiting.Load() > 0 }
 // requests need no body: fasthttp drains what they sent, or closes the
 // connection when that is too much.
 func (g *Gateway) serveREST(ctx *fasthttp.RequestCtx) {
+	netlimit.MarkServed(ctx.Conn())
 	if !ctx.IsPost() || oip.ParseRESTPath(ctx.Path()).Endpoint != oip.EndpointModelInfer {
 		g.HandleREST(ctx)
 		return

@@ -49,7 +49,7 @@ func TestEvictsOldestSilentForAWaitingConnection(t *testing.T) {
 				t.Fatal(err)
 			}
 			servers = append(servers, c)
-			time.Sleep(100 * time.Millisecond) // accepted in turn
+			time.Sleep(DefaultEvictSilentAfter / 10) // accepted in turn
 		}
 		// The oldest connection has sent its request: it is never evicted.
 		speak(t, servers[0], peers[0])
@@ -253,3 +253,57 @@ func TestRealClientServedPastSilentFlood(t *testing.T) {
 // waitLimit bounds the waits of the tests on real sockets, far above
 // anything they wait for.
 const waitLimit = 20 * time.Second
+
+// TestUntilServedEvictsHalfRequests: with UntilServed, a connection that
+// sent part of a request and stopped is evicted for a waiting one like a
+// silent one; a connection its server marked served never is.
+func TestUntilServedEvictsHalfRequests(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeListener()
+		m, err := NewMetrics(prometheus.NewRegistry())
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := New(f, Options{MaxConns: 2, Name: "test", Metrics: m, Logger: slog.New(slog.DiscardHandler), UntilServed: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var servers, peers []net.Conn
+		for range 2 {
+			peers = append(peers, f.queueConn(t))
+			c, err := l.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			servers = append(servers, c)
+			// Both send bytes: the first the start of a request only,
+			// the second a request its server serves.
+			speak(t, c, peers[len(peers)-1])
+			time.Sleep(DefaultEvictSilentAfter / 10)
+		}
+		MarkServed(servers[1])
+		MarkServed(&net.TCPConn{}) // not the Listener's: nothing happens
+
+		f.queueConn(t)
+		waiting := accepted(l)
+		time.Sleep(2 * DefaultEvictSilentAfter)
+		synctest.Wait()
+		select {
+		case r := <-waiting:
+			if r.err != nil {
+				t.Fatalf("Accept = %v", r.err)
+			}
+		default:
+			t.Fatal("Accept still waits: the half request was not evicted")
+		}
+		if !peerClosed(peers[0]) {
+			t.Error("the connection that sent half a request was not the one evicted")
+		}
+		if peerClosed(peers[1]) {
+			t.Error("the served connection was evicted")
+		}
+		if got := value(t, m.evicted.WithLabelValues("test")); got != 1 {
+			t.Errorf("evictions counted = %v, want 1", got)
+		}
+	})
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/infergate/infergate/autoscaler/activator"
 	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/config"
+	"github.com/infergate/infergate/controlplane"
 	"github.com/infergate/infergate/gateway"
 	"github.com/infergate/infergate/oip"
 	"github.com/infergate/infergate/router"
@@ -142,7 +143,7 @@ func (m *runtimeManager) build(model, name string, spec config.Model, replicas i
 
 // start runs a built revision's goroutines and records it; rep hears when
 // it first has a ready replica, or fails.
-func (m *runtimeManager) start(rr *revisionRuntime, rep revisionReporter) {
+func (m *runtimeManager) start(rr *revisionRuntime, rep controlplane.StatusReporter) {
 	ctx, cancel := context.WithCancel(m.ctx)
 	rr.cancel = cancel
 	if rr.sup != nil {
@@ -154,10 +155,10 @@ func (m *runtimeManager) start(rr *revisionRuntime, rep revisionReporter) {
 	var wg sync.WaitGroup
 	if rr.sup != nil {
 		wg.Go(func() { _ = rr.sup.Run(ctx) })
-		wg.Go(func() { watchCapacity(ctx, rr.name, rr.sup, m.act, rep, m.log) })
+		wg.Go(func() { controlplane.WatchSupervised(ctx, rr.name, rr.sup, m.act, rep, m.log) })
 	} else {
 		wg.Go(func() { _ = rr.pool.Run(ctx) })
-		wg.Go(func() { watchEndpoints(ctx, rr.name, rr.pool, rep, m.log) })
+		wg.Go(func() { controlplane.WatchEndpoints(ctx, rr.name, rr.pool, 100*time.Millisecond, rep, m.log) })
 	}
 	if rr.batch != nil {
 		wg.Go(func() { _ = rr.batch.Run(ctx) }) // answers what is queued when ctx ends
@@ -363,102 +364,4 @@ func scaleSettings(spec config.Model, idle bool) (autoscaler.Settings, error) {
 		return s, fmt.Errorf("%s: %w", spec.Source, err)
 	}
 	return s, nil
-}
-
-// revisionReporter hears when a revision's runtime first comes up or
-// fails: controlplane.Deployments, which gives a new revision its traffic
-// only once it is ready.
-type revisionReporter interface {
-	MarkReady(revision string) error
-	MarkFailed(revision, reason string) error
-}
-
-// watchCapacity tells the activator how many of a supervised revision's
-// replicas are ready, and rep when the revision has ready replicas or has
-// failed, each time the supervisor signals a change, until ctx ends.
-//
-// A replica that exits before it was ready fails the requests held for the
-// revision at once with the cause (they would wait for nothing while it
-// backs off); one that exits after it was ready (a crash, a kill) does
-// not: the supervisor restarts it, and requests wait in the activator,
-// within their deadline, for it to be back. A revision whose runtime gave
-// up restarting fails new requests at once until it is ready again.
-func watchCapacity(ctx context.Context, name string, sup *supervisor.Supervisor, act *activator.Activator, rep revisionReporter, log *slog.Logger) {
-	ready, failed, crashed := -1, false, false
-	for {
-		st := sup.Status()
-		if st.Ready != ready {
-			if st.Ready > 0 && ready <= 0 {
-				report(log, name, rep.MarkReady(name))
-			}
-			ready = st.Ready
-			act.SetCapacity(name, ready)
-		}
-		startFailed := st.Ready == 0 && exitedBeforeReady(st)
-		switch {
-		case st.Failed && !failed:
-			act.FailUntilReady(name, errors.New(st.Cause))
-			report(log, name, rep.MarkFailed(name, st.Reason))
-		case startFailed && !crashed:
-			act.Fail(name, errors.New(lastExitCause(st)))
-		}
-		failed, crashed = st.Failed, startFailed
-		select {
-		case <-ctx.Done():
-			act.SetCapacity(name, 0)
-			return
-		case <-sup.Changed():
-		}
-	}
-}
-
-// watchEndpoints reports an endpoint revision ready to rep once its pool
-// has a ready replica, looking every 100ms (the pool signals nothing),
-// until then or until ctx ends.
-func watchEndpoints(ctx context.Context, name string, pool *runtimes.Pool, rep revisionReporter, log *slog.Logger) {
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	for pool.ReadyCount() == 0 {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-	report(log, name, rep.MarkReady(name))
-}
-
-// report logs a status report the deployed state did not take: the
-// revision was dropped meanwhile, which is not a problem.
-func report(log *slog.Logger, name string, err error) {
-	if err != nil {
-		log.Debug("revision status not recorded", "revision", name, "err", err)
-	}
-}
-
-// exitedBeforeReady reports whether a replica is waiting to restart after
-// a process that exited before it was ever ready: a start that failed,
-// not a crash of a replica that served.
-func exitedBeforeReady(st supervisor.Status) bool {
-	for _, r := range st.Replicas {
-		if r.State == supervisor.StateBackoff && r.StartToReady == 0 {
-			return true
-		}
-	}
-	return false
-}
-
-// lastExitCause is how the most recently started replica's process last
-// ended, in words fit for a client (no log line, path or address).
-func lastExitCause(st supervisor.Status) string {
-	var last supervisor.ReplicaStatus
-	for _, r := range st.Replicas {
-		if r.LastExitCause != "" && !r.Started.Before(last.Started) {
-			last = r
-		}
-	}
-	if last.LastExitCause == "" {
-		return "runtime replica exited before it was ready"
-	}
-	return "runtime replica " + last.LastExitCause
 }

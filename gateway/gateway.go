@@ -566,7 +566,12 @@ func (g *Gateway) grpcServer() *grpc.Server {
 		grpc.MaxConcurrentStreams(uint32(g.opts.MaxStreams)),
 		grpc.MaxHeaderListSize(uint32(g.opts.MaxHeaderBytes)),
 		grpc.InTapHandle(g.grpcTap),
-		grpc.UnaryInterceptor(g.grpcInFlight),
+		// Fixed flow-control windows (they turn off grpc-go's bandwidth
+		// estimate, which grows a stream's window to 16 MiB): a call
+		// waiting for room to read its message (recvInfer) holds at most
+		// grpcStreamWindow of it.
+		grpc.InitialWindowSize(grpcStreamWindow),
+		grpc.InitialConnWindowSize(grpcConnWindow),
 	)
 	srv.RegisterService(serviceDesc(), grpcService{g: g})
 	healthpb.RegisterHealthServer(srv, g.health)

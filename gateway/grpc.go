@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -65,28 +66,29 @@ func (s grpcService) ModelMetadata(ctx context.Context, req *pb.ModelMetadataReq
 // runtime that does not speak gRPC.
 func serviceDesc() *grpc.ServiceDesc {
 	desc := pb.GRPCInferenceService_ServiceDesc
-	desc.Methods = append([]grpc.MethodDesc(nil), desc.Methods...)
-	for i := range desc.Methods {
-		if desc.Methods[i].MethodName == "ModelInfer" {
-			desc.Methods[i].Handler = modelInferRawHandler
-		}
-	}
+	desc.Methods = slices.DeleteFunc(slices.Clone(desc.Methods), func(m grpc.MethodDesc) bool {
+		return m.MethodName == "ModelInfer"
+	})
+	desc.Streams = append(slices.Clone(desc.Streams), grpc.StreamDesc{StreamName: "ModelInfer", Handler: modelInferStream})
 	return &desc
 }
 
-func modelInferRawHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-	in := new(oip.RawFrame)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
+// modelInferStream serves ModelInfer, a unary call on the wire, as a
+// stream handler. grpc-go reads a unary call's message whole before any
+// handler or interceptor runs; a stream handler chooses when the message
+// is read, and so reads it under the in-flight byte bound (recvInfer).
+func modelInferStream(srv any, ss grpc.ServerStream) error {
 	s := srv.(grpcService)
-	if interceptor == nil {
-		return s.modelInferRaw(ctx, in)
+	in, taken, err := s.g.recvInfer(ss)
+	defer s.g.budget.release(taken)
+	if err != nil {
+		return err
 	}
-	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: pb.GRPCInferenceService_ModelInfer_FullMethodName}
-	return interceptor(ctx, in, info, func(ctx context.Context, req any) (any, error) {
-		return s.modelInferRaw(ctx, req.(*oip.RawFrame))
-	})
+	out, err := s.modelInferRaw(ss.Context(), in)
+	if err != nil {
+		return err
+	}
+	return ss.SendMsg(out)
 }
 
 // modelInferRaw routes an encoded ModelInferRequest: as bytes to a gRPC

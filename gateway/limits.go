@@ -14,6 +14,8 @@ import (
 	"github.com/valyala/fasthttp"
 	"golang.org/x/sync/semaphore"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 
 	"github.com/infergate/infergate/gateway/netlimit"
@@ -267,33 +269,103 @@ func isTimeout(err error) bool {
 // RESOURCE_EXHAUSTED, 429, would blame the client.
 var errGRPCNoRoom = &oip.Error{Kind: oip.KindResourceExhausted, Msg: "the gateway holds its limit of request bytes in flight; retry later", Err: errNoRoom}
 
-// grpcTap refuses a new ModelInfer call, before its message is read, while
-// other requests wait for room under the in-flight byte bound. grpc-go
-// reads a message whole before any handler or interceptor sees it, and a
-// gRPC message declares no length up front, so this is the only point
-// where a call can be refused without its bytes; grpcInFlight does the
-// accounting once they are in.
+// grpcTap refuses a new ModelInfer call, before its message is read,
+// while other requests wait for room under the in-flight byte bound, and
+// gives the call a context that recvInfer can end (recvContext): the
+// stream's reads follow the context the tap returns.
 func (g *Gateway) grpcTap(ctx context.Context, info *tap.Info) (context.Context, error) {
-	if info.FullMethodName == pb.GRPCInferenceService_ModelInfer_FullMethodName && g.budget.short() {
+	if info.FullMethodName != pb.GRPCInferenceService_ModelInfer_FullMethodName {
+		return ctx, nil
+	}
+	if g.budget.short() {
 		return nil, g.grpcNoRoom()
 	}
-	return ctx, nil
+	// The transport cancels the stream's own context, this one's parent,
+	// when the call ends: nothing is left behind without a call to cancel.
+	c, cancel := context.WithCancelCause(ctx)
+	return &recvContext{Context: c, cancel: cancel}, nil
 }
 
-// grpcInFlight holds an inference message under the in-flight byte bound
-// while its call runs, waiting up to InFlightWait for room; without room,
-// the call is refused and its message dropped at once.
-func (g *Gateway) grpcInFlight(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	in, ok := req.(*oip.RawFrame)
-	if !ok {
-		return handler(ctx, req)
+// recvContext is a ModelInfer call's context as the tap returns it: the
+// stream reads its message under it, and recvInfer ends a reception that
+// takes too long with expire. grpc-go's stream then reports
+// DEADLINE_EXCEEDED, as it does for any deadline: Err says
+// context.DeadlineExceeded once expired.
+type recvContext struct {
+	context.Context
+	cancel context.CancelCauseFunc
+}
+
+// The gRPC front door's flow-control windows. A stream's window bounds
+// what a call sends before its message is read: grpc-go opens it to the
+// message's length once the message is being read, so a small window
+// does not slow large messages. The connection's window is topped up as
+// frames arrive, not as they are read: it bounds nothing held, and is
+// large for throughput on links with a long round trip.
+const (
+	grpcStreamWindow = 64 << 10
+	grpcConnWindow   = 16 << 20
+)
+
+// recvContextKey finds a call's recvContext (see Value).
+type recvContextKey struct{}
+
+func (c *recvContext) Value(key any) any {
+	if key == (recvContextKey{}) {
+		return c
 	}
-	taken, err := g.budget.acquire(ctx, int64(len(in.Bytes)))
+	return c.Context.Value(key)
+}
+
+func (c *recvContext) Err() error {
+	err := c.Context.Err()
+	if err != nil && context.Cause(c.Context) == errSlowMessage {
+		return context.DeadlineExceeded
+	}
+	return err
+}
+
+func (c *recvContext) expire() { c.cancel(errSlowMessage) }
+
+// errSlowMessage is the cause recvContext.expire gives.
+var errSlowMessage = errors.New("request message not received in time")
+
+// recvInfer reads a ModelInfer call's message under the in-flight byte
+// bound and returns it with the room it holds (even with an error: the
+// caller gives it back). A gRPC message declares its length only once it
+// is being read, and is then read whole, so room for the largest message
+// (MaxBodyBytes) is taken first, waiting up to InFlightWait, and what the
+// message does not use is given back once it is in. Until then the call
+// holds no more than its stream's flow-control window (see grpcServer).
+// A message that takes longer than ReadTimeout to arrive ends the call
+// with DEADLINE_EXCEEDED, as a slow REST body gets 408, so that a slow
+// sender cannot keep its room.
+func (g *Gateway) recvInfer(ss grpc.ServerStream) (*oip.RawFrame, int64, error) {
+	ctx := ss.Context()
+	taken, err := g.budget.acquire(ctx, int64(g.opts.MaxBodyBytes))
 	if err != nil {
-		return nil, g.grpcNoRoom()
+		return nil, 0, g.grpcNoRoom()
 	}
-	defer g.budget.release(taken)
-	return handler(ctx, req)
+	var timer *time.Timer
+	if rc, ok := ctx.Value(recvContextKey{}).(*recvContext); ok {
+		timer = time.AfterFunc(g.opts.ReadTimeout, rc.expire)
+	}
+	in := new(oip.RawFrame)
+	err = ss.RecvMsg(in)
+	if timer != nil && !timer.Stop() && err == nil {
+		// Expired as the message came in: the call's context is over.
+		err = status.Error(codes.DeadlineExceeded, context.DeadlineExceeded.Error())
+	}
+	if err != nil {
+		// A failed RecvMsg has answered the call already (an expired
+		// reception with DEADLINE_EXCEEDED); the error is returned for
+		// the count and the stream handler's return.
+		g.countUnrouted("grpc", status.Code(err).String())
+		return nil, taken, err
+	}
+	used := int64(len(in.Bytes))
+	g.budget.release(taken - used)
+	return in, used, nil
 }
 
 func (g *Gateway) grpcNoRoom() error {

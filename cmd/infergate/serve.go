@@ -36,13 +36,13 @@ type serveFlags struct {
 	maxBody                       int
 	drain                         time.Duration
 	// Limits of the front doors and the process; see gateway.Options.
-	maxConns, adminMaxConns    int
-	headerTimeout, idleTimeout time.Duration
-	maxHeaderBytes             int
-	maxInFlightBytes, memLimit int64
-	pprofAnywhere              bool
-	changesAnywhere            bool
-	logs                       logFlags
+	maxConns, adminMaxConns                 int
+	headerTimeout, idleTimeout, readTimeout time.Duration
+	maxHeaderBytes                          int
+	maxInFlightBytes, memLimit              int64
+	pprofAnywhere                           bool
+	changesAnywhere                         bool
+	logs                                    logFlags
 }
 
 // runServe runs `infergate serve` (withRuntimes: models without endpoints
@@ -67,6 +67,7 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	fs.IntVar(&f.maxConns, "max-conns", 0, "most open connections on each of the REST and gRPC ports; more wait in the listen backlog (0: a quarter of the open-file limit, at most 16384)")
 	fs.IntVar(&f.adminMaxConns, "admin-max-conns", 256, "most open connections on the admin port")
 	fs.DurationVar(&f.headerTimeout, "header-timeout", 10*time.Second, "how long a connection may take to send a request's headers (gRPC: its HTTP/2 preface); a silent connection is closed then")
+	fs.DurationVar(&f.readTimeout, "read-timeout", 60*time.Second, "how long a request's body (gRPC: its message) may take to arrive after its headers; then 408 / DEADLINE_EXCEEDED")
 	fs.DurationVar(&f.idleTimeout, "idle-timeout", 75*time.Second, "how long a kept-alive connection (gRPC: one with no call) may stay idle")
 	fs.IntVar(&f.maxHeaderBytes, "max-header-bytes", 16<<10, "largest request line and headers accepted (REST 431 past it)")
 	fs.Int64Var(&f.maxInFlightBytes, "max-inflight-bytes", 0, "most request bytes held at once across all requests; past it a request waits briefly, then gets 503 (gRPC RESOURCE_EXHAUSTED) (0: 1 GiB, or -max-body-bytes if larger)")
@@ -147,6 +148,7 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 		MaxBodyBytes:     f.maxBody,
 		MaxConns:         f.maxConns,
 		HeaderTimeout:    f.headerTimeout,
+		ReadTimeout:      f.readTimeout,
 		IdleTimeout:      f.idleTimeout,
 		MaxHeaderBytes:   f.maxHeaderBytes,
 		MaxInFlightBytes: f.maxInFlightBytes,

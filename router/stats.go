@@ -2,6 +2,7 @@ package router
 
 import (
 	"math/bits"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -34,7 +35,11 @@ const (
 // value is ready to use. Counters only grow: readers take a Snapshot and
 // subtract an earlier one to judge a window.
 type Stats struct {
-	inFlight     atomic.Int64
+	inFlight atomic.Int64
+	// idle is the channel Idle handed out, nil when no one waits; End
+	// closes it when the count reaches zero. idleMu orders the two.
+	idle         atomic.Pointer[chan struct{}]
+	idleMu       sync.Mutex
 	requests     atomic.Uint64
 	clientErrors atomic.Uint64
 	serverErrors atomic.Uint64
@@ -48,7 +53,44 @@ type Stats struct {
 func (s *Stats) Begin() { s.inFlight.Add(1) }
 
 // End undoes one Begin.
-func (s *Stats) End() { s.inFlight.Add(-1) }
+func (s *Stats) End() {
+	// A load of a nil pointer is all it costs while no one waits.
+	if s.inFlight.Add(-1) == 0 && s.idle.Load() != nil {
+		s.wakeIdle()
+	}
+}
+
+// Idle returns a channel closed once no request is in flight: closed
+// already when none is now. A request begun after it closed does not
+// reopen it; call Idle again to wait for the next time.
+func (s *Stats) Idle() <-chan struct{} {
+	s.idleMu.Lock()
+	defer s.idleMu.Unlock()
+	if p := s.idle.Load(); p != nil {
+		return *p
+	}
+	ch := make(chan struct{})
+	if s.inFlight.Load() == 0 {
+		close(ch)
+		return ch
+	}
+	s.idle.Store(&ch)
+	// An End that reached zero before the store saw no one waiting.
+	if s.inFlight.Load() == 0 {
+		close(ch)
+		s.idle.Store(nil)
+	}
+	return ch
+}
+
+func (s *Stats) wakeIdle() {
+	s.idleMu.Lock()
+	defer s.idleMu.Unlock()
+	if p := s.idle.Load(); p != nil && s.inFlight.Load() == 0 {
+		close(*p)
+		s.idle.Store(nil)
+	}
+}
 
 // InFlight returns the requests begun and not ended.
 func (s *Stats) InFlight() int64 { return s.inFlight.Load() }

@@ -2,6 +2,7 @@ package router
 
 import (
 	"math/rand/v2"
+	"sync"
 	"testing"
 	"time"
 )
@@ -73,4 +74,45 @@ func BenchmarkStatsRecord(b *testing.B) {
 			s.Record(d, OutcomeOK)
 		}
 	})
+}
+
+// TestStatsIdle: Idle is closed at once with nothing in flight, closes
+// when the last request ends (never before), and does not miss an End
+// that races with it.
+func TestStatsIdle(t *testing.T) {
+	var s Stats
+	select {
+	case <-s.Idle():
+	default:
+		t.Fatal("Idle with nothing in flight is not closed")
+	}
+	s.Begin()
+	s.Begin()
+	idle := s.Idle()
+	s.End()
+	select {
+	case <-idle:
+		t.Fatal("Idle closed with a request still in flight")
+	default:
+	}
+	s.End()
+	select {
+	case <-idle:
+	default:
+		t.Fatal("Idle not closed once the last request ended")
+	}
+
+	// Racing Ends: every round must see Idle close.
+	for range 200 {
+		const n = 8
+		for range n {
+			s.Begin()
+		}
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(s.End)
+		}
+		<-s.Idle()
+		wg.Wait()
+	}
 }

@@ -46,9 +46,39 @@
 // hand. Every decision is recorded with its figures; RolloutStatus shows
 // them.
 //
+// # What runs where
+//
+// The pure decisions of what a revision's runtime should be are here too
+// (ModelState.Active, StartReplicas, Scale; ScaleSettings); package
+// serving applies them on one machine, with the gateway, the activator
+// and the supervisors this package never imports.
+//
+// # The admin API and the config file
+//
+// API serves the control API on the admin port (GET /api/v1/models, POST
+// /api/v1/apply, the rollouts' status and actions). It depends on small
+// interfaces: an Applier that takes declarations (Deployments, or
+// serving's Reconciler, which checks runtimes first), a Syncer that makes
+// the routes follow an action before it is answered, and reporters of
+// runtimes and autoscaling for the rows. WatchConfig applies a config
+// file or directory whenever it changes (or on SIGHUP), through the same
+// Applier.
+//
 // # What it never does
 //
-// It starts no goroutine (Run is a loop for the caller's), does no I/O and keeps nothing on disk: the
-// caller persists what it must and wires State to the router. It reads the
-// time from an injected Clock. It has no metrics.
+// Deployments starts no goroutine (Run is a loop for the caller's), does
+// no I/O and keeps nothing on disk: the caller persists what it must and
+// wires State to the router. It reads the time from an injected Clock.
+// The loops WatchConfig, WatchSupervised and WatchEndpoints run in the
+// caller's goroutines; WatchConfig reads the config files and API reads
+// HTTP requests. Nothing here imports the data plane (gateway, the
+// activator).
+//
+// # Metrics
+//
+// NewCollector reads them from a Deployments at scrape time:
+//   - infergate_revision_traffic_percent{model,revision} (gauge): a
+//     revision's share of its model's requests.
+//   - infergate_rollout_step{model,canary,state} (gauge): the 1-based step
+//     of a model's latest rollout, labelled with its state.
 package controlplane

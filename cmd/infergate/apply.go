@@ -11,8 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/infergate/infergate/config"
@@ -39,7 +37,7 @@ func runApply(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errors.New("apply: give the declarations with -f")
 	}
-	var req applyRequest
+	var req controlplane.ApplyRequest
 	for _, f := range files {
 		got, err := readApplyFiles(f, stdin)
 		if err != nil {
@@ -64,37 +62,23 @@ func runApply(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, " (pending: it takes its traffic once ready)")
 		}
 		if len(m.Traffic) > 0 {
-			fmt.Fprintf(stdout, "; traffic %s", formatTraffic(m.Traffic))
+			fmt.Fprintf(stdout, "; traffic %s", controlplane.FormatTraffic(m.Traffic))
 		}
 		fmt.Fprintln(stdout)
 	}
 	return nil
 }
 
-// formatTraffic prints a split as "iris-00001 90%, iris-00002 10%".
-func formatTraffic(t map[string]int64) string {
-	names := make([]string, 0, len(t))
-	for n := range t {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	parts := make([]string, len(names))
-	for i, n := range names {
-		parts[i] = fmt.Sprintf("%s %d%%", n, t[n])
-	}
-	return strings.Join(parts, ", ")
-}
-
 // readApplyFiles reads one -f argument: a file, the YAML files of a
 // directory in name order (as serve -config reads them), or stdin.
-func readApplyFiles(path string, stdin io.Reader) ([]applyFile, error) {
+func readApplyFiles(path string, stdin io.Reader) ([]controlplane.ApplyFile, error) {
 	if path == "-" {
 		b, err := io.ReadAll(io.LimitReader(stdin, config.MaxFileBytes+1))
 		if err != nil {
 			return nil, err
 		}
 		wd, _ := os.Getwd()
-		return []applyFile{{Source: "stdin", BaseDir: wd, YAML: string(b)}}, nil
+		return []controlplane.ApplyFile{{Source: "stdin", BaseDir: wd, YAML: string(b)}}, nil
 	}
 	names, err := config.Files(path)
 	if err != nil {
@@ -103,7 +87,7 @@ func readApplyFiles(path string, stdin io.Reader) ([]applyFile, error) {
 	if len(names) == 0 {
 		return nil, fmt.Errorf("%s: no *.yaml or *.yml file", path)
 	}
-	var out []applyFile
+	var out []controlplane.ApplyFile
 	for _, n := range names {
 		b, err := config.ReadFile(n)
 		if err != nil {
@@ -113,7 +97,7 @@ func readApplyFiles(path string, stdin io.Reader) ([]applyFile, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, applyFile{Source: n, BaseDir: dir, YAML: string(b)})
+		out = append(out, controlplane.ApplyFile{Source: n, BaseDir: dir, YAML: string(b)})
 	}
 	return out, nil
 }

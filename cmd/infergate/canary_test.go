@@ -22,6 +22,7 @@ import (
 	"github.com/infergate/infergate/config"
 	"github.com/infergate/infergate/controlplane"
 	pb "github.com/infergate/infergate/oip/inferencepb"
+	"github.com/infergate/infergate/serving"
 )
 
 // fakeModel is an InferenceService for model m served by fake runtime
@@ -90,13 +91,13 @@ func inferVersion(t *testing.T, rest, path string, header map[string]string) (in
 }
 
 // revisionRows reads GET /api/v1/models for model m.
-func revisionRows(t *testing.T, admin, m string) []modelStatus {
+func revisionRows(t *testing.T, admin, m string) []controlplane.RevisionRow {
 	t.Helper()
-	var rows []modelStatus
+	var rows []controlplane.RevisionRow
 	if err := adminCall(admin, "GET", "/api/v1/models", nil, &rows); err != nil {
 		t.Fatal(err)
 	}
-	var out []modelStatus
+	var out []controlplane.RevisionRow
 	for _, r := range rows {
 		if r.Name == m {
 			out = append(out, r)
@@ -106,7 +107,7 @@ func revisionRows(t *testing.T, admin, m string) []modelStatus {
 }
 
 // traffic is a model's split as "rev=pct,..." in revision order.
-func traffic(rows []modelStatus) string {
+func traffic(rows []controlplane.RevisionRow) string {
 	var parts []string
 	for _, r := range rows {
 		parts = append(parts, fmt.Sprintf("%s=%d", r.Revision, r.Traffic))
@@ -291,7 +292,7 @@ func TestCanaryExampleManifests(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := checkRuntimes(models, true); err != nil {
+		if err := serving.CheckRuntimes(models, true); err != nil {
 			t.Fatal(err)
 		}
 		ch, err := dep.Apply(models, false)

@@ -9,37 +9,9 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
-)
 
-// modelStatus is one row of GET /api/v1/models on the admin port and of
-// `infergate get models`.
-type modelStatus struct {
-	// Name is the model's; a row per revision.
-	Name     string `json:"name"`
-	Revision string `json:"revision"`
-	// Traffic is the revision's percent of the model's requests.
-	Traffic int64 `json:"traffic"`
-	// Tags are the revision's tags (latest, prev).
-	Tags []string `json:"tags,omitempty"`
-	// Status is the revision's: pending, ready or failed (see
-	// controlplane.RevisionStatus); Pending says the model's latest
-	// declaration waits for it to be ready.
-	Status   string `json:"status"`
-	Pending  bool   `json:"pending,omitempty"`
-	Desired  int    `json:"desired"`
-	Running  int    `json:"running"`
-	Ready    int    `json:"ready"`
-	Restarts int    `json:"restarts"`
-	Failed   bool   `json:"failed,omitempty"`
-	Reason   string `json:"reason,omitempty"`
-	// The autoscaler's view, for supervised models.
-	Metric        string  `json:"metric,omitempty"`
-	Target        float64 `json:"target,omitempty"`
-	Panic         bool    `json:"panic"`
-	StableAverage float64 `json:"stableAverage"`
-	PanicAverage  float64 `json:"panicAverage"`
-	Decision      string  `json:"decision,omitempty"`
-}
+	"github.com/infergate/infergate/controlplane"
+)
 
 // runGet runs `infergate get models`: the models of a running gateway with
 // their replicas and the autoscaler's decision, from its admin port.
@@ -60,7 +32,7 @@ func runGet(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errors.New("get: say what to get: models")
 	}
-	var rows []modelStatus
+	var rows []controlplane.RevisionRow
 	if err := adminCall(*admin, http.MethodGet, "/api/v1/models", nil, &rows); err != nil {
 		return fmt.Errorf("get models: %w", err)
 	}

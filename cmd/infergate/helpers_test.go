@@ -25,6 +25,7 @@ import (
 	"github.com/infergate/infergate/internal/testbin"
 	pb "github.com/infergate/infergate/oip/inferencepb"
 	"github.com/infergate/infergate/runtimes"
+	"github.com/infergate/infergate/serving/servingtest"
 )
 
 // binPath is the infergate binary built once by TestMain, so that runtimes
@@ -32,16 +33,8 @@ import (
 var binPath string
 
 func TestMain(m *testing.M) {
-	if spec := os.Getenv(fakeRuntimeEnv); spec != "" {
-		// Started by a test as a runtime process; see fakeRuntimeMain.
-		fakeRuntimeMain(spec, os.Args[len(os.Args)-1])
-		return
-	}
-	if hold := os.Getenv(slowRuntimeEnv); hold != "" {
-		// Likewise; see slowRuntimeMain.
-		slowRuntimeMain(hold, os.Args[len(os.Args)-1])
-		return
-	}
+	// Started by a test as a runtime process, it serves and exits here.
+	servingtest.RunRuntime()
 	testbin.Main(&binPath, m.Run)
 }
 

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/infergate/infergate/controlplane"
 )
 
 // TestPanicModeThroughServe is the end-to-end half of panic mode: a burst
@@ -90,9 +92,9 @@ spec:
 
 	// waitRow polls the model's row (every 50 ms, for at most 30 s)
 	// until ok says it is what the test waits for.
-	waitRow := func(what string, ok func(modelStatus) bool) modelStatus {
+	waitRow := func(what string, ok func(controlplane.RevisionRow) bool) controlplane.RevisionRow {
 		t.Helper()
-		var last modelStatus
+		var last controlplane.RevisionRow
 		for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
 			rows := revisionRows(t, p.admin, "burst")
 			if len(rows) != 1 {
@@ -105,11 +107,11 @@ spec:
 		t.Fatalf("%s: the row is still %+v", what, last)
 		return last
 	}
-	inPanic := waitRow("panic mode under a burst of ten clients on one replica", func(r modelStatus) bool { return r.Panic && r.Desired > 1 })
+	inPanic := waitRow("panic mode under a burst of ten clients on one replica", func(r controlplane.RevisionRow) bool { return r.Panic && r.Desired > 1 })
 	if inPanic.PanicAverage < 4 || !strings.Contains(inPanic.Decision, "panic") {
 		t.Errorf("in panic: %+v, want a panic average of at least 4 (twice the ready replica's target of 2) and the panic rule named", inPanic)
 	}
-	waitRow("replicas started in panic become ready", func(r modelStatus) bool { return r.Ready > 1 })
+	waitRow("replicas started in panic become ready", func(r controlplane.RevisionRow) bool { return r.Ready > 1 })
 	endLoad()
 	if n := failed.Load(); n > 0 {
 		t.Errorf("%d of %d requests failed while the model scaled up; the first: %v", n, sent.Load(), firstErr.Load())

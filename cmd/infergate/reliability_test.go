@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/infergate/infergate/controlplane"
 	pb "github.com/infergate/infergate/oip/inferencepb"
 )
 
@@ -50,16 +51,16 @@ func (c *configDir) write(yaml string) {
 
 // waitRow waits (bounded) until cond holds for the admin row of revision
 // rev of model m, and returns it.
-func waitRow(t *testing.T, admin, m, rev string, what string, cond func(modelStatus) bool) modelStatus {
+func waitRow(t *testing.T, admin, m, rev string, what string, cond func(controlplane.RevisionRow) bool) controlplane.RevisionRow {
 	t.Helper()
 	return waitRowFor(t, admin, m, rev, what, 30*time.Second, cond)
 }
 
 // waitRowFor is waitRow with a bound of its own.
-func waitRowFor(t *testing.T, admin, m, rev string, what string, limit time.Duration, cond func(modelStatus) bool) modelStatus {
+func waitRowFor(t *testing.T, admin, m, rev string, what string, limit time.Duration, cond func(controlplane.RevisionRow) bool) controlplane.RevisionRow {
 	t.Helper()
 	deadline := time.Now().Add(limit)
-	var last modelStatus
+	var last controlplane.RevisionRow
 	for time.Now().Before(deadline) {
 		for _, r := range revisionRows(t, admin, m) {
 			if r.Revision == rev {
@@ -84,7 +85,7 @@ func TestReloadWaitsForTheNewRevisionToBeReady(t *testing.T) {
 	waitTraffic(t, p.admin, "m", "m-00001=100")
 
 	cfg.write(fakeModel("m", "2,unready", 200, ""))
-	waitRow(t, p.admin, "m", "m-00002", "pending with a running replica", func(r modelStatus) bool {
+	waitRow(t, p.admin, "m", "m-00002", "pending with a running replica", func(r controlplane.RevisionRow) bool {
 		return r.Pending && r.Status == "pending" && r.Running > 0
 	})
 	if share := versionShare(t, p.rest, "m", "1", 200); share != 1 {
@@ -275,7 +276,7 @@ func TestConfigFileAndApplyLastChangeWins(t *testing.T) {
 	if err := os.WriteFile(other, []byte(fakeModel("other", "1", 200, "")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	waitRow(t, p.admin, "other", "other-00001", "deployed", func(modelStatus) bool { return true })
+	waitRow(t, p.admin, "other", "other-00001", "deployed", func(controlplane.RevisionRow) bool { return true })
 	waitTraffic(t, p.admin, "m", "m-00001=0,m-00002=100")
 	out, err = exec.Command(binPath, "rollout", "status", "m", "-admin", p.admin).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "Overrides: "+cfg.file+"#1") || !strings.Contains(string(out), "Source:   "+applied+"#1") {
@@ -331,7 +332,7 @@ func TestFailedRuntimeAnswersAtOnce(t *testing.T) {
 	cfg := newConfigDir(t, fakeModel("m", "1,exit=1", 200, ""))
 	p := startInfergate(t, "serve", "-config", cfg.dir, "-data-dir", t.TempDir())
 	// Five exits with backoffs of 1, 2, 4 and 8 s.
-	waitRowFor(t, p.admin, "m", "m-00001", "failed", time.Minute, func(r modelStatus) bool { return r.Failed })
+	waitRowFor(t, p.admin, "m", "m-00001", "failed", time.Minute, func(r controlplane.RevisionRow) bool { return r.Failed })
 	// Past the activator's hold of a start failure (5 s): the failure
 	// must stand on its own, not on that hold.
 	time.Sleep(6 * time.Second)

@@ -6,55 +6,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"text/tabwriter"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/infergate/infergate/controlplane"
 )
-
-// logDecision logs a rollout decision with its figures.
-func logDecision(log *slog.Logger) func(controlplane.Decision) {
-	return func(d controlplane.Decision) {
-		attrs := []any{"model", d.Model, "canary", d.Canary, "stable", d.Stable, "step", d.Step, "verdict", d.Verdict, "reason", d.Reason, "traffic", formatTraffic(d.Weights)}
-		if g := d.Gate; g != nil {
-			attrs = append(attrs, "canary_requests", g.CanaryRequests, "canary_error_rate", g.CanaryErrorRate, "canary_latency", g.CanaryLatencySeconds,
-				"stable_requests", g.StableRequests, "stable_error_rate", g.StableErrorRate, "stable_latency", g.StableLatencySeconds)
-		}
-		log.Info("rollout decision", attrs...)
-	}
-}
-
-// deploymentCollector exports each model's traffic split and rollout step
-// at scrape time.
-type deploymentCollector struct{ dep *controlplane.Deployments }
-
-var (
-	trafficDesc = prometheus.NewDesc("infergate_revision_traffic_percent",
-		"A revision's share of its model's requests.", []string{"model", "revision"}, nil)
-	rolloutStepDesc = prometheus.NewDesc("infergate_rollout_step",
-		"The 1-based step of a model's latest rollout, labelled with its state (progressing, paused, promoted, rolled-back, superseded).", []string{"model", "canary", "state"}, nil)
-)
-
-func (c deploymentCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- trafficDesc
-	ch <- rolloutStepDesc
-}
-
-func (c deploymentCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, ms := range c.dep.State().Models {
-		for _, rev := range ms.Revisions {
-			ch <- prometheus.MustNewConstMetric(trafficDesc, prometheus.GaugeValue, float64(ms.Traffic[rev.Name]), ms.Name, rev.Name)
-		}
-		if st, err := c.dep.RolloutStatus(ms.Name); err == nil {
-			ch <- prometheus.MustNewConstMetric(rolloutStepDesc, prometheus.GaugeValue, float64(st.Step), ms.Name, st.Canary, string(st.State))
-		}
-	}
-}
 
 // runRollout runs `infergate rollout status|promote|rollback|pause|resume
 // MODEL` against a running gateway's admin API. Flags may come before,
@@ -134,7 +92,7 @@ func printRollout(w io.Writer, st controlplane.RolloutStatus) {
 	if st.Pending != "" {
 		fmt.Fprintf(w, "Pending:  %s (takes its traffic once a replica is ready)\n", st.Pending)
 	}
-	fmt.Fprintf(w, "Traffic:  %s\n", formatTraffic(st.Weights))
+	fmt.Fprintf(w, "Traffic:  %s\n", controlplane.FormatTraffic(st.Weights))
 	if len(st.Revisions) > 0 {
 		fmt.Fprintln(w, "Revisions:")
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -157,7 +115,7 @@ func printRollout(w io.Writer, st controlplane.RolloutStatus) {
 			if d.Manual {
 				by = " (by hand)"
 			}
-			fmt.Fprintf(w, "  %s  step %d  %s%s: %s; traffic %s\n", d.Time.Format(time.TimeOnly), d.Step, d.Verdict, by, d.Reason, formatTraffic(d.Weights))
+			fmt.Fprintf(w, "  %s  step %d  %s%s: %s; traffic %s\n", d.Time.Format(time.TimeOnly), d.Step, d.Verdict, by, d.Reason, controlplane.FormatTraffic(d.Weights))
 		}
 	}
 }

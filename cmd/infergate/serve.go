@@ -12,22 +12,18 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"golang.org/x/sync/errgroup"
 
-	"github.com/infergate/infergate/autoscaler"
-	"github.com/infergate/infergate/autoscaler/activator"
 	"github.com/infergate/infergate/config"
 	"github.com/infergate/infergate/controlplane"
 	samples "github.com/infergate/infergate/examples/models"
 	"github.com/infergate/infergate/gateway"
 	"github.com/infergate/infergate/gateway/netlimit"
-	"github.com/infergate/infergate/runtimes"
+	"github.com/infergate/infergate/serving"
 )
 
 type serveFlags struct {
@@ -98,7 +94,7 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	)
 	switch {
 	case f.config != "":
-		configFP = fingerprint(f.config)
+		configFP = controlplane.ConfigFingerprint(f.config)
 		models, err = config.LoadPath(f.config)
 	case !withRuntimes:
 		err = errors.New("gateway: -config is required (models with infergate.io/endpoints)")
@@ -111,6 +107,13 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP re-reads the config; without one it keeps its default action.
+	var reload chan os.Signal
+	if f.config != "" {
+		reload = make(chan os.Signal, 1)
+		signal.Notify(reload, syscall.SIGHUP)
+		defer signal.Stop(reload)
+	}
 
 	// Listen first, so that a busy port fails before any runtime starts.
 	// The servers close them when they stop; closing again on the way out
@@ -133,147 +136,34 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	// The activator holds requests for supervised revisions with no ready
-	// replica and pokes the autoscaler, which is created after it; poke
-	// forwards to it.
-	var scaler *autoscaler.Autoscaler
-	act, err := activator.New(activator.Options{
-		Poke:       func(rev string) { scaler.Poke(rev) },
-		Registerer: reg,
+	srv, err := serving.New(serving.Options{
+		Models:        models,
+		LocalRuntimes: withRuntimes,
+		DataDir:       f.dataDir,
+		Gateway: gateway.Options{
+			MaxBodyBytes:     f.maxBody,
+			MaxConns:         f.maxConns,
+			HeaderTimeout:    f.headerTimeout,
+			ReadTimeout:      f.readTimeout,
+			IdleTimeout:      f.idleTimeout,
+			MaxHeaderBytes:   f.maxHeaderBytes,
+			MaxInFlightBytes: f.maxInFlightBytes,
+			DrainTimeout:     f.drain,
+			Version:          version,
+		},
+		AdminMaxConns:       f.adminMaxConns,
+		PprofFromAnywhere:   f.pprofAnywhere,
+		ChangesFromAnywhere: f.changesAnywhere,
+		ConfigPath:          f.config,
+		ConfigFingerprint:   configFP,
+		Reload:              reload,
+		Registry:            reg,
+		Logger:              log,
 	})
 	if err != nil {
 		return err
 	}
-	gw, err := gateway.New(gateway.Options{
-		MaxBodyBytes:     f.maxBody,
-		MaxConns:         f.maxConns,
-		HeaderTimeout:    f.headerTimeout,
-		ReadTimeout:      f.readTimeout,
-		IdleTimeout:      f.idleTimeout,
-		MaxHeaderBytes:   f.maxHeaderBytes,
-		MaxInFlightBytes: f.maxInFlightBytes,
-		DrainTimeout:     f.drain,
-		Registerer:       reg,
-		Logger:           log,
-		Version:          version,
-	})
-	if err != nil {
-		return err
-	}
-	// Revisions' runtimes and batchers run under their own context, ended
-	// only once the gateway has drained, so that requests in flight finish
-	// on them.
-	runCtx, stopRuntimes := context.WithCancel(context.Background())
-	rt := newRuntimeManager(runCtx, log, f.dataDir, withRuntimes, act, gw, reg)
-	defer func() {
-		stopRuntimes()
-		rt.wait()
-	}()
-	scaler, err = autoscaler.New(autoscaler.Options{
-		Scaler:     rt,
-		Observer:   act,
-		Ready:      autoscaler.ReadyFunc(rt.ready),
-		Registerer: reg,
-		Logger:     log,
-	})
-	if err != nil {
-		return err
-	}
-	dep, err := controlplane.New(controlplane.Options{})
-	if err != nil {
-		return err
-	}
-	rec := &reconciler{dep: dep, rt: rt, gw: gw, scaler: scaler, drain: f.drain, log: log}
-	reg.MustRegister(deploymentCollector{dep})
-	if _, err := rec.apply(models, true); err != nil {
-		return err
-	}
-	api := &controlAPI{changesFromAnywhere: f.changesAnywhere, rec: rec}
-	admin := gateway.AdminServerOptions{
-		Handler:        api.handler(gateway.AdminHandler(gateway.AdminOptions{Gatherer: reg, PprofFromAnywhere: f.pprofAnywhere, Ready: gw.Ready})),
-		MaxConns:       f.adminMaxConns,
-		HeaderTimeout:  f.headerTimeout,
-		IdleTimeout:    f.idleTimeout,
-		MaxHeaderBytes: f.maxHeaderBytes,
-		DrainTimeout:   f.drain,
-		Registerer:     reg,
-		Logger:         log,
-	}
-
-	log.Info("infergate listening", "rest", restLn.Addr().String(), "grpc", grpcLn.Addr().String(), "admin", adminLn.Addr().String(), "models", len(models))
-	eg, gctx := errgroup.WithContext(ctx)
-	eg.Go(func() error { return scaler.Run(gctx) })
-	eg.Go(func() error { rec.run(gctx); return nil })
-	// Rollouts are judged four times a second from the gateway's counts
-	// (a failing canary is rolled back soon after it has a step's
-	// requests); their decisions change the state, which rec.run turns
-	// into routes.
-	eg.Go(func() error { return dep.Run(gctx, 250*time.Millisecond, gw.RevisionCounts, logDecision(log)) })
-	if f.config != "" {
-		eg.Go(func() error { watchConfig(gctx, f.config, configFP, rec, log); return nil })
-	}
-	eg.Go(func() error { return gw.Serve(gctx, restLn, grpcLn) })
-	eg.Go(func() error { return gateway.ServeAdmin(gctx, adminLn, admin) })
-	err = eg.Wait()
-	stopRuntimes()
-	rt.wait()
-	log.Info("infergate stopped")
-	return err
-}
-
-// watchConfig re-reads the config file or directory when its fingerprint
-// differs from last (looked at every second) and on SIGHUP, until ctx
-// ends. A new state is
-// applied whole or not at all: a bad document is logged with its file,
-// field and reason, and the running routes stay.
-func watchConfig(ctx context.Context, path, last string, rec *reconciler, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		forced := false
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-			forced = true
-		case <-t.C:
-		}
-		fp := fingerprint(path)
-		if !forced && fp == last {
-			continue
-		}
-		last = fp
-		models, err := config.LoadPath(path)
-		if err == nil {
-			var ch controlplane.Changes
-			if ch, err = rec.apply(models, true); err == nil {
-				for _, c := range ch.Models {
-					if c.Action != controlplane.ActionUnchanged {
-						log.Info("config applied", "model", c.Model, "action", c.Action, "revision", c.Revision, "traffic", c.Traffic)
-					}
-				}
-				continue
-			}
-		}
-		log.Error("config not applied; the running routes stay", "path", path, "err", err)
-	}
-}
-
-// fingerprint sums up the files config.LoadPath would read at path
-// (names, sizes, modification times), so that a change shows without
-// reading them.
-func fingerprint(path string) string {
-	var b strings.Builder
-	files, _ := config.Files(path)
-	for _, f := range append(files, path) {
-		if fi, err := os.Stat(f); err == nil {
-			fmt.Fprintf(&b, "%s %d %d\n", f, fi.Size(), fi.ModTime().UnixNano())
-		}
-	}
-	return b.String()
+	return srv.Serve(ctx, restLn, grpcLn, adminLn)
 }
 
 // sampleModels writes the embedded sample models under dataDir/models and
@@ -310,31 +200,4 @@ func sampleModels(dataDir string) ([]config.Model, error) {
 		})
 	}
 	return models, nil
-}
-
-// endpointClients returns clients for the runtimes at m's endpoints, none
-// when it names none.
-func endpointClients(m config.Model) ([]runtimes.Client, error) {
-	var clients []runtimes.Client
-	for _, e := range m.Endpoints {
-		var (
-			c   runtimes.Client
-			err error
-		)
-		switch {
-		case strings.HasPrefix(e.URL, "https://"):
-			err = fmt.Errorf("%s: model %q: endpoint %s: TLS to runtimes is not supported yet; use http:// or grpc:// on a trusted network", m.Source, m.Name, e.URL)
-		case e.Protocol == config.ProtocolGRPC:
-			c, err = runtimes.NewGRPCClient(runtimes.GRPCOptions{Addr: e.Address})
-		case e.Protocol == config.ProtocolKServeV1:
-			c, err = runtimes.NewKServeV1Client(runtimes.KServeV1Options{Addr: e.Address})
-		default:
-			c, err = runtimes.NewRESTClient(runtimes.RESTOptions{Addr: e.Address, Pipeline: e.Pipeline})
-		}
-		if err != nil {
-			return nil, err
-		}
-		clients = append(clients, c)
-	}
-	return clients, nil
 }

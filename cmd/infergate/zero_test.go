@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -165,40 +164,6 @@ spec:
 	}
 	if err := p.stop(t); err != nil {
 		t.Errorf("serve exited with %v, want 0", err)
-	}
-}
-
-// slowRuntimeEnv, set in a replica's environment, makes the test binary a
-// runtime process (see TestMain) that holds each infer request for the
-// duration its value gives and answers with the most infer requests it
-// has had in flight at once, as output "max_in_flight".
-const slowRuntimeEnv = "INFERGATE_SLOW_RUNTIME"
-
-func slowRuntimeMain(hold, port string) {
-	d, err := time.ParseDuration(hold)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	var inFlight, most atomic.Int64
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v2/health/{what}", func(http.ResponseWriter, *http.Request) {})
-	mux.HandleFunc("GET /v2/models/{m}/ready", func(http.ResponseWriter, *http.Request) {})
-	mux.HandleFunc("GET /v2/models/{m}", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, `{"name":%q,"versions":["1"],"platform":"slow","inputs":[{"name":"x","datatype":"FP32","shape":[-1,2]}],"outputs":[{"name":"max_in_flight","datatype":"INT64","shape":[1]}]}`, r.PathValue("m"))
-	})
-	mux.HandleFunc("POST /v2/models/{m}/infer", func(w http.ResponseWriter, r *http.Request) {
-		n := inFlight.Add(1)
-		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
-		}
-		time.Sleep(d) // the model's work
-		inFlight.Add(-1)
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"model_name":%q,"outputs":[{"name":"max_in_flight","datatype":"INT64","shape":[1],"data":[%d]}]}`, r.PathValue("m"), most.Load())
-	})
-	if err := http.ListenAndServe("127.0.0.1:"+port, mux); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
 	}
 }
 

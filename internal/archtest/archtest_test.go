@@ -18,28 +18,35 @@ const module = "github.com/infergate/infergate"
 
 // rule says which packages of the module the package at prefix (relative to
 // the module, with its sub-packages) may import besides its own
-// sub-packages. "*" allows every package but cmd.
+// sub-packages. "*" allows every package but cmd. deny names sub-packages
+// of allowed packages that it may not import all the same.
 type rule struct {
 	prefix string
 	allow  []string
+	deny   []string
 }
 
 // rules is DESIGN.md's import direction. Keep the two in step.
 var rules = []rule{
-	{"cmd", []string{"*"}},
-	{"examples", []string{"*"}},
-	{"gateway", []string{"router", "batcher", "autoscaler", "runtimes", "oip"}},
-	{"controlplane", []string{"registry", "router", "runtimes", "autoscaler", "config"}},
-	{"router", []string{"runtimes", "oip"}},
-	{"batcher", []string{"oip"}},
-	{"autoscaler", nil},
-	{"runtimes", []string{"oip"}},
-	{"registry", nil},
-	{"bench", []string{"oip", "runtimes"}},
-	{"oip", nil},
-	{"config", nil},
-	{"internal/archtest", nil},
-	{"internal/testbin", nil}, // builds cmd/infergate as a subprocess; imports nothing of ours
+	{"cmd", []string{"*"}, nil},
+	{"examples", []string{"*"}, nil},
+	{"gateway", []string{"router", "batcher", "autoscaler", "runtimes", "oip"}, nil},
+	// The control plane decides; it never imports the data plane's
+	// request path (the gateway, the activator that holds requests).
+	{"controlplane", []string{"registry", "router", "runtimes", "autoscaler", "config"}, []string{"autoscaler/activator"}},
+	// serving runs on one machine what the control plane decides: it
+	// wires controlplane to the data plane, and only cmd imports it.
+	{"serving", []string{"controlplane", "gateway", "router", "batcher", "autoscaler", "runtimes", "oip", "config"}, nil},
+	{"router", []string{"runtimes", "oip"}, nil},
+	{"batcher", []string{"oip"}, nil},
+	{"autoscaler", nil, nil},
+	{"runtimes", []string{"oip"}, nil},
+	{"registry", nil, nil},
+	{"bench", []string{"oip", "runtimes"}, nil},
+	{"oip", nil, nil},
+	{"config", nil, nil},
+	{"internal/archtest", nil, nil},
+	{"internal/testbin", nil, nil}, // builds cmd/infergate as a subprocess; imports nothing of ours
 }
 
 // dataPath are the packages that never depend, even transitively, on the
@@ -135,7 +142,7 @@ func (r rule) allows(imp string) bool {
 	if within(imp, r.prefix) {
 		return true
 	}
-	if within(imp, "cmd") {
+	if within(imp, "cmd") || r.denies(imp) {
 		return false
 	}
 	for _, a := range r.allow {
@@ -144,6 +151,10 @@ func (r rule) allows(imp string) bool {
 		}
 	}
 	return false
+}
+
+func (r rule) denies(imp string) bool {
+	return slices.ContainsFunc(r.deny, func(d string) bool { return within(imp, d) })
 }
 
 // checkImports returns a message for every import of one of the module's
@@ -172,6 +183,10 @@ func checkImports(pkgs []goPackage) []string {
 			}
 			if within(irel, "cmd") {
 				allowed = "anything but cmd"
+			}
+			if r.denies(irel) {
+				out = append(out, fmt.Sprintf("%s imports %s: %s may not import %s", p.ImportPath, imp, r.prefix, strings.Join(r.deny, ", ")))
+				continue
 			}
 			out = append(out, fmt.Sprintf("%s imports %s: %s may import %s", p.ImportPath, imp, r.prefix, allowed))
 		}
@@ -259,7 +274,9 @@ func TestChecksFail(t *testing.T) {
 				pkg("cmd/infergate", "gateway", "config", "controlplane", "cmd/infergate/internal/flags"),
 				pkg("cmd/infergate/internal/flags", "config"),
 				pkg("gateway", "router", "batcher", "autoscaler/activator", "runtimes/onnx", "oip/inferencepb", "github.com/valyala/fasthttp"),
-				pkg("controlplane", "registry", "router", "runtimes", "autoscaler", "config"),
+				pkg("controlplane", "registry", "router", "runtimes/supervisor", "autoscaler", "config"),
+				pkg("serving", "controlplane", "gateway", "autoscaler/activator", "runtimes/supervisor", "batcher", "router", "oip", "config"),
+				pkg("serving/servingtest"),
 				pkg("router", "runtimes", "oip"),
 				pkg("autoscaler/activator", "autoscaler", "autoscaler/metrics"),
 				pkg("runtimes/modelserver", "runtimes/onnx", "runtimes", "oip/rest"),
@@ -297,6 +314,24 @@ func TestChecksFail(t *testing.T) {
 				m + "controlplane imports " + m + "cmd/infergate/internal/flags: controlplane may import anything but cmd",
 				m + "examples/demo imports " + m + "cmd/infergate: examples may import anything but cmd",
 			},
+		},
+		{
+			name: "controlplane imports the activator",
+			pkgs: []goPackage{pkg("controlplane", "autoscaler", "autoscaler/activator")},
+			want: []string{m + "controlplane imports " + m + "autoscaler/activator: controlplane may not import autoscaler/activator"},
+		},
+		{
+			name: "only cmd imports serving",
+			pkgs: []goPackage{pkg("controlplane", "serving"), pkg("gateway", "serving"), pkg("cmd/infergate", "serving")},
+			want: []string{
+				m + "controlplane imports " + m + "serving: controlplane may import registry, router, runtimes, autoscaler, config",
+				m + "gateway imports " + m + "serving: gateway may import router, batcher, autoscaler, runtimes, oip",
+			},
+		},
+		{
+			name: "serving imports registry",
+			pkgs: []goPackage{pkg("serving", "controlplane", "registry")},
+			want: []string{m + "serving imports " + m + "registry: serving may import controlplane, gateway, router, batcher, autoscaler, runtimes, oip, config"},
 		},
 		{
 			name: "package without a rule",

@@ -6,8 +6,10 @@
 //
 // The rules are a table in archtest_test.go, one entry per top-level
 // package: a package's sub-packages follow its rule and may import each
-// other. A new top-level package needs a rule there (and a line in
-// DESIGN.md); until it has one the test fails naming it.
+// other. A rule may also deny a sub-package of a package it allows
+// (controlplane may import autoscaler, not autoscaler/activator). A new
+// top-level package needs a rule there (and a line in DESIGN.md); until
+// it has one the test fails naming it.
 //
 // The package has no code of its own: only the test.
 package archtest

@@ -1,0 +1,238 @@
+package serving
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/infergate/infergate/autoscaler"
+	"github.com/infergate/infergate/autoscaler/activator"
+	"github.com/infergate/infergate/config"
+	"github.com/infergate/infergate/controlplane"
+	"github.com/infergate/infergate/gateway"
+)
+
+// DefaultRolloutInterval is how often, by default, the Server judges the
+// running rollouts: a failing canary is rolled back soon after it has a
+// step's requests.
+const DefaultRolloutInterval = 250 * time.Millisecond
+
+// Options configure a Server.
+type Options struct {
+	// Models are the declarations served from the start: a config's, or
+	// the built-in samples. Serve applies them whole (with prune) before
+	// it serves, and fails if they are wrong.
+	Models []config.Model
+	// LocalRuntimes runs the models that name no endpoint as local
+	// processes (`infergate serve`); without it every model must name its
+	// runtimes' URLs (`infergate gateway`). See ManagerOptions.
+	LocalRuntimes bool
+	// DataDir holds the local runtimes' logs (default DefaultDataDir).
+	DataDir string
+	// Gateway configures the REST and gRPC front doors; its Routes must be
+	// empty (the Reconciler makes them), and its Registerer and Logger are
+	// the Server's. Its DrainTimeout also bounds the admin port's drain
+	// and how long a retired revision's requests may take.
+	Gateway gateway.Options
+	// AdminMaxConns bounds the admin port's open connections (default:
+	// gateway.AdminServerOptions's). The admin port takes its other
+	// limits from Gateway.
+	AdminMaxConns int
+	// PprofFromAnywhere serves /debug/pprof to non-loopback clients too.
+	PprofFromAnywhere bool
+	// ChangesFromAnywhere accepts apply and rollout actions on the admin
+	// API from non-loopback clients too (see controlplane.APIOptions).
+	ChangesFromAnywhere bool
+	// ConfigPath, when set, is the config Models came from: Serve watches
+	// it and applies its changes (see controlplane.WatchConfig).
+	ConfigPath string
+	// ConfigFingerprint is controlplane.ConfigFingerprint(ConfigPath)
+	// taken before Models were read from it.
+	ConfigFingerprint string
+	// Reload re-reads ConfigPath at once when it receives (SIGHUP); nil:
+	// never.
+	Reload <-chan os.Signal
+	// RolloutInterval is how often rollouts are judged (default
+	// DefaultRolloutInterval).
+	RolloutInterval time.Duration
+	// Registry receives every metric and is what the admin port's
+	// /metrics serves (default: a new registry).
+	Registry *prometheus.Registry
+	// Logger receives the process's logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Server is the assembly of `infergate serve` and `infergate gateway`: the
+// gateway's front doors, the admin port with the control API, the
+// deployed state with its rollouts, and the revisions' runtimes. New
+// builds it; Serve runs it once.
+type Server struct {
+	opts       Options
+	log        *slog.Logger
+	gw         *gateway.Gateway
+	act        *activator.Activator
+	scaler     *autoscaler.Autoscaler
+	dep        *controlplane.Deployments
+	manager    *Manager
+	reconciler *Reconciler
+	admin      gateway.AdminServerOptions
+}
+
+// New builds a Server from opts and registers its metrics; it starts no
+// goroutine and no runtime.
+func New(opts Options) (*Server, error) {
+	if len(opts.Gateway.Routes) > 0 {
+		return nil, errors.New("serving: Options.Gateway.Routes must be empty: routes come from the deployed state")
+	}
+	if opts.RolloutInterval < 0 {
+		return nil, fmt.Errorf("serving: Options.RolloutInterval %v is negative", opts.RolloutInterval)
+	}
+	if opts.RolloutInterval == 0 {
+		opts.RolloutInterval = DefaultRolloutInterval
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	log, reg := opts.Logger, opts.Registry
+	s := &Server{opts: opts, log: log}
+	var err error
+	// The activator holds requests for supervised revisions with no ready
+	// replica and pokes the autoscaler, which is made after it (it reads
+	// the activator's concurrency); poke forwards to it.
+	if s.act, err = activator.New(activator.Options{
+		Poke:       func(rev string) { s.scaler.Poke(rev) },
+		Registerer: reg,
+	}); err != nil {
+		return nil, err
+	}
+	gwOpts := opts.Gateway
+	gwOpts.Registerer, gwOpts.Logger = reg, log
+	if s.gw, err = gateway.New(gwOpts); err != nil {
+		return nil, err
+	}
+	if s.dep, err = controlplane.New(controlplane.Options{}); err != nil {
+		return nil, err
+	}
+	if s.manager, err = NewManager(ManagerOptions{
+		Gateway:       s.gw,
+		Activator:     s.act,
+		Status:        s.dep,
+		LocalRuntimes: opts.LocalRuntimes,
+		DataDir:       opts.DataDir,
+		DrainTimeout:  opts.Gateway.DrainTimeout,
+		Registerer:    reg,
+		Logger:        log,
+	}); err != nil {
+		return nil, err
+	}
+	if s.scaler, err = autoscaler.New(autoscaler.Options{
+		Scaler:     s.manager,
+		Observer:   s.act,
+		Ready:      s.manager,
+		Registerer: reg,
+		Logger:     log,
+	}); err != nil {
+		return nil, err
+	}
+	if s.reconciler, err = NewReconciler(ReconcilerOptions{
+		Deployments: s.dep,
+		Manager:     s.manager,
+		Gateway:     s.gw,
+		Autoscaler:  s.scaler,
+		Logger:      log,
+	}); err != nil {
+		return nil, err
+	}
+	if err := reg.Register(controlplane.NewCollector(s.dep)); err != nil {
+		return nil, fmt.Errorf("serving: deployment metrics: %w", err)
+	}
+	api, err := controlplane.NewAPI(controlplane.APIOptions{
+		Deployments:         s.dep,
+		Applier:             s.reconciler,
+		Syncer:              s.reconciler,
+		Runtimes:            s.manager,
+		Scaling:             s.scaler,
+		Base:                gateway.AdminHandler(gateway.AdminOptions{Gatherer: reg, PprofFromAnywhere: opts.PprofFromAnywhere, Ready: s.gw.Ready}),
+		ChangesFromAnywhere: opts.ChangesFromAnywhere,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.admin = gateway.AdminServerOptions{
+		Handler:        api,
+		MaxConns:       opts.AdminMaxConns,
+		HeaderTimeout:  opts.Gateway.HeaderTimeout,
+		IdleTimeout:    opts.Gateway.IdleTimeout,
+		MaxHeaderBytes: opts.Gateway.MaxHeaderBytes,
+		DrainTimeout:   opts.Gateway.DrainTimeout,
+		Registerer:     reg,
+		Logger:         log,
+	}
+	return s, nil
+}
+
+// Serve applies Options.Models, logs "infergate listening" with the
+// listeners' addresses, and serves OIP REST on rest, gRPC on grpc and the
+// admin port on admin while it runs the autoscaler, the reconciler, the
+// rollout judge and the config watcher, until ctx ends or one of them
+// fails. Then the front doors drain (Gateway.DrainTimeout), the
+// revisions' runtimes stop, and Serve returns the first error, nil after
+// a clean shutdown. All three listeners are required; Serve closes them.
+// Call it once.
+func (s *Server) Serve(ctx context.Context, rest, grpc, admin net.Listener) error {
+	lns := []net.Listener{rest, grpc, admin}
+	closeAll := func() {
+		for _, ln := range lns {
+			if ln != nil {
+				ln.Close()
+			}
+		}
+	}
+	if rest == nil || grpc == nil || admin == nil {
+		closeAll()
+		return errors.New("serving: Serve needs the REST, gRPC and admin listeners")
+	}
+	// Revisions' runtimes and batchers run until the gateway has drained,
+	// so that requests in flight finish on them.
+	defer s.manager.Close()
+	if _, err := s.reconciler.Apply(s.opts.Models, true); err != nil {
+		closeAll()
+		return err
+	}
+	s.log.Info("infergate listening", "rest", rest.Addr().String(), "grpc", grpc.Addr().String(), "admin", admin.Addr().String(), "models", len(s.opts.Models))
+	eg, gctx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return s.scaler.Run(gctx) })
+	eg.Go(func() error { return s.reconciler.Run(gctx) })
+	// Rollout decisions change the state, which the reconciler turns
+	// into routes.
+	eg.Go(func() error {
+		return s.dep.Run(gctx, s.opts.RolloutInterval, s.gw.RevisionCounts, controlplane.LogDecision(s.log))
+	})
+	if s.opts.ConfigPath != "" {
+		eg.Go(func() error {
+			return controlplane.WatchConfig(gctx, controlplane.ConfigWatchOptions{
+				Path:    s.opts.ConfigPath,
+				Last:    s.opts.ConfigFingerprint,
+				Applier: s.reconciler,
+				Reload:  s.opts.Reload,
+				Logger:  s.log,
+			})
+		})
+	}
+	eg.Go(func() error { return s.gw.Serve(gctx, rest, grpc) })
+	eg.Go(func() error { return gateway.ServeAdmin(gctx, admin, s.admin) })
+	err := eg.Wait()
+	s.manager.Close() // before the last line, which says all has stopped
+	s.log.Info("infergate stopped")
+	return err
+}

@@ -5,7 +5,7 @@ TOOLS     := $(CURDIR)/bin/tools
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all build run test test-race test-long fuzz fuzz-ci bench bench-generator bench-batching bench-coldstart proto models vet fmt clean
+.PHONY: all build run test test-postgres test-race test-long fuzz fuzz-ci bench bench-generator bench-batching bench-coldstart proto models vet fmt clean
 
 all: build
 
@@ -20,6 +20,15 @@ run: build
 test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 12m ./...
+
+# The store's test suites against a real PostgreSQL (make test runs them
+# on SQLite only): scripts/with-postgres starts a throwaway server from
+# Debian's postgresql package on a loopback port in a temporary directory,
+# names its empty database in INFERGATE_TEST_POSTGRES, and stops and
+# removes it afterwards. POSTGRES_PKGS lists the packages whose tests use it.
+POSTGRES_PKGS ?= ./registry/... ./controlplane/...
+test-postgres:
+	./scripts/with-postgres $(GO) test -count=1 -timeout 12m $(POSTGRES_PKGS)
 
 # The tests under the race detector, the binaries they start included
 # (slower than make test; not part of it).

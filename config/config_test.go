@@ -444,7 +444,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "command with remote storage",
 			yaml: doc(command("srv {{.ModelDir}}"), "", "modelFormat: {name: sklearn}, storageUri: s3://b/m"),
-			want: `m.yaml: document 1: spec.predictor.model.storageUri: "s3://b/m": scheme "s3" is not supported; only local paths (file://PATH or PATH) are`,
+			want: `m.yaml: document 1: spec.predictor.model.storageUri: "s3://b/m": scheme "s3" is not supported; only local paths (file://PATH or PATH) and registry://NAME[/VERSION|@ALIAS] are`,
 		},
 
 		// spec.predictor.model.
@@ -476,22 +476,42 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "s3 storage",
 			yaml: doc(irisMeta, "", "modelFormat: {name: onnx}, storageUri: s3://bucket/iris"),
-			want: `m.yaml: document 1: spec.predictor.model.storageUri: "s3://bucket/iris": scheme "s3" is not supported; only local paths (file://PATH or PATH) are`,
+			want: `m.yaml: document 1: spec.predictor.model.storageUri: "s3://bucket/iris": scheme "s3" is not supported; only local paths (file://PATH or PATH) and registry://NAME[/VERSION|@ALIAS] are`,
 		},
 		{
 			name: "gs storage",
 			yaml: doc(irisMeta, "", "modelFormat: {name: onnx}, storageUri: 'gs://b/m'"),
-			want: `m.yaml: document 1: spec.predictor.model.storageUri: "gs://b/m": scheme "gs" is not supported; only local paths (file://PATH or PATH) are`,
+			want: `m.yaml: document 1: spec.predictor.model.storageUri: "gs://b/m": scheme "gs" is not supported; only local paths (file://PATH or PATH) and registry://NAME[/VERSION|@ALIAS] are`,
 		},
 		{
 			name: "pvc storage",
 			yaml: doc(irisMeta, "", "modelFormat: {name: onnx}, storageUri: 'pvc://claim/m'"),
-			want: `m.yaml: document 1: spec.predictor.model.storageUri: "pvc://claim/m": scheme "pvc" is not supported; only local paths (file://PATH or PATH) are`,
+			want: `m.yaml: document 1: spec.predictor.model.storageUri: "pvc://claim/m": scheme "pvc" is not supported; only local paths (file://PATH or PATH) and registry://NAME[/VERSION|@ALIAS] are`,
 		},
 		{
 			name: "hf storage",
 			yaml: doc(irisMeta, "", "modelFormat: {name: onnx}, storageUri: 'hf://org/model'"),
-			want: `m.yaml: document 1: spec.predictor.model.storageUri: "hf://org/model": scheme "hf" is not supported; only local paths (file://PATH or PATH) are`,
+			want: `m.yaml: document 1: spec.predictor.model.storageUri: "hf://org/model": scheme "hf" is not supported; only local paths (file://PATH or PATH) and registry://NAME[/VERSION|@ALIAS] are`,
+		},
+		{
+			name: "registry reference without a name",
+			yaml: doc(irisMeta, "", "modelFormat: {name: onnx}, storageUri: 'registry://@prod'"),
+			want: `m.yaml: document 1: spec.predictor.model.storageUri: "registry://@prod": no model name (want registry://NAME, registry://NAME/VERSION, registry://NAME@ALIAS or registry://NAME@sha256:DIGEST)`,
+		},
+		{
+			name: "registry version not a number",
+			yaml: doc(irisMeta, "", "modelFormat: {name: onnx}, storageUri: 'registry://iris/v3'"),
+			want: `m.yaml: document 1: spec.predictor.model.storageUri: "registry://iris/v3": version "v3" is not a positive number (want registry://NAME, registry://NAME/VERSION, registry://NAME@ALIAS or registry://NAME@sha256:DIGEST)`,
+		},
+		{
+			name: "registry digest too short",
+			yaml: doc(irisMeta, "", "modelFormat: {name: onnx}, storageUri: 'registry://iris@sha256:abc'"),
+			want: `m.yaml: document 1: spec.predictor.model.storageUri: "registry://iris@sha256:abc": digest "abc" is not 64 lowercase hex digits (want registry://NAME, registry://NAME/VERSION, registry://NAME@ALIAS or registry://NAME@sha256:DIGEST)`,
+		},
+		{
+			name: "registry alias malformed",
+			yaml: doc(irisMeta, "", "modelFormat: {name: onnx}, storageUri: 'registry://iris@prod/2'"),
+			want: `m.yaml: document 1: spec.predictor.model.storageUri: "registry://iris@prod/2": alias "prod/2" is malformed (want registry://NAME, registry://NAME/VERSION, registry://NAME@ALIAS or registry://NAME@sha256:DIGEST)`,
 		},
 		{
 			name: "file URI without path",
@@ -561,7 +581,7 @@ func TestParseErrors(t *testing.T) {
 			yaml: doc("name: Iris", "minReplicas: -1, canaryTrafficPercent: 101,", "modelFormat: {name: sklearn}, storageUri: s3://b/i"),
 			want: `m.yaml: document 1: metadata.name: "Iris" must consist of lowercase letters, digits and '-', start with a letter and end with a letter or digit` + "\n" +
 				`m.yaml: document 1: spec.predictor.model.modelFormat.name: "sklearn" needs a runtime at a URL (annotation infergate.io/endpoints) or a runtime command (annotation infergate.io/command); the built-in runtime serves onnx` + "\n" +
-				`m.yaml: document 1: spec.predictor.model.storageUri: "s3://b/i": scheme "s3" is not supported; only local paths (file://PATH or PATH) are` + "\n" +
+				`m.yaml: document 1: spec.predictor.model.storageUri: "s3://b/i": scheme "s3" is not supported; only local paths (file://PATH or PATH) and registry://NAME[/VERSION|@ALIAS] are` + "\n" +
 				`m.yaml: document 1: spec.predictor.minReplicas: -1 is negative` + "\n" +
 				`m.yaml: document 1: spec.predictor.canaryTrafficPercent: 101 is not between 0 and 100`,
 		},
@@ -809,7 +829,7 @@ func TestLoadPathErrors(t *testing.T) {
 			path: inv("bad-values.yaml"),
 			want: inv("bad-values.yaml") + `: document 1: metadata.name: "Iris_v1" must consist of lowercase letters, digits and '-', start with a letter and end with a letter or digit` + "\n" +
 				inv("bad-values.yaml") + `: document 1: spec.predictor.model.modelFormat.name: "sklearn" needs a runtime at a URL (annotation infergate.io/endpoints) or a runtime command (annotation infergate.io/command); the built-in runtime serves onnx` + "\n" +
-				inv("bad-values.yaml") + `: document 1: spec.predictor.model.storageUri: "s3://bucket/iris": scheme "s3" is not supported; only local paths (file://PATH or PATH) are` + "\n" +
+				inv("bad-values.yaml") + `: document 1: spec.predictor.model.storageUri: "s3://bucket/iris": scheme "s3" is not supported; only local paths (file://PATH or PATH) and registry://NAME[/VERSION|@ALIAS] are` + "\n" +
 				inv("bad-values.yaml") + `: document 1: spec.predictor.minReplicas: -1 is negative` + "\n" +
 				inv("bad-values.yaml") + `: document 1: spec.predictor.canaryTrafficPercent: 101 is not between 0 and 100`,
 		},
@@ -824,7 +844,7 @@ func TestLoadPathErrors(t *testing.T) {
 			want: strings.Join([]string{
 				inv("bad-values.yaml") + `: document 1: metadata.name: "Iris_v1" must consist of lowercase letters, digits and '-', start with a letter and end with a letter or digit`,
 				inv("bad-values.yaml") + `: document 1: spec.predictor.model.modelFormat.name: "sklearn" needs a runtime at a URL (annotation infergate.io/endpoints) or a runtime command (annotation infergate.io/command); the built-in runtime serves onnx`,
-				inv("bad-values.yaml") + `: document 1: spec.predictor.model.storageUri: "s3://bucket/iris": scheme "s3" is not supported; only local paths (file://PATH or PATH) are`,
+				inv("bad-values.yaml") + `: document 1: spec.predictor.model.storageUri: "s3://bucket/iris": scheme "s3" is not supported; only local paths (file://PATH or PATH) and registry://NAME[/VERSION|@ALIAS] are`,
 				inv("bad-values.yaml") + `: document 1: spec.predictor.minReplicas: -1 is negative`,
 				inv("bad-values.yaml") + `: document 1: spec.predictor.canaryTrafficPercent: 101 is not between 0 and 100`,
 				inv("other-kind.yaml") + `: document 2: kind: "Deployment" is not supported: infergate reads serving.kserve.io/v1beta1 InferenceService`,
@@ -911,5 +931,30 @@ func TestProtocolV1AndPipeline(t *testing.T) {
 				t.Errorf("endpoints (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestRegistryRef: a registry:// storageUri is kept as written for the
+// control plane to resolve, with no local path, for the built-in runtime
+// and for a runtime command alike.
+func TestRegistryRef(t *testing.T) {
+	digest := "registry://iris@sha256:" + strings.Repeat("ab", 32)
+	for _, uri := range []string{"registry://iris", "registry://iris/3", "registry://iris@prod", digest} {
+		ms, err := config.Parse("m.yaml", []byte(doc(irisMeta, "", "modelFormat: {name: onnx}, storageUri: '"+uri+"'")), "/base")
+		if err != nil {
+			t.Errorf("%s: %v", uri, err)
+			continue
+		}
+		if ms[0].RegistryRef != uri || ms[0].Path != "" {
+			t.Errorf("%s: RegistryRef %q, Path %q; want the reference and no path", uri, ms[0].RegistryRef, ms[0].Path)
+		}
+	}
+	meta := "name: iris, annotations: {infergate.io/command: 'srv {{.ModelDir}}'}"
+	ms, err := config.Parse("m.yaml", []byte(doc(meta, "", "modelFormat: {name: sklearn}, storageUri: 'registry://iris@prod'")), "/base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ms[0].RegistryRef != "registry://iris@prod" {
+		t.Errorf("command runtime: RegistryRef %q", ms[0].RegistryRef)
 	}
 }

@@ -136,9 +136,15 @@ type Model struct {
 	FormatVersion string
 	// Path is the model file or directory the runtime loads, made absolute
 	// against the directory of the YAML file when LoadPath read it (see
-	// Parse for baseDir). It is "" when Endpoints is set, and when Command
-	// is set without a storageUri.
+	// Parse for baseDir). It is "" when Endpoints or RegistryRef is set,
+	// and when Command is set without a storageUri.
 	Path string
+	// RegistryRef is a storageUri in the registry:// scheme, as written
+	// (registry://NAME, registry://NAME/N, registry://NAME@ALIAS or
+	// registry://NAME@sha256:HEX): the control plane resolves it to a
+	// model version and gives the runtime that version's files. Parse
+	// checks only its shape; "" for other storageUris.
+	RegistryRef string
 	// Protocol is the transport the runtime started for this model speaks,
 	// from spec.predictor.model.protocolVersion (v2 is REST, grpc-v2 gRPC).
 	Protocol Protocol

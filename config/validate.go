@@ -130,7 +130,7 @@ func readModel(m *Model, ms *ModelSpec, remote, custom bool, baseDir string, d *
 	// says; storageUri is needed only by a command that uses it.
 	if custom {
 		if ms.StorageURI != "" {
-			m.Path = localPath(ms.StorageURI, baseDir, d)
+			m.Path, m.RegistryRef = modelSource(ms.StorageURI, baseDir, d)
 		}
 		return
 	}
@@ -138,7 +138,58 @@ func readModel(m *Model, ms *ModelSpec, remote, custom bool, baseDir string, d *
 		d.addf(fFormatName, "%s needs a runtime at a URL (annotation %s) or a runtime command (annotation %s); the built-in runtime serves %s",
 			quote(ms.ModelFormat.Name), AnnotationEndpoints, AnnotationCommand, BuiltinFormat)
 	}
-	m.Path = localPath(ms.StorageURI, baseDir, d)
+	m.Path, m.RegistryRef = modelSource(ms.StorageURI, baseDir, d)
+}
+
+// RegistryScheme is the storageUri scheme of models in infergate's
+// registry.
+const RegistryScheme = "registry"
+
+// modelSource reads storageUri for a runtime infergate starts: a
+// registry:// reference (returned as written, its shape checked), or a
+// local path (see localPath).
+func modelSource(uri, baseDir string, d *docProblems) (path, ref string) {
+	scheme, rest, ok := strings.Cut(uri, "://")
+	if !ok || scheme != RegistryScheme {
+		return localPath(uri, baseDir, d), ""
+	}
+	if err := checkRegistryRef(rest); err != nil {
+		d.addf(fStorageURI, "%s: %v", quote(uri), err)
+		return "", ""
+	}
+	return "", uri
+}
+
+// checkRegistryRef checks the shape of a registry reference after its
+// scheme: NAME, NAME/N, NAME@ALIAS or NAME@sha256:HEX. Whether it names
+// anything is the registry's to say, at apply.
+func checkRegistryRef(s string) error {
+	const form = "want registry://NAME, registry://NAME/VERSION, registry://NAME@ALIAS or registry://NAME@sha256:DIGEST"
+	name, sel := s, ""
+	if i := strings.IndexAny(s, "/@"); i >= 0 {
+		name, sel = s[:i], s[i:]
+	}
+	if name == "" {
+		return fmt.Errorf("no model name (%s)", form)
+	}
+	switch {
+	case sel == "":
+	case sel[0] == '/':
+		n, err := strconv.ParseUint(sel[1:], 10, 32)
+		if err != nil || n == 0 {
+			return fmt.Errorf("version %q is not a positive number (%s)", sel[1:], form)
+		}
+	case strings.HasPrefix(sel, "@sha256:"):
+		hex := sel[len("@sha256:"):]
+		if len(hex) != 64 || strings.Trim(hex, "0123456789abcdef") != "" {
+			return fmt.Errorf("digest %q is not 64 lowercase hex digits (%s)", hex, form)
+		}
+	default:
+		if len(sel) == 1 || strings.ContainsAny(sel[1:], "/@:") {
+			return fmt.Errorf("alias %q is malformed (%s)", sel[1:], form)
+		}
+	}
+	return nil
 }
 
 // readPredictor reads spec.predictor's scaling, timeout, canary and
@@ -483,7 +534,7 @@ func localPath(uri, baseDir string, d *docProblems) string {
 	p := uri
 	if scheme, rest, ok := strings.Cut(uri, "://"); ok && isScheme(scheme) {
 		if scheme != "file" {
-			d.addf(fStorageURI, "%s: scheme %s is not supported; only local paths (file://PATH or PATH) are", quote(uri), quote(scheme))
+			d.addf(fStorageURI, "%s: scheme %s is not supported; only local paths (file://PATH or PATH) and registry://NAME[/VERSION|@ALIAS] are", quote(uri), quote(scheme))
 			return ""
 		}
 		p = rest

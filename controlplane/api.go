@@ -62,6 +62,10 @@ type APIOptions struct {
 	// MaxApplyBytes bounds the body of an apply request; a larger one
 	// gets 413 (default DefaultMaxApplyBytes).
 	MaxApplyBytes int64
+	// Extra are more handlers of the admin port's API by ServeMux pattern
+	// (the registry's and the event log's); they guard their own changes
+	// (see Guard).
+	Extra map[string]http.Handler
 }
 
 // Applier makes declarations the desired state, all or nothing; see
@@ -176,6 +180,9 @@ func NewAPI(opts APIOptions) (*API, error) {
 	a.mux.HandleFunc("POST /api/v1/apply", a.guard(a.apply))
 	a.mux.HandleFunc("GET /api/v1/rollouts/{model}", a.rolloutStatus)
 	a.mux.HandleFunc("POST /api/v1/rollouts/{model}/{action}", a.guard(a.rolloutAction))
+	for pattern, h := range opts.Extra {
+		a.mux.Handle(pattern, h)
+	}
 	a.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, http.StatusNotFound, fmt.Errorf("no control API at %s %s; see GET /api/v1/models, POST /api/v1/apply, GET /api/v1/rollouts/{model}, POST /api/v1/rollouts/{model}/{promote|rollback|pause|resume}", r.Method, r.URL.Path))
 	})
@@ -192,16 +199,30 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTT
 // ChangesFromAnywhere, the client must also be on loopback and name a
 // loopback host (so that a DNS name rebound to 127.0.0.1 does not pass).
 func (a *API) guard(h http.HandlerFunc) http.HandlerFunc {
+	return Guard(a.opts.ChangesFromAnywhere, h)
+}
+
+// Guard admits a change to the admin API, as the control API's own
+// changes are admitted: no Origin header (browsers add one), a POST only
+// as Content-Type application/json (which a cross-site form or no-cors
+// fetch cannot send; PUT, PATCH and DELETE are never sent cross-site
+// without a CORS preflight, which the admin port never grants), and,
+// unless changesFromAnywhere, only from a loopback client to a loopback
+// host (so that a DNS name rebound to 127.0.0.1 does not pass). Other
+// admin handlers (the registry's) wrap their changes with it.
+func Guard(changesFromAnywhere bool, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-			writeAPIError(w, http.StatusUnsupportedMediaType, errors.New("changes must be sent as Content-Type: application/json"))
-			return
+		if r.Method == http.MethodPost {
+			if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+				writeAPIError(w, http.StatusUnsupportedMediaType, errors.New("changes must be sent as Content-Type: application/json"))
+				return
+			}
 		}
 		if r.Header.Get("Origin") != "" {
 			writeAPIError(w, http.StatusForbidden, errors.New("changes are not accepted from web pages (the request has an Origin header)"))
 			return
 		}
-		if !a.opts.ChangesFromAnywhere && (!loopbackRemote(r.RemoteAddr) || !loopbackHost(r.Host)) {
+		if !changesFromAnywhere && (!loopbackRemote(r.RemoteAddr) || !loopbackHost(r.Host)) {
 			writeAPIError(w, http.StatusForbidden, errors.New("changes are accepted from loopback clients only, addressed to a loopback host; start infergate with -api-changes-anywhere on a trusted network"))
 			return
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -66,6 +67,10 @@ type Options struct {
 	// MaxDecisions bounds the rollout decisions kept per model, oldest
 	// dropped first; 0 means DefaultMaxDecisions.
 	MaxDecisions int
+	// Store, when set, keeps the state across restarts: every change is
+	// written to it before it takes effect (a change it cannot write is
+	// refused with ErrStore), and Load reads it back.
+	Store Store
 }
 
 // Deployments is the desired state of every deployed model: its immutable
@@ -78,6 +83,7 @@ type Deployments struct {
 	clock        Clock
 	maxRevisions int
 	maxDecisions int
+	store        Store
 
 	mu     sync.Mutex
 	models map[string]*model
@@ -86,6 +92,8 @@ type Deployments struct {
 	// with another spec.
 	numbers map[string]int
 	gen     uint64
+	// restored is set by Load until the next Apply with prune.
+	restored bool
 	// changed is closed, and replaced, at each new generation.
 	changed chan struct{}
 }
@@ -111,6 +119,7 @@ func New(opts Options) (*Deployments, error) {
 		clock:        opts.Clock,
 		maxRevisions: opts.MaxRevisions,
 		maxDecisions: opts.MaxDecisions,
+		store:        opts.Store,
 		models:       make(map[string]*model),
 		numbers:      make(map[string]int),
 		changed:      make(chan struct{}),
@@ -223,7 +232,9 @@ func (d *Deployments) Apply(models []config.Model, prune bool) (Changes, error) 
 				ch.Action = ActionConfigured
 			}
 		}
-		if ch.Action != ActionUnchanged && !prune {
+		// A declaration applied again as written (a registry alias it
+		// names moved) overrides nothing.
+		if ch.Action != ActionUnchanged && !prune && (cur == nil || !sameWritten(cur.applied, dc.m)) {
 			nm.overridden = true
 		}
 		// A change of source alone shows in State: a new generation,
@@ -258,20 +269,39 @@ func (d *Deployments) Apply(models []config.Model, prune bool) (Changes, error) 
 
 	if prune {
 		var gone []string
-		for name := range d.models {
-			if _, ok := staged[name]; !ok {
+		for name, m := range d.models {
+			// The first read of the config after Load keeps the models
+			// that apply alone made: a restart is no change of the
+			// config.
+			if _, ok := staged[name]; !ok && (!d.restored || m.fileDecl != "") {
 				gone = append(gone, name)
 			}
 		}
 		sort.Strings(gone)
 		for _, name := range gone {
-			delete(d.models, name)
+			staged[name] = nil
 			changes.Models = append(changes.Models, ModelChange{Model: name, Action: ActionRemoved})
 			changed = true
 		}
 	}
-	maps.Copy(d.models, staged)
-	maps.Copy(d.numbers, numbers)
+	// The numbers given go with the records written; a failed write
+	// gives them back.
+	was := make(map[string]int, len(numbers))
+	for name, n := range numbers {
+		was[name] = d.numbers[name]
+		d.numbers[name] = n
+	}
+	actor := "apply"
+	if prune {
+		actor = "config file"
+	}
+	if err := d.commit(staged, actor); err != nil {
+		maps.Copy(d.numbers, was)
+		return Changes{}, err
+	}
+	if prune {
+		d.restored = false
+	}
 	if changed {
 		d.bump()
 	}
@@ -335,11 +365,18 @@ func (d *Deployments) act(verb, name string, f func(m *model, now time.Time) err
 		return fmt.Errorf("controlplane: %s %s: %w", verb, name, ErrUnknownModel)
 	}
 	before := m.summary()
-	if err := f(m, d.clock.Now()); err != nil {
+	nm := m.clone()
+	if err := f(nm, d.clock.Now()); err != nil {
 		return fmt.Errorf("controlplane: %s %s: %w", verb, name, err)
 	}
-	if m.summary() != before {
-		m.overridden = true
+	moved := nm.summary() != before
+	if moved {
+		nm.overridden = true
+	}
+	if err := d.commit(map[string]*model{name: nm}, "user"); err != nil {
+		return fmt.Errorf("controlplane: %s %s: %w", verb, name, err)
+	}
+	if moved {
 		d.bump()
 	}
 	return nil
@@ -367,15 +404,20 @@ func (d *Deployments) MarkFailed(revision, reason string) error {
 func (d *Deployments) setStatus(revision string, st RevisionStatus, reason string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for _, m := range d.models {
+	for name, m := range d.models {
 		for _, r := range m.revs {
 			if r.Name != revision {
 				continue
 			}
-			if m.setStatus(r.Number, st, reason, d.clock.Now()) {
-				m.trim(d.maxRevisions)
-				d.bump()
+			nm := m.clone()
+			if !nm.setStatus(r.Number, st, reason, d.clock.Now()) {
+				return nil
 			}
+			nm.trim(d.maxRevisions)
+			if err := d.commit(map[string]*model{name: nm}, "runtime"); err != nil {
+				return fmt.Errorf("controlplane: revision %s: %w", revision, err)
+			}
+			d.bump()
 			return nil
 		}
 	}
@@ -442,4 +484,21 @@ func rolloutNothing(m *model, pct int64) error {
 		return fmt.Errorf("latest revision %s is stable: %w", m.revName(m.latest), ErrNothingToDo)
 	}
 	return fmt.Errorf("latest revision %s has %d%% already: %w", m.revName(m.latest), pct, ErrNothingToDo)
+}
+
+// appliedOf returns the declaration last applied to the model.
+func (d *Deployments) appliedOf(name string) (config.Model, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	m := d.models[name]
+	if m == nil {
+		return config.Model{}, false
+	}
+	return m.applied, true
+}
+
+// sameWritten reports whether two declarations are the same as written,
+// from the same source: what they resolve to (Path) may differ.
+func sameWritten(a, b config.Model) bool {
+	return a.Source == b.Source && a.RegistryRef == b.RegistryRef && reflect.DeepEqual(a.Spec, b.Spec)
 }

@@ -64,11 +64,26 @@
 // file or directory whenever it changes (or on SIGHUP), through the same
 // Applier.
 //
+// # Durable state and the registry
+//
+// With Options.Store, every change (Apply, the actions by hand, MarkReady
+// and MarkFailed, Tick's decisions) is written to the Store with its
+// events, one transaction per change, before it takes effect; a change
+// the Store refuses is not made (ErrStore). Load restores the state after
+// a restart: a running rollout resumes at its step, its window opening
+// again. RegistryStore keeps it in the registry's store (a table of its
+// own, and the registry's event log).
+//
+// RegistryResolver resolves registry:// storageUris to the files of the
+// version they name (placed under a directory named after the version's
+// digest, so that another version is another revision), follows aliases
+// (moving one re-applies the declarations that name it) and tells the
+// registry which versions the kept revisions serve.
+//
 // # What it never does
 //
-// Deployments starts no goroutine (Run is a loop for the caller's), does
-// no I/O and keeps nothing on disk: the caller persists what it must and
-// wires State to the router. It reads the time from an injected Clock.
+// Deployments starts no goroutine (Run is a loop for the caller's) and
+// does no I/O but through its Store; the caller wires State to the router. It reads the time from an injected Clock.
 // The loops WatchConfig, WatchSupervised and WatchEndpoints run in the
 // caller's goroutines; WatchConfig reads the config files and API reads
 // HTTP requests. Nothing here imports the data plane (gateway, the

@@ -369,16 +369,22 @@ func (d *Deployments) Tick(now time.Time, stats func(revision string) router.Cou
 	defer d.mu.Unlock()
 	var out []Decision
 	changed := false
+	staged := make(map[string]*model, len(jobs))
 	for _, j := range jobs {
 		m := d.models[j.name]
 		if m == nil || m.rollout == nil || m.rollout.canary != j.canary || m.rollout.epoch != j.epoch {
 			continue // Moved while the counters were read; the next Tick judges it.
 		}
-		before := m.summary()
-		if dec, ok := m.judge(now, j.c, j.s); ok {
+		nm := m.clone()
+		if dec, ok := nm.judge(now, j.c, j.s); ok {
 			out = append(out, dec.clone())
 		}
-		changed = changed || m.summary() != before
+		changed = changed || nm.summary() != m.summary()
+		staged[j.name] = nm
+	}
+	if err := d.commit(staged, "rollout gate"); err != nil {
+		// Not stored, so not made: the next Tick judges again.
+		return nil
 	}
 	if changed {
 		d.bump()

@@ -40,6 +40,9 @@ type ReconcilerOptions struct {
 	Manager     *Manager
 	Gateway     Router
 	Autoscaler  Scaling
+	// Registry resolves registry:// storageUris before the declarations
+	// are checked and applied; nil: such a declaration is refused.
+	Registry controlplane.ModelRegistry
 	// RetryInterval is how soon Run tries again to make the routes of a
 	// state it could not (default DefaultRetryInterval).
 	RetryInterval time.Duration
@@ -93,6 +96,10 @@ func NewReconciler(opts ReconcilerOptions) (*Reconciler, error) {
 // returns: if making them fails (rare: what could fail was checked
 // first), it is logged and Run tries again.
 func (r *Reconciler) Apply(models []config.Model, prune bool) (controlplane.Changes, error) {
+	models, err := r.resolve(models)
+	if err != nil {
+		return controlplane.Changes{}, err
+	}
 	if err := CheckRuntimes(models, r.opts.Manager.opts.LocalRuntimes); err != nil {
 		return controlplane.Changes{}, err
 	}
@@ -104,6 +111,30 @@ func (r *Reconciler) Apply(models []config.Model, prune bool) (controlplane.Chan
 		r.log.Error(fmt.Sprintf("state applied, routes not changed yet; trying again in %v", r.opts.RetryInterval), "err", err)
 	}
 	return ch, nil
+}
+
+// resolveTimeout bounds the resolution of a batch's registry references,
+// their files' placing and checking included.
+const resolveTimeout = 5 * time.Minute
+
+// resolve gives the declarations that name a registry version the files
+// of the version it names now (see controlplane.RegistryResolver).
+func (r *Reconciler) resolve(models []config.Model) ([]config.Model, error) {
+	var refs []error
+	for _, m := range models {
+		if m.RegistryRef != "" && r.opts.Registry == nil {
+			refs = append(refs, fmt.Errorf("%s: spec.predictor.model.storageUri: %q: this infergate has no model registry: %w", m.Source, m.RegistryRef, controlplane.ErrInvalid))
+		}
+	}
+	if len(refs) > 0 {
+		return nil, errors.Join(refs...)
+	}
+	if r.opts.Registry == nil {
+		return models, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+	defer cancel()
+	return r.opts.Registry.Resolve(ctx, models)
 }
 
 // Run keeps routes in step with the deployed state until ctx ends, then

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"time"
 
@@ -59,6 +60,17 @@ type Options struct {
 	// Reload re-reads ConfigPath at once when it receives (SIGHUP); nil:
 	// never.
 	Reload <-chan os.Signal
+	// Store keeps the desired state (revisions, traffic, rollouts and
+	// their decisions) across restarts: Serve loads it before it applies
+	// Models. nil: the state lives in memory only.
+	Store controlplane.Store
+	// ModelRegistry resolves registry:// storageUris, and Serve keeps the
+	// deployments that name an alias on the alias's version. nil: such
+	// declarations are refused.
+	ModelRegistry controlplane.ModelRegistry
+	// AdminAPI are more handlers of the admin port's API, by ServeMux
+	// pattern (see controlplane.APIOptions.Extra).
+	AdminAPI map[string]http.Handler
 	// RolloutInterval is how often rollouts are judged (default
 	// DefaultRolloutInterval).
 	RolloutInterval time.Duration
@@ -120,7 +132,7 @@ func New(opts Options) (*Server, error) {
 	if s.gw, err = gateway.New(gwOpts); err != nil {
 		return nil, err
 	}
-	if s.dep, err = controlplane.New(controlplane.Options{}); err != nil {
+	if s.dep, err = controlplane.New(controlplane.Options{Store: opts.Store}); err != nil {
 		return nil, err
 	}
 	if s.manager, err = NewManager(ManagerOptions{
@@ -149,6 +161,7 @@ func New(opts Options) (*Server, error) {
 		Manager:     s.manager,
 		Gateway:     s.gw,
 		Autoscaler:  s.scaler,
+		Registry:    opts.ModelRegistry,
 		Logger:      log,
 	}); err != nil {
 		return nil, err
@@ -164,6 +177,7 @@ func New(opts Options) (*Server, error) {
 		Scaling:             s.scaler,
 		Base:                gateway.AdminHandler(gateway.AdminOptions{Gatherer: reg, PprofFromAnywhere: opts.PprofFromAnywhere, Ready: s.gw.Ready}),
 		ChangesFromAnywhere: opts.ChangesFromAnywhere,
+		Extra:               opts.AdminAPI,
 	})
 	if err != nil {
 		return nil, err
@@ -205,6 +219,12 @@ func (s *Server) Serve(ctx context.Context, rest, grpc, admin net.Listener) erro
 	// Revisions' runtimes and batchers run until the gateway has drained,
 	// so that requests in flight finish on them.
 	defer s.manager.Close()
+	// The stored state first: the config's declarations then apply to it
+	// as they would to the state before the restart.
+	if err := s.dep.Load(ctx); err != nil {
+		closeAll()
+		return err
+	}
 	if _, err := s.reconciler.Apply(s.opts.Models, true); err != nil {
 		closeAll()
 		return err
@@ -228,6 +248,9 @@ func (s *Server) Serve(ctx context.Context, rest, grpc, admin net.Listener) erro
 				Logger:  s.log,
 			})
 		})
+	}
+	if s.opts.ModelRegistry != nil {
+		eg.Go(func() error { return s.opts.ModelRegistry.Follow(gctx, s.dep, s.reconciler) })
 	}
 	eg.Go(func() error { return s.gw.Serve(gctx, rest, grpc) })
 	eg.Go(func() error { return gateway.ServeAdmin(gctx, admin, s.admin) })

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -221,6 +222,10 @@ func startInfergate(t *testing.T, command string, args ...string) *infergateProc
 	t.Helper()
 	logs := newProcLog()
 	all := append([]string{command, "-rest-addr", "127.0.0.1:0", "-grpc-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0"}, args...)
+	if (command == "serve" || command == "gateway") && !slices.Contains(args, "-data-dir") {
+		// Each its own store: no state left by another test or run.
+		all = append(all, "-data-dir", t.TempDir())
+	}
 	cmd := exec.Command(binPath, all...)
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {

@@ -23,11 +23,12 @@ import (
 	samples "github.com/infergate/infergate/examples/models"
 	"github.com/infergate/infergate/gateway"
 	"github.com/infergate/infergate/gateway/netlimit"
+	"github.com/infergate/infergate/registry"
 	"github.com/infergate/infergate/serving"
 )
 
 type serveFlags struct {
-	config, dataDir               string
+	config, dataDir, store        string
 	restAddr, grpcAddr, adminAddr string
 	maxBody                       int
 	drain                         time.Duration
@@ -54,7 +55,8 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	fs.SetOutput(stderr)
 	var f serveFlags
 	fs.StringVar(&f.config, "config", "", "InferenceService YAML file or directory (default: the built-in sample models)")
-	fs.StringVar(&f.dataDir, "data-dir", "data", "directory for runtime logs and extracted sample models")
+	fs.StringVar(&f.dataDir, "data-dir", "data", "directory for the store (infergate.db), the registry's artifacts, runtime logs and extracted sample models")
+	fs.StringVar(&f.store, "store", "", "where the control plane keeps the registry and the desired state: \"\" for <data-dir>/infergate.db (SQLite), sqlite:///PATH, or postgres://... (PostgreSQL, shared by several control planes)")
 	fs.StringVar(&f.restAddr, "rest-addr", ":8080", "OIP REST listen address")
 	fs.StringVar(&f.grpcAddr, "grpc-addr", ":8081", "OIP gRPC listen address")
 	fs.StringVar(&f.adminAddr, "admin-addr", ":8090", "admin listen address: /metrics, /debug/pprof (loopback clients only)")
@@ -134,6 +136,19 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	}
 	defer adminLn.Close()
 
+	// The store: the model registry, and the desired state that survives
+	// restarts.
+	modelReg, err := registry.Open(ctx, registry.Options{DataDir: f.dataDir, Store: f.store, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer modelReg.Close()
+	store, err := controlplane.NewRegistryStore(ctx, modelReg)
+	if err != nil {
+		return err
+	}
+	resolver := controlplane.NewRegistryResolver(modelReg, filepath.Join(f.dataDir, "deployed"), log)
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := serving.New(serving.Options{
@@ -159,6 +174,8 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 		Reload:              reload,
 		Registry:            reg,
 		Logger:              log,
+		Store:               store,
+		ModelRegistry:       resolver,
 	})
 	if err != nil {
 		return err

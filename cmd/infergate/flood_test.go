@@ -49,7 +49,7 @@ spec:
 	// timeout) until the test closes them.
 	cmd := exec.Command("/bin/sh", "-c", `ulimit -n 128 && exec "$0" "$@"`, binPath, "gateway", "-config", cfg,
 		"-rest-addr", "127.0.0.1:0", "-grpc-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0",
-		"-admin-max-conns", "1000", "-header-timeout", "10m", "-drain-timeout", "500ms")
+		"-admin-max-conns", "1000", "-header-timeout", "10m", "-drain-timeout", "500ms", "-data-dir", t.TempDir())
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -42,6 +42,11 @@ var rules = []rule{
 	{"autoscaler", nil, nil},
 	{"runtimes", []string{"oip"}, nil},
 	{"registry", nil, nil},
+	// The pipeline engine runs steps as processes and keeps its state in
+	// the registry's store; training is the built-in train and evaluate
+	// steps, evaluating through the built-in runtime.
+	{"pipelines", []string{"registry", "config"}, nil},
+	{"training", []string{"runtimes", "oip"}, nil},
 	{"bench", []string{"oip", "runtimes"}, nil},
 	{"oip", nil, nil},
 	{"config", nil, nil},

@@ -27,6 +27,8 @@ Usage:
   infergate apply -f FILE|DIR    apply InferenceService YAML to a running gateway
   infergate rollout status|promote|rollback|pause|resume MODEL
                                  show or steer a model's canary rollout
+  infergate step mlp|train|evaluate|sweep [flags]
+                                 the pipelines' built-in steps
   infergate version              print the version
 
 Run "infergate <command> -h" for a command's flags.
@@ -59,6 +61,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "rollout":
 		return runRollout(rest, stdout, stderr)
 
+	case "step":
+		return runStep(rest, stdout, stderr)
 	case "modelserver":
 		return runModelServer(rest, stdout, stderr)
 	case "bench":

@@ -47,6 +47,9 @@ var rules = []rule{
 	// steps, evaluating through the built-in runtime.
 	{"pipelines", []string{"registry", "config"}, nil},
 	{"training", []string{"runtimes", "oip"}, nil},
+	// sweep is Katib's job as a step: it runs trials as processes and
+	// knows nothing of what they train.
+	{"sweep", nil, nil},
 	{"bench", []string{"oip", "runtimes"}, nil},
 	{"oip", nil, nil},
 	{"config", nil, nil},

@@ -1,0 +1,11 @@
+//go:build !linux
+
+package sweep
+
+import "syscall"
+
+// sysProcAttr puts a trial in a process group of its own, so that it and
+// whatever it starts are stopped together.
+func sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true}
+}

@@ -5,7 +5,7 @@ TOOLS     := $(CURDIR)/bin/tools
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all build run test test-postgres test-race test-long fuzz fuzz-ci bench bench-generator bench-batching bench-coldstart proto models vet fmt clean
+.PHONY: all build run test test-postgres test-race test-long fuzz fuzz-ci bench bench-generator bench-batching bench-coldstart bench-registry proto models vet fmt clean
 
 all: build
 
@@ -26,7 +26,7 @@ test:
 # Debian's postgresql package on a loopback port in a temporary directory,
 # names its empty database in INFERGATE_TEST_POSTGRES, and stops and
 # removes it afterwards. POSTGRES_PKGS lists the packages whose tests use it.
-POSTGRES_PKGS ?= ./registry/... ./controlplane/...
+POSTGRES_PKGS ?= ./registry/... ./controlplane/... ./pipelines/...
 test-postgres:
 	./scripts/with-postgres $(GO) test -count=1 -timeout 12m $(POSTGRES_PKGS)
 
@@ -89,6 +89,40 @@ bench-batching: build
 # the gateway's share, and failed requests (about five minutes).
 bench-coldstart: build
 	./scripts/bench.sh coldstart
+
+# The registry's benchmarks (registry/bench_test.go: resolve, list and
+# version registration on 100 models x 100 versions, each with its p50
+# and p99) on SQLite, then on a throwaway PostgreSQL through
+# scripts/with-postgres when PostgreSQL's server is installed (Debian's
+# postgresql package; PG_BINDIR as there), then both side by side. The
+# outputs stay in bin/bench-registry-{sqlite,postgres}.txt. About a minute
+# and a half on 2 cores.
+BENCH_REGISTRY_TIME ?= 2000x
+BENCH_REGISTRY      = $(GO) test -run '^$$' -benchtime $(BENCH_REGISTRY_TIME) -benchmem ./registry/
+bench-registry:
+	@mkdir -p bin
+	@echo "== registry benchmarks on SQLite"
+	@$(BENCH_REGISTRY) -bench '/sqlite' >bin/bench-registry-sqlite.txt 2>&1; \
+		status=$$?; cat bin/bench-registry-sqlite.txt; exit $$status
+	@rm -f bin/bench-registry-postgres.txt
+	@if [ -n "$$PG_BINDIR" ] || command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+		echo "== registry benchmarks on PostgreSQL (scripts/with-postgres)"; \
+		./scripts/with-postgres $(BENCH_REGISTRY) -bench '/postgres' >bin/bench-registry-postgres.txt 2>&1; \
+		status=$$?; cat bin/bench-registry-postgres.txt; exit $$status; \
+	else \
+		echo "== PostgreSQL's server is not installed (Debian's postgresql package): its benchmarks are skipped"; \
+	fi
+	@echo "== both stores: p50 / p99 in µs; registrations per second"
+	@awk 'FNR == 1 { b = (FILENAME ~ /postgres/) ? "postgres" : "sqlite" } \
+		/^Benchmark/ { n = $$1; sub(/-[0-9]+$$/, "", n); sub("/" b, "", n); \
+			for (i = 3; i < NF; i += 2) v[n, b, $$(i + 1)] = $$i; \
+			if (!(n in seen)) { seen[n] = 1; order[++k] = n } } \
+		function cell(n, b,  s) { if (!((n, b, "p99-µs") in v)) return "-"; \
+			s = v[n, b, "p50-µs"] " / " v[n, b, "p99-µs"]; \
+			if ((n, b, "registrations/s") in v) s = s ", " v[n, b, "registrations/s"] "/s"; return s } \
+		END { printf "%-42s  %-24s  %s\n", "BENCHMARK", "SQLITE", "POSTGRESQL"; \
+			for (j = 1; j <= k; j++) printf "%-42s  %-24s  %s\n", order[j], cell(order[j], "sqlite"), cell(order[j], "postgres") }' \
+		bin/bench-registry-sqlite.txt $$(ls bin/bench-registry-postgres.txt 2>/dev/null)
 
 # Regenerates oip/inferencepb from oip/proto with pinned generators.
 proto:

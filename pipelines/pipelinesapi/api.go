@@ -1,0 +1,293 @@
+package pipelinesapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/infergate/infergate/pipelines"
+)
+
+// Options configure New.
+type Options struct {
+	// Engine runs the pipelines. Required.
+	Engine *pipelines.Engine
+	// Guard wraps the handlers that change state (submit, cancel, retry);
+	// nil admits every request.
+	Guard func(http.HandlerFunc) http.HandlerFunc
+	// MaxBodyBytes bounds a submit request's body; 0 means twice
+	// pipelines.MaxPipelineBytes.
+	MaxBodyBytes int64
+}
+
+// SubmitRequest is the body of POST /api/v1/runs.
+type SubmitRequest struct {
+	// Pipeline is the pipeline document (YAML or JSON).
+	Pipeline string `json:"pipeline"`
+	// Params by name, as text ("20", "0.1", "true", "[1, 2]").
+	Params map[string]json.RawMessage `json:"params,omitempty"`
+	// DisableCache runs every step even where earlier outputs could be
+	// reused.
+	DisableCache bool `json:"disableCache,omitempty"`
+	// Source names the pipeline in errors (its file name).
+	Source string `json:"source,omitempty"`
+	// BaseDir is the directory relative paths of the pipeline resolve
+	// against (its file's, on the machine of the engine).
+	BaseDir string `json:"baseDir,omitempty"`
+}
+
+type api struct {
+	e     *pipelines.Engine
+	guard func(http.HandlerFunc) http.HandlerFunc
+	max   int64
+}
+
+// New returns the handler of /api/v1/runs and below; it starts no
+// goroutine.
+func New(opts Options) (http.Handler, error) {
+	if opts.Engine == nil {
+		return nil, errors.New("pipelinesapi: Options.Engine is required")
+	}
+	if opts.MaxBodyBytes < 0 {
+		return nil, fmt.Errorf("pipelinesapi: Options.MaxBodyBytes %d is negative", opts.MaxBodyBytes)
+	}
+	if opts.MaxBodyBytes == 0 {
+		opts.MaxBodyBytes = 2 * pipelines.MaxPipelineBytes
+	}
+	if opts.Guard == nil {
+		opts.Guard = func(h http.HandlerFunc) http.HandlerFunc { return h }
+	}
+	a := &api{e: opts.Engine, guard: opts.Guard, max: opts.MaxBodyBytes}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/v1/runs", a.guard(a.submit))
+	mux.HandleFunc("GET /api/v1/runs", a.list)
+	mux.HandleFunc("GET /api/v1/runs/{id}", a.get)
+	mux.HandleFunc("POST /api/v1/runs/{id}/cancel", a.guard(a.cancel))
+	mux.HandleFunc("POST /api/v1/runs/{id}/retry", a.guard(a.retry))
+	mux.HandleFunc("GET /api/v1/runs/{id}/steps/{step}/logs", a.logs)
+	notFound := func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, errNoRoute{r.Method + " " + r.URL.Path})
+	}
+	mux.HandleFunc("/api/v1/runs", notFound)
+	mux.HandleFunc("/api/v1/runs/", notFound)
+	return mux, nil
+}
+
+// errNoRoute is a request to no endpoint of this API.
+type errNoRoute struct{ req string }
+
+func (e errNoRoute) Error() string {
+	return "no pipelines API at " + e.req + "; see POST|GET /api/v1/runs, GET /api/v1/runs/{id}, POST /api/v1/runs/{id}/cancel|retry, GET /api/v1/runs/{id}/steps/{step}/logs"
+}
+
+// errTooLarge is a body over the bound.
+type errTooLarge struct{ limit int64 }
+
+func (e errTooLarge) Error() string {
+	return fmt.Sprintf("the request is larger than %d bytes", e.limit)
+}
+
+// status maps an error to its HTTP status: the one place it is decided.
+func status(err error) int {
+	var tl errTooLarge
+	switch {
+	case errors.As(err, new(errNoRoute)):
+		return http.StatusNotFound
+	case errors.As(err, &tl):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, pipelines.ErrInvalid):
+		return http.StatusBadRequest
+	case errors.Is(err, pipelines.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, pipelines.ErrConflict):
+		return http.StatusConflict
+	case errors.Is(err, pipelines.ErrTooManyRuns):
+		return http.StatusTooManyRequests
+	case errors.Is(err, pipelines.ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	writeJSON(w, status(err), map[string]string{"error": err.Error()})
+}
+
+// badRequest is a request the API itself refuses.
+func badRequest(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{pipelines.ErrInvalid}, args...)...)
+}
+
+func (a *api) submit(w http.ResponseWriter, r *http.Request) {
+	var req SubmitRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, a.max))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(&req)
+	if err == nil {
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = errors.New("data after the request object")
+			if errors.As(terr, new(*http.MaxBytesError)) {
+				err = terr
+			}
+		}
+	}
+	if err != nil {
+		if errors.As(err, new(*http.MaxBytesError)) {
+			writeError(w, errTooLarge{a.max})
+			return
+		}
+		writeError(w, badRequest("the body is not a submit request: %v", err))
+		return
+	}
+	if strings.TrimSpace(req.Pipeline) == "" {
+		writeError(w, badRequest("pipeline: missing (the pipeline's YAML)"))
+		return
+	}
+	params := make(map[string]string, len(req.Params))
+	for k, raw := range req.Params {
+		var s string
+		if err := json.Unmarshal(raw, &s); err == nil {
+			params[k] = s
+			continue
+		}
+		if strings.TrimSpace(string(raw)) == "null" {
+			writeError(w, badRequest("params.%s: null is not a value", k))
+			return
+		}
+		params[k] = string(raw)
+	}
+	p, err := pipelines.ParseSource(req.Source, []byte(req.Pipeline), req.BaseDir)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	id, err := a.e.Submit(r.Context(), p, params, pipelines.SubmitOptions{DisableCache: req.DisableCache})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	a.answerRun(w, r, http.StatusCreated, id)
+}
+
+// answerRun answers with the run as stored now.
+func (a *api) answerRun(w http.ResponseWriter, r *http.Request, code int, id pipelines.RunID) {
+	run, err := a.e.Get(r.Context(), id)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("Location", "/api/v1/runs/"+string(id))
+	writeJSON(w, code, run)
+}
+
+func (a *api) list(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	o := pipelines.ListOptions{Pipeline: q.Get("pipeline"), State: pipelines.RunState(q.Get("state")), PageToken: q.Get("pageToken")}
+	if s := q.Get("pageSize"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			writeError(w, badRequest("pageSize %q is not a number", s))
+			return
+		}
+		o.PageSize = n
+	}
+	page, err := a.e.List(r.Context(), o)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, page)
+}
+
+func (a *api) get(w http.ResponseWriter, r *http.Request) {
+	run, err := a.e.Get(r.Context(), pipelines.RunID(r.PathValue("id")))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, run)
+}
+
+func (a *api) cancel(w http.ResponseWriter, r *http.Request) {
+	id := pipelines.RunID(r.PathValue("id"))
+	if err := a.e.Cancel(r.Context(), id); err != nil {
+		writeError(w, err)
+		return
+	}
+	a.answerRun(w, r, http.StatusAccepted, id)
+}
+
+func (a *api) retry(w http.ResponseWriter, r *http.Request) {
+	id := pipelines.RunID(r.PathValue("id"))
+	if err := a.e.Retry(r.Context(), id); err != nil {
+		writeError(w, err)
+		return
+	}
+	a.answerRun(w, r, http.StatusAccepted, id)
+}
+
+func (a *api) logs(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	o := pipelines.LogOptions{}
+	for _, f := range []struct {
+		name string
+		dst  *int
+	}{{"iteration", &o.Iteration}, {"attempt", &o.Attempt}} {
+		if s := q.Get(f.name); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil {
+				writeError(w, badRequest("%s %q is not a number", f.name, s))
+				return
+			}
+			*f.dst = n
+		}
+	}
+	switch q.Get("follow") {
+	case "", "0", "false":
+	case "1", "true":
+		o.Follow = true
+	default:
+		writeError(w, badRequest("follow %q: want 1 or 0", q.Get("follow")))
+		return
+	}
+	rc, err := a.e.Logs(r.Context(), pipelines.RunID(r.PathValue("id")), r.PathValue("step"), o)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	rcon := http.NewResponseController(w)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := rc.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
+			if o.Follow {
+				_ = rcon.Flush()
+			}
+		}
+		if err != nil {
+			// The status is sent: an error past it (the client left, the
+			// engine closed) ends the stream.
+			return
+		}
+	}
+}

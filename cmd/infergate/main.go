@@ -4,13 +4,16 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -27,6 +30,10 @@ Usage:
   infergate apply -f FILE|DIR    apply InferenceService YAML to a running gateway
   infergate rollout status|promote|rollback|pause|resume MODEL
                                  show or steer a model's canary rollout
+  infergate registry models|versions|aliases|upload|resolve ...
+                                 the model registry: models, versions and their files, aliases
+  infergate events [-f] [-model M] [-since ID|TIME|DURATION]
+                                 the event log of every change; -f follows it
   infergate step mlp|train|evaluate|sweep [flags]
                                  the pipelines' built-in steps
   infergate version              print the version
@@ -61,6 +68,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "rollout":
 		return runRollout(rest, stdout, stderr)
 
+	case "registry":
+		return runRegistry(context.Background(), rest, stdout, stderr)
+	case "events":
+		// -f follows until Ctrl-C, then exits 0.
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return runEvents(ctx, rest, stdout, stderr)
 	case "step":
 		return runStep(rest, stdout, stderr)
 	case "modelserver":

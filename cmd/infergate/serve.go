@@ -9,9 +9,11 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -23,7 +25,10 @@ import (
 	samples "github.com/infergate/infergate/examples/models"
 	"github.com/infergate/infergate/gateway"
 	"github.com/infergate/infergate/gateway/netlimit"
+	"github.com/infergate/infergate/pipelines"
+	"github.com/infergate/infergate/pipelines/pipelinesapi"
 	"github.com/infergate/infergate/registry"
+	"github.com/infergate/infergate/registry/registryapi"
 	"github.com/infergate/infergate/serving"
 )
 
@@ -136,6 +141,8 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	}
 	defer adminLn.Close()
 
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// The store: the model registry, and the desired state that survives
 	// restarts.
 	modelReg, err := registry.Open(ctx, registry.Options{DataDir: f.dataDir, Store: f.store, Logger: log})
@@ -148,9 +155,51 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 		return err
 	}
 	resolver := controlplane.NewRegistryResolver(modelReg, filepath.Join(f.dataDir, "deployed"), log)
+	// The registry's API and the event log, on the admin port beside the
+	// control API, behind the same change guard.
+	regAPI, err := registryapi.New(modelReg, registryapi.Options{
+		Guard: func(h http.HandlerFunc) http.HandlerFunc { return controlplane.Guard(f.changesAnywhere, h) },
+		// Event streams end at SIGTERM rather than hold the drain.
+		Done:   ctx.Done(),
+		Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	adminAPI := make(map[string]http.Handler)
+	for _, p := range regAPI.Patterns() {
+		adminAPI[p] = regAPI
+	}
+	// The pipeline engine: runs a killed control plane left are recovered
+	// first.
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	// Steps find this control plane's admin API in INFERGATE_ADMIN (the
+	// built-in register and deploy steps call it).
+	engine, err := pipelines.Open(ctx, pipelines.Options{
+		Registry: modelReg, DataDir: f.dataDir, Infergate: self, Logger: log, Registerer: reg,
+		Env: append(os.Environ(), "INFERGATE_ADMIN="+loopbackAddr(adminLn.Addr())),
+	})
+	if err != nil {
+		return err
+	}
+	defer engine.Close()
+	if n, err := engine.Recover(ctx); err != nil {
+		return err
+	} else if n > 0 {
+		log.Info("pipeline runs recovered", "runs", n)
+	}
+	runsAPI, err := pipelinesapi.New(pipelinesapi.Options{
+		Engine: engine,
+		Guard:  func(h http.HandlerFunc) http.HandlerFunc { return controlplane.Guard(f.changesAnywhere, h) },
+	})
+	if err != nil {
+		return err
+	}
+	adminAPI["/api/v1/runs"], adminAPI["/api/v1/runs/"] = runsAPI, runsAPI
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := serving.New(serving.Options{
 		Models:        models,
 		LocalRuntimes: withRuntimes,
@@ -176,6 +225,7 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 		Logger:              log,
 		Store:               store,
 		ModelRegistry:       resolver,
+		AdminAPI:            adminAPI,
 	})
 	if err != nil {
 		return err
@@ -217,4 +267,13 @@ func sampleModels(dataDir string) ([]config.Model, error) {
 		})
 	}
 	return models, nil
+}
+
+// loopbackAddr is addr as a client on this machine dials it: an
+// unspecified host (":8090") becomes 127.0.0.1.
+func loopbackAddr(addr net.Addr) string {
+	if a, ok := addr.(*net.TCPAddr); ok && a.IP.IsUnspecified() {
+		return net.JoinHostPort("127.0.0.1", strconv.Itoa(a.Port))
+	}
+	return addr.String()
 }

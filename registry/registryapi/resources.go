@@ -1,0 +1,410 @@
+package registryapi
+
+import (
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/infergate/infergate/registry"
+)
+
+// The handlers of models, versions, aliases and references: each decodes
+// the request, makes one registry call and answers its result or error.
+
+// ModelPath returns the API path of a model.
+func ModelPath(name string) string {
+	return "/api/v1/registry/models/" + url.PathEscape(name)
+}
+
+// VersionPath returns the API path of a model's version.
+func VersionPath(model string, n int64) string {
+	return ModelPath(model) + "/versions/" + strconv.FormatInt(n, 10)
+}
+
+// AliasPath returns the API path of a model's alias.
+func AliasPath(model, alias string) string {
+	return ModelPath(model) + "/aliases/" + url.PathEscape(alias)
+}
+
+func (h *Handler) listModels(w http.ResponseWriter, r *http.Request) {
+	o, err := listOptions(r, "name")
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	page, err := h.reg.ListModels(r.Context(), o)
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, page)
+}
+
+func (h *Handler) createModel(w http.ResponseWriter, r *http.Request) {
+	var c registry.ModelCreate
+	if err := h.noQuery(r); err != nil {
+		h.writeError(w, err)
+		return
+	}
+	if err := h.decodeBody(w, r, &c, true); err != nil {
+		h.writeError(w, err)
+		return
+	}
+	m, err := h.reg.CreateModel(actorContext(r), c)
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	w.Header().Set("Location", ModelPath(m.Name))
+	writeTagged(w, http.StatusCreated, m.ETag, m)
+}
+
+func (h *Handler) getModel(w http.ResponseWriter, r *http.Request) {
+	if err := h.noQuery(r); err != nil {
+		h.writeError(w, err)
+		return
+	}
+	m, err := h.reg.GetModel(r.Context(), r.PathValue("model"))
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	writeTagged(w, http.StatusOK, m.ETag, m)
+}
+
+func (h *Handler) updateModel(w http.ResponseWriter, r *http.Request) {
+	var u registry.ModelUpdate
+	match, err := ifMatch(r)
+	if err == nil {
+		err = h.noQuery(r)
+	}
+	if err == nil {
+		err = h.decodeBody(w, r, &u, true)
+	}
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	m, err := h.reg.UpdateModel(actorContext(r), r.PathValue("model"), u, match)
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	writeTagged(w, http.StatusOK, m.ETag, m)
+}
+
+// archiveModel archives through UpdateModel, which honours If-Match (and
+// applies ArchiveModel's guard against versions in use).
+func (h *Handler) archiveModel(w http.ResponseWriter, r *http.Request) {
+	match, err := h.emptyChange(w, r)
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	archived := registry.StateArchived
+	m, err := h.reg.UpdateModel(actorContext(r), r.PathValue("model"), registry.ModelUpdate{State: &archived}, match)
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	writeTagged(w, http.StatusOK, m.ETag, m)
+}
+
+func (h *Handler) listVersions(w http.ResponseWriter, r *http.Request) {
+	o, err := listOptions(r, "status")
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	page, err := h.reg.ListVersions(r.Context(), r.PathValue("model"), o)
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, page)
+}
+
+func (h *Handler) createVersion(w http.ResponseWriter, r *http.Request) {
+	var c registry.VersionCreate
+	err := h.noQuery(r)
+	if err == nil {
+		// An empty body registers a version with the defaults.
+		err = h.decodeBody(w, r, &c, false)
+	}
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	v, err := h.reg.CreateVersion(actorContext(r), r.PathValue("model"), c)
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	w.Header().Set("Location", VersionPath(v.Model, v.Version))
+	writeTagged(w, http.StatusCreated, v.ETag, v)
+}
+
+func (h *Handler) getVersion(w http.ResponseWriter, r *http.Request) {
+	n, err := versionParam(r)
+	if err == nil {
+		err = h.noQuery(r)
+	}
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	v, err := h.reg.GetVersion(r.Context(), r.PathValue("model"), n)
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	writeTagged(w, http.StatusOK, v.ETag, v)
+}
+
+func (h *Handler) updateVersion(w http.ResponseWriter, r *http.Request) {
+	var u registry.VersionUpdate
+	n, err := versionParam(r)
+	var match string
+	if err == nil {
+		match, err = ifMatch(r)
+	}
+	if err == nil {
+		err = h.noQuery(r)
+	}
+	if err == nil {
+		err = h.decodeBody(w, r, &u, true)
+	}
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	v, err := h.reg.UpdateVersion(actorContext(r), r.PathValue("model"), n, u, match)
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	writeTagged(w, http.StatusOK, v.ETag, v)
+}
+
+func (h *Handler) markReady(w http.ResponseWriter, r *http.Request) {
+	n, err := versionParam(r)
+	if err == nil {
+		_, err = h.emptyChange(w, r)
+	}
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	v, err := h.reg.MarkReady(actorContext(r), r.PathValue("model"), n)
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	writeTagged(w, http.StatusOK, v.ETag, v)
+}
+
+// failedRequest is the body of POST .../failed.
+type failedRequest struct {
+	Message string `json:"message"`
+}
+
+func (h *Handler) markFailed(w http.ResponseWriter, r *http.Request) {
+	var body failedRequest
+	n, err := versionParam(r)
+	if err == nil {
+		err = h.noQuery(r)
+	}
+	if err == nil {
+		err = h.decodeBody(w, r, &body, false)
+	}
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	v, err := h.reg.MarkFailed(actorContext(r), r.PathValue("model"), n, body.Message)
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	writeTagged(w, http.StatusOK, v.ETag, v)
+}
+
+// archiveVersion archives through UpdateVersion, which honours If-Match
+// (and applies ArchiveVersion's guard against aliases and users).
+func (h *Handler) archiveVersion(w http.ResponseWriter, r *http.Request) {
+	n, err := versionParam(r)
+	var match string
+	if err == nil {
+		match, err = h.emptyChange(w, r)
+	}
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	archived := registry.StateArchived
+	v, err := h.reg.UpdateVersion(actorContext(r), r.PathValue("model"), n, registry.VersionUpdate{State: &archived}, match)
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	writeTagged(w, http.StatusOK, v.ETag, v)
+}
+
+// items is the answer of a list that has no pages.
+type items[T any] struct {
+	Items []T `json:"items"`
+}
+
+func (h *Handler) listAliases(w http.ResponseWriter, r *http.Request) {
+	if err := h.noQuery(r); err != nil {
+		h.writeError(w, err)
+		return
+	}
+	as, err := h.reg.ListAliases(r.Context(), r.PathValue("model"))
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, items[registry.Alias]{Items: nonNil(as)})
+}
+
+func (h *Handler) getAlias(w http.ResponseWriter, r *http.Request) {
+	if err := h.noQuery(r); err != nil {
+		h.writeError(w, err)
+		return
+	}
+	a, err := h.reg.GetAlias(r.Context(), r.PathValue("model"), r.PathValue("alias"))
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, a)
+}
+
+// aliasRequest is the body of PUT (version and reason) and DELETE (reason)
+// of an alias.
+type aliasRequest struct {
+	Version int64  `json:"version"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+func (h *Handler) setAlias(w http.ResponseWriter, r *http.Request) {
+	var body aliasRequest
+	err := h.noQuery(r)
+	if err == nil {
+		err = h.decodeBody(w, r, &body, true)
+	}
+	if err == nil && body.Version < 1 {
+		err = invalid("body: field version: want the version number the alias points at (1, 2, ...), got %d", body.Version)
+	}
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	a, err := h.reg.SetAlias(actorContext(r), r.PathValue("model"), r.PathValue("alias"), body.Version, body.Reason)
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, a)
+}
+
+// deleteRequest is the optional body of DELETE .../aliases/{alias}.
+type deleteRequest struct {
+	Reason string `json:"reason,omitempty"`
+}
+
+func (h *Handler) deleteAlias(w http.ResponseWriter, r *http.Request) {
+	var body deleteRequest
+	q, err := query(r, "reason")
+	if err == nil {
+		body.Reason, err = single(q, "reason")
+	}
+	fromQuery := body.Reason
+	if err == nil {
+		err = h.decodeBody(w, r, &body, false)
+	}
+	if err == nil && fromQuery != "" && body.Reason != fromQuery {
+		err = invalid("reason is given both in the query and in the body; give it once")
+	}
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	model, alias := r.PathValue("model"), r.PathValue("alias")
+	if err := h.reg.DeleteAlias(actorContext(r), model, alias, body.Reason); err != nil {
+		h.writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *Handler) aliasHistory(w http.ResponseWriter, r *http.Request) {
+	q, err := query(r, "limit")
+	var limit int
+	if err == nil {
+		limit, err = intParam(q, "limit")
+	}
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	model, alias := r.PathValue("model"), r.PathValue("alias")
+	hist, err := h.reg.AliasHistory(r.Context(), model, alias, limit)
+	if err == nil && len(hist) == 0 {
+		// An alias never set has no history: 404, naming what is missing.
+		_, err = h.reg.GetAlias(r.Context(), model, alias)
+	}
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, items[registry.AliasChange]{Items: nonNil(hist)})
+}
+
+func (h *Handler) resolve(w http.ResponseWriter, r *http.Request) {
+	q, err := query(r, "ref")
+	var ref string
+	if err == nil {
+		ref, err = single(q, "ref")
+	}
+	if err == nil && ref == "" {
+		err = invalid("query parameter ref is missing: want ref=registry://<model>[/<version>|@<alias>|@sha256:<hex>]")
+	}
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	v, err := h.reg.Resolve(r.Context(), ref)
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	writeTagged(w, http.StatusOK, v.ETag, v)
+}
+
+// noQuery refuses query parameters on a route that takes none.
+func (h *Handler) noQuery(r *http.Request) error {
+	_, err := query(r)
+	return err
+}
+
+// emptyChange reads a change that carries no data (ready, archive): no
+// query, a body that is empty or {}, and If-Match.
+func (h *Handler) emptyChange(w http.ResponseWriter, r *http.Request) (string, error) {
+	match, err := ifMatch(r)
+	if err == nil {
+		err = h.noQuery(r)
+	}
+	if err == nil {
+		err = h.decodeBody(w, r, &struct{}{}, false)
+	}
+	return match, err
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}

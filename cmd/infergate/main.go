@@ -34,6 +34,8 @@ Usage:
                                  the model registry: models, versions and their files, aliases
   infergate events [-f] [-model M] [-since ID|TIME|DURATION]
                                  the event log of every change; -f follows it
+  infergate run submit|list|get|logs|cancel|retry ...
+                                 pipeline runs: submit a pipeline file, follow it, its steps and logs
   infergate step mlp|train|evaluate|sweep [flags]
                                  the pipelines' built-in steps
   infergate version              print the version
@@ -75,6 +77,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		return runEvents(ctx, rest, stdout, stderr)
+	case "run":
+		return runRun(rest, stdout, stderr)
 	case "step":
 		return runStep(rest, stdout, stderr)
 	case "modelserver":

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
 
 	"github.com/infergate/infergate/pipelines"
+	"github.com/infergate/infergate/registry"
 )
 
 // Options configure New.
@@ -64,11 +66,11 @@ func New(opts Options) (http.Handler, error) {
 	}
 	a := &api{e: opts.Engine, guard: opts.Guard, max: opts.MaxBodyBytes}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /api/v1/runs", a.guard(a.submit))
+	mux.HandleFunc("POST /api/v1/runs", a.guard(withActor(a.submit)))
 	mux.HandleFunc("GET /api/v1/runs", a.list)
 	mux.HandleFunc("GET /api/v1/runs/{id}", a.get)
-	mux.HandleFunc("POST /api/v1/runs/{id}/cancel", a.guard(a.cancel))
-	mux.HandleFunc("POST /api/v1/runs/{id}/retry", a.guard(a.retry))
+	mux.HandleFunc("POST /api/v1/runs/{id}/cancel", a.guard(withActor(a.cancel)))
+	mux.HandleFunc("POST /api/v1/runs/{id}/retry", a.guard(withActor(a.retry)))
 	mux.HandleFunc("GET /api/v1/runs/{id}/steps/{step}/logs", a.logs)
 	notFound := func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errNoRoute{r.Method + " " + r.URL.Path})
@@ -76,6 +78,26 @@ func New(opts Options) (http.Handler, error) {
 	mux.HandleFunc("/api/v1/runs", notFound)
 	mux.HandleFunc("/api/v1/runs/", notFound)
 	return mux, nil
+}
+
+// ActorHeader names who makes a change, as the registry's API reads it
+// (the CLI sends the OS user); without it the client's address is the
+// actor.
+const ActorHeader = "X-Infergate-Actor"
+
+// withActor gives h a request context naming who acts, which the engine
+// records on the run and its events.
+func withActor(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		actor := strings.TrimSpace(r.Header.Get(ActorHeader))
+		if actor == "" {
+			actor = r.RemoteAddr
+			if host, _, err := net.SplitHostPort(actor); err == nil {
+				actor = host
+			}
+		}
+		h(w, r.WithContext(registry.WithActor(r.Context(), actor)))
+	}
 }
 
 // errNoRoute is a request to no endpoint of this API.

@@ -123,6 +123,9 @@ func TestSubmitGetList(t *testing.T) {
 	if code != http.StatusCreated || run.ID == "" || run.Pipeline != "api" {
 		t.Fatalf("submit: %d %+v", code, run)
 	}
+	if run.Actor != "127.0.0.1" {
+		t.Errorf("submitted by %q, want the client's address (no %s header)", run.Actor, ActorHeader)
+	}
 	done := v.wait(run.ID)
 	if done.State != pipelines.RunSucceeded || done.Steps[0].Outputs.Params["c"] != int64(3) {
 		t.Fatalf("run %+v", done)

@@ -77,6 +77,27 @@ type Applier interface {
 	Apply(models []config.Model, prune bool) (Changes, error)
 }
 
+// ActorApplier is an Applier that can name who applies (Deployments and
+// serving.Reconciler are): the change's events then name the client.
+type ActorApplier interface {
+	ApplyAs(actor string, models []config.Model, prune bool) (Changes, error)
+}
+
+// ActorHeader names who makes a change through the admin API (the CLI
+// sends the OS user); without it the client's address is the actor.
+const ActorHeader = "X-Infergate-Actor"
+
+// actorOf is who makes the change r asks for.
+func actorOf(r *http.Request) string {
+	if a := strings.TrimSpace(r.Header.Get(ActorHeader)); a != "" {
+		return a
+	}
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
+}
+
 // Syncer makes what serves match the deployed state now (serving.
 // Reconciler's routes and runtimes); an error means it could not.
 type Syncer interface {
@@ -281,9 +302,18 @@ func (a *API) apply(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, http.StatusBadRequest, errors.New("apply: no InferenceService in the request"))
 		return
 	}
-	ch, err := a.opts.Applier.Apply(models, false)
+	var ch Changes
+	if aa, ok := a.opts.Applier.(ActorApplier); ok {
+		ch, err = aa.ApplyAs(actorOf(r), models, false)
+	} else {
+		ch, err = a.opts.Applier.Apply(models, false)
+	}
 	if err != nil {
-		writeAPIError(w, http.StatusBadRequest, err)
+		status := http.StatusBadRequest
+		if errors.Is(err, ErrStore) {
+			status = http.StatusInternalServerError
+		}
+		writeAPIError(w, status, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, ch)
@@ -330,14 +360,8 @@ func (a *API) rolloutAction(w http.ResponseWriter, r *http.Request) {
 	model := r.PathValue("model")
 	var err error
 	switch action := r.PathValue("action"); action {
-	case "promote":
-		err = d.Promote(model)
-	case "rollback":
-		err = d.Rollback(model)
-	case "pause":
-		err = d.Pause(model)
-	case "resume":
-		err = d.Resume(model)
+	case "promote", "rollback", "pause", "resume":
+		err = d.ActAs(actorOf(r), action, model)
 	default:
 		writeAPIError(w, http.StatusNotFound, fmt.Errorf("rollout: no action %q; use promote, rollback, pause or resume", action))
 		return

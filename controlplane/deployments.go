@@ -161,6 +161,13 @@ func New(opts Options) (*Deployments, error) {
 // The mirror annotations (see config.AnnotationMirrorPercent) of the
 // latest declaration configure the model's mirror.
 func (d *Deployments) Apply(models []config.Model, prune bool) (Changes, error) {
+	return d.ApplyAs("", models, prune)
+}
+
+// ApplyAs is Apply on behalf of actor (a user name or a client address),
+// whom the change's events name; "" names the kind of change: "config
+// file" with prune, else "apply".
+func (d *Deployments) ApplyAs(actor string, models []config.Model, prune bool) (Changes, error) {
 	decls, err := checkBatch(models)
 	if err != nil {
 		return Changes{}, err
@@ -291,9 +298,11 @@ func (d *Deployments) Apply(models []config.Model, prune bool) (Changes, error) 
 		was[name] = d.numbers[name]
 		d.numbers[name] = n
 	}
-	actor := "apply"
-	if prune {
-		actor = "config file"
+	if actor == "" {
+		actor = "apply"
+		if prune {
+			actor = "config file"
+		}
 	}
 	if err := d.commit(staged, actor); err != nil {
 		maps.Copy(d.numbers, was)
@@ -357,7 +366,28 @@ func (d *Deployments) Wait(ctx context.Context, after uint64) (uint64, error) {
 // act runs f on the named model under the lock and starts a new
 // generation if it changed what State shows. f returns an error wrapping
 // ErrNothingToDo when there is nothing to do.
-func (d *Deployments) act(verb, name string, f func(m *model, now time.Time) error) error {
+// ActAs runs a rollout action by hand (promote, rollback, pause or
+// resume, as the methods of those names do) on behalf of actor (a user
+// name or a client address), whom the change's events name. An unknown
+// action wraps ErrInvalid.
+func (d *Deployments) ActAs(actor, action, name string) error {
+	if actor == "" {
+		actor = "user"
+	}
+	switch action {
+	case "promote":
+		return d.promote(actor, name)
+	case "rollback":
+		return d.rollback(actor, name)
+	case "pause":
+		return d.pause(actor, name)
+	case "resume":
+		return d.resume(actor, name)
+	}
+	return fmt.Errorf("controlplane: no rollout action %q; use promote, rollback, pause or resume: %w", action, ErrInvalid)
+}
+
+func (d *Deployments) act(actor, verb, name string, f func(m *model, now time.Time) error) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	m := d.models[name]
@@ -373,7 +403,7 @@ func (d *Deployments) act(verb, name string, f func(m *model, now time.Time) err
 	if moved {
 		nm.overridden = true
 	}
-	if err := d.commit(map[string]*model{name: nm}, "user"); err != nil {
+	if err := d.commit(map[string]*model{name: nm}, actor); err != nil {
 		return fmt.Errorf("controlplane: %s %s: %w", verb, name, err)
 	}
 	if moved {
@@ -427,8 +457,10 @@ func (d *Deployments) setStatus(revision string, st RevisionStatus, reason strin
 // Promote makes the model's latest revision stable, with 100% of the
 // traffic, and ends its rollout if one runs. It returns an error wrapping
 // ErrUnknownModel, or ErrNothingToDo when the latest revision is stable.
-func (d *Deployments) Promote(name string) error {
-	return d.act("promote", name, func(m *model, now time.Time) error {
+func (d *Deployments) Promote(name string) error { return d.promote("user", name) }
+
+func (d *Deployments) promote(actor, name string) error {
+	return d.act(actor, "promote", name, func(m *model, now time.Time) error {
 		if !m.promoteBy("promoted by hand", now) {
 			return fmt.Errorf("latest revision %s is already stable: %w", m.revName(m.latest), ErrNothingToDo)
 		}
@@ -440,8 +472,10 @@ func (d *Deployments) Promote(name string) error {
 // its rollout if one runs; the latest revision is kept and addressable.
 // It returns an error wrapping ErrUnknownModel, or ErrNothingToDo when the
 // latest revision is stable or already has no traffic.
-func (d *Deployments) Rollback(name string) error {
-	return d.act("roll back", name, func(m *model, now time.Time) error {
+func (d *Deployments) Rollback(name string) error { return d.rollback("user", name) }
+
+func (d *Deployments) rollback(actor, name string) error {
+	return d.act(actor, "roll back", name, func(m *model, now time.Time) error {
 		if !m.rollbackBy("rolled back by hand", now) {
 			return rolloutNothing(m, 0)
 		}
@@ -460,7 +494,7 @@ func (d *Deployments) SetCanaryPercent(name string, pct int64) error {
 	if pct < 0 || pct > 100 {
 		return fmt.Errorf("controlplane: set canary percent of %s: %d is not between 0 and 100: %w", name, pct, ErrInvalid)
 	}
-	return d.act("set canary percent of", name, func(m *model, now time.Time) error {
+	return d.act("user", "set canary percent of", name, func(m *model, now time.Time) error {
 		var ok bool
 		switch pct {
 		case 100:

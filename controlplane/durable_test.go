@@ -2,9 +2,14 @@ package controlplane
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -219,5 +224,67 @@ func TestDurableAppliedModelsSurviveRestart(t *testing.T) {
 	apply(t, d2, true, decl("iris", "v2"))
 	if _, ok := d2.State().Model("digits"); ok {
 		t.Error("the config's next change kept a model it does not declare")
+	}
+}
+
+// TestDurableEventsNameTheClient: changes made through the admin API are
+// logged as the client's: the X-Infergate-Actor header (the CLI sends the
+// OS user), else the client's address.
+func TestDurableEventsNameTheClient(t *testing.T) {
+	dir := t.TempDir()
+	clk := &fakeClock{now: t0}
+	d, reg := durable(t, dir, "", clk)
+	apply(t, d, false, decl("iris", "v1"))
+	api, err := NewAPI(APIOptions{Deployments: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	post := func(path, body, actor string) {
+		t.Helper()
+		req, err := http.NewRequest("POST", srv.URL+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if actor != "" {
+			req.Header.Set(ActorHeader, actor)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("POST %s: %d %s", path, resp.StatusCode, b)
+		}
+	}
+	yaml := `apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata: {name: iris}
+spec:
+  predictor:
+    canaryTrafficPercent: 20
+    model: {modelFormat: {name: onnx}, storageUri: /models/v2}
+`
+	body, _ := json.Marshal(ApplyRequest{Files: []ApplyFile{{Source: "iris.yaml", YAML: yaml}}})
+	post("/api/v1/apply", string(body), "alice")
+	readyAll(t, d)
+	post("/api/v1/rollouts/iris/rollback", "{}", "")
+	evs, err := reg.QueryEvents(t.Context(), registry.EventQuery{Model: "iris", Kind: "revision.created"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(evs); n != 2 || evs[1].Actor != "alice" {
+		t.Errorf("revision.created events %+v; the second by alice", evs)
+	}
+	evs, err = reg.QueryEvents(t.Context(), registry.EventQuery{Model: "iris", Kind: "traffic.changed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := evs[len(evs)-1]; last.Actor != "127.0.0.1" {
+		t.Errorf("the rollback's traffic change by %q, want the client's address", last.Actor)
 	}
 }

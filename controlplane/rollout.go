@@ -415,8 +415,8 @@ func (d *Deployments) Run(ctx context.Context, interval time.Duration, stats fun
 }
 
 // rolloutAct is act for the actions on a model's rollout.
-func (d *Deployments) rolloutAct(verb, name string, f func(m *model, r *rollout, now time.Time) error) error {
-	return d.act(verb, name, func(m *model, now time.Time) error {
+func (d *Deployments) rolloutAct(actor, verb, name string, f func(m *model, r *rollout, now time.Time) error) error {
+	return d.act(actor, verb, name, func(m *model, now time.Time) error {
 		if m.rollout == nil {
 			return ErrNoRollout
 		}
@@ -427,8 +427,10 @@ func (d *Deployments) rolloutAct(verb, name string, f func(m *model, r *rollout,
 // Pause stops judging the model's rollout; the canary keeps its weight.
 // It returns an error wrapping ErrUnknownModel, ErrNoRollout, or
 // ErrNothingToDo when the rollout is not progressing.
-func (d *Deployments) Pause(name string) error {
-	return d.rolloutAct("pause rollout of", name, func(m *model, r *rollout, now time.Time) error {
+func (d *Deployments) Pause(name string) error { return d.pause("user", name) }
+
+func (d *Deployments) pause(actor, name string) error {
+	return d.rolloutAct(actor, "pause rollout of", name, func(m *model, r *rollout, now time.Time) error {
 		if r.state != RolloutProgressing {
 			return fmt.Errorf("rollout is %s: %w", r.state, ErrNothingToDo)
 		}
@@ -444,8 +446,10 @@ func (d *Deployments) Pause(name string) error {
 // minRequests count again from the next Tick. It returns an error
 // wrapping ErrUnknownModel, ErrNoRollout, or ErrNothingToDo when the
 // rollout is not paused.
-func (d *Deployments) Resume(name string) error {
-	return d.rolloutAct("resume rollout of", name, func(m *model, r *rollout, now time.Time) error {
+func (d *Deployments) Resume(name string) error { return d.resume("user", name) }
+
+func (d *Deployments) resume(actor, name string) error {
+	return d.rolloutAct(actor, "resume rollout of", name, func(m *model, r *rollout, now time.Time) error {
 		if r.state != RolloutPaused {
 			return fmt.Errorf("rollout is %s: %w", r.state, ErrNothingToDo)
 		}

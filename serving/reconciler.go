@@ -96,6 +96,12 @@ func NewReconciler(opts ReconcilerOptions) (*Reconciler, error) {
 // returns: if making them fails (rare: what could fail was checked
 // first), it is logged and Run tries again.
 func (r *Reconciler) Apply(models []config.Model, prune bool) (controlplane.Changes, error) {
+	return r.ApplyAs("", models, prune)
+}
+
+// ApplyAs is Apply on behalf of actor, whom the change's events name (see
+// controlplane.Deployments.ApplyAs).
+func (r *Reconciler) ApplyAs(actor string, models []config.Model, prune bool) (controlplane.Changes, error) {
 	models, err := r.resolve(models)
 	if err != nil {
 		return controlplane.Changes{}, err
@@ -103,7 +109,7 @@ func (r *Reconciler) Apply(models []config.Model, prune bool) (controlplane.Chan
 	if err := CheckRuntimes(models, r.opts.Manager.opts.LocalRuntimes); err != nil {
 		return controlplane.Changes{}, err
 	}
-	ch, err := r.opts.Deployments.Apply(models, prune)
+	ch, err := r.opts.Deployments.ApplyAs(actor, models, prune)
 	if err != nil {
 		return ch, err
 	}

@@ -123,6 +123,7 @@ func adminCall(admin, method, path string, body []byte, out any) error {
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set(controlplane.ActorHeader, osUser())
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

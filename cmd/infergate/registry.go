@@ -894,11 +894,16 @@ func (p *eventPrinter) print(e registry.Event) {
 // newRegistryClient returns a client of the admin port at admin
 // (HOST:PORT or a URL) that names the OS user as the actor of changes.
 func newRegistryClient(admin string) (*registryapi.Client, error) {
-	actor := os.Getenv("USER")
+	return registryapi.NewClient(admin, registryapi.ClientOptions{Actor: osUser()})
+}
+
+// osUser names the user running the CLI, the actor of the changes it asks
+// for.
+func osUser() string {
 	if u, err := user.Current(); err == nil && u.Username != "" {
-		actor = u.Username
+		return u.Username
 	}
-	return registryapi.NewClient(admin, registryapi.ClientOptions{Actor: actor})
+	return os.Getenv("USER")
 }
 
 // --- formatting

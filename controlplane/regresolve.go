@@ -175,7 +175,13 @@ func (r *RegistryResolver) follow(ctx context.Context, d *Deployments, apply App
 		todo = append(todo, applied)
 	}
 	for _, m := range todo {
-		ch, err := apply.Apply([]config.Model{m}, false)
+		var ch Changes
+		var err error
+		if aa, ok := apply.(ActorApplier); ok {
+			ch, err = aa.ApplyAs("registry alias", []config.Model{m}, false)
+		} else {
+			ch, err = apply.Apply([]config.Model{m}, false)
+		}
 		if err != nil {
 			r.log.Error("a deployment could not follow its alias", "model", m.Name, "ref", m.RegistryRef, "err", err)
 			continue

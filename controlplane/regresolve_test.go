@@ -46,11 +46,15 @@ type resolvingApplier struct {
 }
 
 func (a resolvingApplier) Apply(models []config.Model, prune bool) (Changes, error) {
+	return a.ApplyAs("", models, prune)
+}
+
+func (a resolvingApplier) ApplyAs(actor string, models []config.Model, prune bool) (Changes, error) {
 	ms, err := a.res.Resolve(context.Background(), models)
 	if err != nil {
 		return Changes{}, err
 	}
-	ch, err := a.d.Apply(ms, prune)
+	ch, err := a.d.ApplyAs(actor, ms, prune)
 	if err == nil {
 		for _, c := range ch.Models {
 			if c.Revision != "" {

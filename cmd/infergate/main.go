@@ -36,7 +36,7 @@ Usage:
                                  the event log of every change; -f follows it
   infergate run submit|list|get|logs|cancel|retry ...
                                  pipeline runs: submit a pipeline file, follow it, its steps and logs
-  infergate step mlp|train|evaluate|sweep [flags]
+  infergate step mlp|train|evaluate|sweep|register|deploy [flags]
                                  the pipelines' built-in steps
   infergate version              print the version
 

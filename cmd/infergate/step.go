@@ -33,6 +33,8 @@ Steps:
   train     train an ONNX classifier on a labelled CSV
   evaluate  run a labelled CSV through a model with the built-in runtime
   sweep     search hyperparameters: run trials, stop bad ones early, keep the best
+  register  register a model version (or move an alias) through the admin API
+  deploy    apply InferenceServices and wait for the rollout's verdict
 
 Run "infergate step STEP -h" for a step's flags.
 `
@@ -48,7 +50,7 @@ func runStep(args []string, stdout, stderr io.Writer) error {
 func runStepContext(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, stepUsage)
-		return errors.New("step: name the step: mlp, train, evaluate or sweep")
+		return errors.New("step: name the step: mlp, train, evaluate, sweep, register or deploy")
 	}
 	switch name, rest := args[0], args[1:]; name {
 	case "mlp":
@@ -59,12 +61,16 @@ func runStepContext(ctx context.Context, args []string, stdout, stderr io.Writer
 		return stepEvaluate(ctx, rest, stdout, stderr)
 	case "sweep":
 		return stepSweep(ctx, rest, stdout, stderr)
+	case "register":
+		return stepRegister(ctx, rest, stdout, stderr)
+	case "deploy":
+		return stepDeploy(ctx, rest, stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stderr, stepUsage)
 		return flag.ErrHelp
 	default:
 		fmt.Fprint(stderr, stepUsage)
-		return fmt.Errorf("step: unknown step %q (want mlp, train, evaluate or sweep)", name)
+		return fmt.Errorf("step: unknown step %q (want mlp, train, evaluate, sweep, register or deploy)", name)
 	}
 }
 

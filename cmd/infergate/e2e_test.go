@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -406,18 +407,18 @@ func TestGracefulDrain(t *testing.T) {
 	g := startGateway(t, gateway.Options{DrainTimeout: 10 * time.Second}, map[string][]runtimes.Client{"slow": {restClient(t, addr)}})
 	const n = 20
 	var wg sync.WaitGroup
-	codes := make(chan int, n)
+	codes := make(chan string, n)
 	for range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			resp, err := http.Post(g.restURL+"/v2/models/slow/infer", "application/json", strings.NewReader(`{"inputs":[]}`))
 			if err != nil {
-				codes <- -1
+				codes <- err.Error()
 				return
 			}
 			resp.Body.Close()
-			codes <- resp.StatusCode
+			codes <- strconv.Itoa(resp.StatusCode)
 		}()
 	}
 	// Stop once every request is in flight at the runtime.
@@ -433,8 +434,8 @@ func TestGracefulDrain(t *testing.T) {
 	wg.Wait()
 	close(codes)
 	for c := range codes {
-		if c != http.StatusOK {
-			t.Errorf("in-flight request answered %d during drain, want 200", c)
+		if c != "200" {
+			t.Errorf("in-flight request answered %s during drain, want 200", c)
 		}
 	}
 	select {

@@ -284,6 +284,9 @@ func (r *runExec) attempt(ctx context.Context, res unitResult, p *unitPlan) unit
 		return res
 	}
 	outs, err := collectOutputs(ctx, cs, outDir, ArtifactRef{Run: r.id, Step: row.step, Iteration: row.iteration})
+	if err == nil {
+		err = storeArtifacts(registry.WithActor(ctx, p.actor), e.reg, outs, p.attempt)
+	}
 	if err != nil {
 		appendLog(dir, "infergate: "+err.Error())
 		if ctx.Err() != nil {

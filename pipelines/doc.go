@@ -142,9 +142,17 @@
 // After the process exits 0, every declared output must exist and parse
 // to its type: a missing or malformed one fails the
 // attempt with a message naming it. Artifacts stay where the step wrote
-// them, recorded with their sha256 digest (a directory's is the registry's
-// manifest digest of its files) and their lineage: the run, step and
-// iteration that made them.
+// them (downstream steps read them there), recorded with their sha256
+// digest (a directory's is the registry's manifest digest of its files)
+// and their lineage: the run, step and iteration that made them. Once
+// checked, each is also put into the registry's content-addressed store
+// (Registry.PutBlob) with that lineage and the attempt: a file as one
+// blob; a directory as one blob per file, named "<artifact>/<path>", and
+// its manifest (registry.Manifest), a blob whose digest is the
+// directory's. Registry.BlobLineage(digest) then names the run and step
+// that made the content. A file changed after the check, or a store
+// failure (a full disk, MaxArtifactBytes), fails the attempt naming the
+// output.
 //
 // A command whose first word is "infergate" runs Options.Infergate: a
 // built-in step (train, evaluate, register, ...) is just a command that
@@ -225,9 +233,8 @@
 // It imports no infergate package but registry,
 // serves no HTTP (pipelinesapi does), and starts goroutines only for the
 // runs it executes (Submit, Retry, Recover), which Close stops and waits
-// for. Artifacts are not copied into the registry's content-addressed
-// store: the registry has no way yet to store a blob without a model
-// version; a register step adds the artifact to a version.
+// for. It puts step artifacts into the registry's content-addressed store
+// but adds none to a model version: a register step does that.
 //
 // # Metrics
 //

@@ -1,6 +1,7 @@
 package pipelines
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -186,6 +187,74 @@ func hashArtifact(ctx context.Context, path string) (ArtifactRef, error) {
 		return ArtifactRef{}, err
 	}
 	return ArtifactRef{Path: path, Digest: registry.ManifestDigest(files), Size: total, Dir: true}, nil
+}
+
+// blobPutter is the registry's content-addressed store, as storeArtifacts
+// uses it (a *registry.Registry).
+type blobPutter interface {
+	PutBlob(ctx context.Context, r io.Reader, want string, lin registry.Lineage) (registry.Blob, error)
+}
+
+// storeArtifacts puts the artifacts of an attempt whose outputs were
+// checked into the registry's content-addressed store, with their
+// lineage (run, step, iteration, attempt, name): a file as one blob; a
+// directory as a blob per file (named "<artifact>/<path>") and its
+// manifest (registry.Manifest), whose digest is the directory's recorded
+// digest. Each blob is checked against the digest collectOutputs recorded,
+// so a file changed since is an error naming it, as is a store failure.
+// The files stay where the step wrote them: downstream steps read those.
+func storeArtifacts(ctx context.Context, blobs blobPutter, o Outputs, attempt int) error {
+	for _, name := range keys(o.Artifacts) {
+		a := o.Artifacts[name]
+		lin := registry.Lineage{Run: string(a.Run), Step: a.Step, Iteration: a.Iteration, Attempt: attempt, Name: name}
+		if err := storeArtifact(ctx, blobs, a, lin); err != nil {
+			return fmt.Errorf("output %s: storing it in the registry: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func storeArtifact(ctx context.Context, blobs blobPutter, a ArtifactRef, lin registry.Lineage) error {
+	putFile := func(path, want string, lin registry.Lineage) (registry.Blob, error) {
+		f, err := os.Open(path)
+		if err != nil {
+			return registry.Blob{}, err
+		}
+		defer f.Close()
+		return blobs.PutBlob(ctx, f, want, lin)
+	}
+	if !a.Dir {
+		_, err := putFile(a.Path, a.Digest, lin)
+		return err
+	}
+	var files []registry.Artifact
+	err := filepath.WalkDir(a.Path, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if !d.Type().IsRegular() {
+			return fmt.Errorf("%s is not a regular file (links and special files are not artifacts)", p)
+		}
+		rel, err := filepath.Rel(a.Path, p)
+		if err != nil {
+			return err
+		}
+		fl := lin
+		fl.Name = lin.Name + "/" + filepath.ToSlash(rel)
+		b, err := putFile(p, "", fl)
+		if err != nil {
+			return err
+		}
+		files = append(files, registry.Artifact{Name: filepath.ToSlash(rel), Digest: b.Digest, Size: b.Size})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	// want: the directory as it was checked; a file changed since makes the
+	// manifest differ and nothing is recorded under the directory's digest.
+	_, err = blobs.PutBlob(ctx, bytes.NewReader(registry.Manifest(files)), a.Digest, lin)
+	return err
 }
 
 // hashFile returns "sha256:<hex>" of a file and its size.

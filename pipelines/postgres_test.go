@@ -26,6 +26,7 @@ func TestPostgres(t *testing.T) {
 		"List":        TestList,
 		"Logs":        TestLogsFollow,
 		"Cancel":      TestCancelKillsAndRunsFinally,
+		"Lineage":     TestArtifactsStoredWithLineage,
 	} {
 		t.Run(name, test)
 	}

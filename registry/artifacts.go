@@ -26,13 +26,21 @@ import (
 // Two versions have the same digest exactly when they have the same files
 // under the same names; metadata (format, labels, metrics) does not count.
 func ManifestDigest(artifacts []Artifact) string {
+	sum := sha256.Sum256(Manifest(artifacts))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// Manifest returns the manifest ManifestDigest hashes. Stored as a blob
+// (PutBlob), it is the content whose digest is the set's digest, so that a
+// directory of files can be found and listed by that one digest.
+func Manifest(artifacts []Artifact) []byte {
 	sorted := slices.Clone(artifacts)
 	slices.SortFunc(sorted, func(a, b Artifact) int { return strings.Compare(a.Name, b.Name) })
-	h := sha256.New()
+	var b []byte
 	for _, a := range sorted {
-		io.WriteString(h, a.Digest+" "+strconv.FormatInt(a.Size, 10)+" "+a.Name+"\n")
+		b = append(b, a.Digest+" "+strconv.FormatInt(a.Size, 10)+" "+a.Name+"\n"...)
 	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+	return b
 }
 
 // pending refuses changes to the artifacts of a version that is not
@@ -147,14 +155,17 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)`, row.id, art.Name, art.Digest, art.Size, ar
 	return &art, nil
 }
 
-// dropBlob removes a blob no artifact references any more.
+// dropBlob removes a blob that no artifact references any more and that
+// has no lineage (a blob a pipeline step produced, PutBlob, is kept: a
+// model version's lineage points at it).
 func (r *Registry) dropBlob(digest string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err := r.blobs.removeUnreferenced(digest, func() (bool, error) {
 		var n int
 		err := r.st.read(ctx, func(q querier) error {
-			return q.QueryRowContext(ctx, `SELECT COUNT(*) FROM artifacts WHERE digest = $1`, digest).Scan(&n)
+			return q.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM artifacts WHERE digest = $1) + (SELECT COUNT(*) FROM blob_lineage WHERE digest = $2)`,
+				digest, digest).Scan(&n)
 		})
 		return n > 0, err
 	})

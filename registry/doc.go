@@ -75,8 +75,18 @@
 // (content already stored is kept once). Its artifact row is then committed
 // in one transaction; if anything fails, neither the row nor the file
 // remains. A blob is removed when the last artifact row referencing it is
-// replaced; temp files left by a crash are removed at a later Open. All
-// processes sharing a PostgreSQL store must share DataDir.
+// replaced, unless it has lineage; temp files left by a crash are removed
+// at a later Open. All processes sharing a PostgreSQL store must share
+// DataDir.
+//
+// PutBlob stores content the same way without a model version: the
+// artifacts of pipeline steps, each with its lineage (the run, step,
+// iteration and attempt that produced it, and its name there) in the
+// blob_lineage table and an artifact.produced event, committed together.
+// A blob with lineage is never removed. BlobLineage lists a digest's
+// lineage, so that a version registered from a run's artifact can name
+// the run and step that made it; OpenBlob reads any blob the registry
+// knows.
 //
 // # Concurrency
 //

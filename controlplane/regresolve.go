@@ -105,7 +105,11 @@ func (r *RegistryResolver) Follow(ctx context.Context, d *Deployments, apply App
 		defer close(uses)
 		r.recordUses(ctx, d)
 	}()
-	since := time.Now()
+	// Events are stamped when their change begins, not when it commits:
+	// a move that commits after the re-apply below may carry an earlier
+	// time. Reading the last minute's moves again costs a re-apply that
+	// changes nothing.
+	since := time.Now().Add(-time.Minute)
 	var last int64
 	r.follow(ctx, d, apply, func(registry.Ref) bool { return true })
 	tick := time.NewTicker(followPoll)

@@ -266,7 +266,14 @@ func stallingRuntime(t *testing.T, delay time.Duration) (string, <-chan struct{}
 	ln := listen(t)
 	arrived := make(chan struct{}, 1024)
 	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
-		if bytes.HasSuffix(ctx.Path(), []byte("/ready")) {
+		if !bytes.HasSuffix(ctx.Path(), []byte("/infer")) {
+			// Readiness and the pool's metadata call are answered at
+			// once and are not arrivals: a test counting in-flight infer
+			// requests must not count them.
+			if bytes.HasSuffix(ctx.Path(), []byte("/slow")) {
+				ctx.SetContentType("application/json")
+				fmt.Fprint(ctx, `{"name":"slow","platform":"test","inputs":[],"outputs":[{"name":"y","datatype":"FP32","shape":[1]}]}`)
+			}
 			return
 		}
 		select {

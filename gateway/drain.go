@@ -176,3 +176,28 @@ func (g *Gateway) drainError(err error) error {
 	}
 	return err
 }
+
+// maxKeepAliveGrace bounds keepAliveGrace: long enough for clients that
+// keep a connection busy to send their next request on it and read its
+// answer with Connection: close, short enough not to slow a drain with
+// nothing in flight much.
+const maxKeepAliveGrace = 500 * time.Millisecond
+
+// keepAliveGrace is the first part of the REST drain, once the listener is
+// closed: for up to maxKeepAliveGrace (and no more than a quarter of the
+// drain), kept-alive connections stay open, and the requests they bring
+// are served with Connection: close, so that their clients stop reusing
+// them. Closed at once instead, an idle kept-alive connection races with
+// the request its client is writing on it at that moment: HTTP/1.1 lets a
+// server close such a connection, and the client gets no answer (a POST
+// is not retried). Connections still idle after the grace are closed by
+// the server's shutdown; the race is left to clients idle for all of it.
+func (g *Gateway) keepAliveGrace(ctx context.Context) {
+	g.closing.Store(true)
+	t := time.NewTimer(min(maxKeepAliveGrace, g.opts.DrainTimeout/4))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -197,5 +198,55 @@ func TestRESTClientCloseConns(t *testing.T) {
 	ready, err := c.ServerReady(context.Background())
 	if !ready || err != nil {
 		t.Errorf("after CloseConns: ready %v, %v; want a working client", ready, err)
+	}
+}
+
+// TestDrainKeepAliveGrace: a client that wrote its next request on a
+// kept-alive connection just as the drain began gets it answered, with
+// Connection: close, rather than a connection closed under it.
+func TestDrainKeepAliveGrace(t *testing.T) {
+	rt := newFakeRuntime(t, "fast")
+	s := serve(t, Options{
+		Routes:       []Route{{Model: "m", Pool: readyPool(t, "m", rt.client(t))}},
+		DrainTimeout: 10 * time.Second,
+	}, nil)
+	conn, err := net.Dial("tcp", s.rest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	const body = `{"inputs":[{"name":"x","datatype":"FP32","shape":[1,1],"data":[1]}]}`
+	send := func() (*http.Response, error) {
+		req := fmt.Sprintf("POST /v2/models/m/infer HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		if _, err := conn.Write([]byte(req)); err != nil {
+			return nil, err
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(waitLimit))
+		resp, err := http.ReadResponse(br, nil)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		return resp, err
+	}
+	if resp, err := send(); err != nil || resp.StatusCode != http.StatusOK || resp.Close {
+		t.Fatalf("first request: %v %v", resp, err)
+	}
+	s.cancel()
+	// The drain has begun once the listener refuses new connections.
+	eventually(t, "the listener closed", func() bool {
+		c, err := net.Dial("tcp", s.rest)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	resp, err := send()
+	if err != nil {
+		t.Fatalf("a request on a kept-alive connection as the drain began: %v; want an answer", err)
+	}
+	if resp.StatusCode != http.StatusOK || !resp.Close {
+		t.Errorf("answered %d, Connection: close %v; want 200 with Connection: close", resp.StatusCode, resp.Close)
 	}
 }

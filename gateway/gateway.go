@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -168,6 +169,9 @@ type Gateway struct {
 	// drain is cancelled at Serve's drain deadline (see abortInFlight):
 	// every wait of a request for its runtime is derived from it or
 	// checks it. It is never reset: a Gateway is served once.
+	// closing is set when the REST front door starts to drain: every
+	// answer then carries Connection: close (see keepAliveGrace).
+	closing     atomic.Bool
 	drain       context.Context
 	cancelDrain context.CancelFunc
 	// mu serialises table changes (SetModels), not requests.
@@ -462,6 +466,7 @@ func (g *Gateway) Serve(ctx context.Context, restLn, grpcLn net.Listener) error 
 				// once: fasthttp's Shutdown knows only listeners Serve has
 				// taken.
 				_ = ln.Close()
+				g.keepAliveGrace(ctx)
 				_ = srv.ShutdownWithContext(ctx)
 				return ctx.Err() == nil
 			},

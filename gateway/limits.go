@@ -85,6 +85,13 @@ func (b *byteBudget) short() bool { return b.waiting.Load() > 0 }
 // connection when that is too much.
 func (g *Gateway) serveREST(ctx *fasthttp.RequestCtx) {
 	netlimit.MarkServed(ctx.Conn())
+	// Set once the answer is made: a forwarded answer brings the
+	// runtime's headers.
+	defer func() {
+		if g.closing.Load() {
+			ctx.SetConnectionClose()
+		}
+	}()
 	if !ctx.IsPost() || oip.ParseRESTPath(ctx.Path()).Endpoint != oip.EndpointModelInfer {
 		g.HandleREST(ctx)
 		return

@@ -736,27 +736,8 @@ func (c *regCLI) listQuery() (url.Values, error) {
 // listAll reads a paged list until its end or -limit items, and reports
 // whether there were more.
 func listAll[T any](c *regCLI, path string, q url.Values, out *[]T) (more bool, err error) {
-	tok := ""
-	for {
-		q.Set("pageSize", strconv.Itoa(min(c.f.limit-len(*out), 1000)))
-		if tok != "" {
-			q.Set("pageToken", tok)
-		}
-		var page struct {
-			Items         []T
-			NextPageToken string
-		}
-		if err := c.api.Call(c.ctx, "GET", path+"?"+q.Encode(), nil, &page); err != nil {
-			return false, err
-		}
-		*out = append(*out, page.Items...)
-		if tok = page.NextPageToken; tok == "" {
-			return false, nil
-		}
-		if len(*out) >= c.f.limit {
-			return true, nil
-		}
-	}
+	*out, more, err = registryapi.ListAll[T](c.ctx, c.api, path, q, "items", c.f.limit)
+	return more, err
 }
 
 func (c *regCLI) moreNote(more bool) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/infergate/infergate/controlplane"
+	"github.com/infergate/infergate/internal/cliflags"
 )
 
 // runRollout runs `infergate rollout status|promote|rollback|pause|resume
@@ -61,23 +62,9 @@ func runRollout(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// parseInterspersed parses args with fs wherever the flags stand among the
-// positional arguments, which it returns in order: the flag package alone
-// stops at the first positional argument. The argument right after "--"
-// is positional even if it starts with "-".
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
+// parseInterspersed is cliflags.ParseInterspersed: flags anywhere among
+// the positional arguments.
+var parseInterspersed = cliflags.ParseInterspersed
 
 // printRollout shows a rollout: its state, the steps with the current one
 // marked, the weights, the last gate figures and the decisions.

@@ -369,40 +369,24 @@ const waitFailures = 10
 // run) ends the wait with its error; a failure to reach it is tried again.
 func (c *runCLI) wait(id pipelines.RunID) (*pipelines.Run, error) {
 	seen := map[string]pipelines.StepState{}
-	delay, failures := c.pollMin, 0
-	for {
-		var run pipelines.Run
-		err := c.api.Call(c.ctx, http.MethodGet, runPath(string(id)), nil, &run)
-		switch {
-		case err == nil:
-			failures = 0
-			if c.progress(&run, seen) {
-				delay = c.pollMin
-			}
-			if run.State.Final() {
-				return &run, nil
-			}
-		case c.ctx.Err() != nil:
-			return nil, c.ctx.Err()
-		default:
-			var apiErr *registryapi.APIError
-			if errors.As(err, &apiErr) && apiErr.Status < 500 {
-				return nil, err
-			}
-			if failures++; failures >= waitFailures {
-				return nil, fmt.Errorf("%w (after %d tries)", err, failures)
-			}
-			fmt.Fprintf(c.stderr, "(run %s: %v; looking again in %s)\n", id, err, delay)
+	var run pipelines.Run
+	err := registryapi.Poll(c.ctx, registryapi.PollOptions{
+		Min: c.pollMin, Max: c.pollMax, MaxFailures: waitFailures,
+		OnRetry: func(err error, wait time.Duration) {
+			fmt.Fprintf(c.stderr, "(run %s: %v; looking again in %s)\n", id, err, wait)
+		},
+	}, func(ctx context.Context) (done, changed bool, err error) {
+		run = pipelines.Run{}
+		if err := c.api.Call(ctx, http.MethodGet, runPath(string(id)), nil, &run); err != nil {
+			return false, false, err
 		}
-		t := time.NewTimer(delay)
-		select {
-		case <-c.ctx.Done():
-			t.Stop()
-			return nil, c.ctx.Err()
-		case <-t.C:
-		}
-		delay = min(2*delay, c.pollMax)
+		changed = c.progress(&run, seen)
+		return run.State.Final(), changed, nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	return &run, nil
 }
 
 // progress prints a line for each step or iteration whose state changed
@@ -456,23 +440,9 @@ func (c *runCLI) list([]string) error {
 	if c.f.state != "" {
 		q.Set("state", c.f.state)
 	}
-	runs := []pipelines.Run{}
-	more := false
-	for {
-		q.Set("pageSize", strconv.Itoa(min(c.f.limit-len(runs), 1000)))
-		var page pipelines.RunPage
-		if err := c.api.Call(c.ctx, http.MethodGet, "/api/v1/runs?"+q.Encode(), nil, &page); err != nil {
-			return err
-		}
-		runs = append(runs, page.Runs...)
-		if page.NextPageToken == "" {
-			break
-		}
-		if len(runs) >= c.f.limit {
-			more = true
-			break
-		}
-		q.Set("pageToken", page.NextPageToken)
+	runs, more, err := registryapi.ListAll[pipelines.Run](c.ctx, c.api, "/api/v1/runs", q, "runs", c.f.limit)
+	if err != nil {
+		return err
 	}
 	if more {
 		fmt.Fprintf(c.stderr, "(more than %d runs: raise -limit to see them)\n", c.f.limit)

@@ -598,45 +598,28 @@ type rolloutWatch struct {
 // errDeployTimeout as its cause at -timeout) fails it, saying where the
 // rollout stands.
 func (w *rolloutWatch) follow(ctx context.Context, api *registryapi.Client, stdout io.Writer, poll time.Duration) error {
-	var (
-		last      controlplane.RolloutStatus
-		failingAt time.Time // the first of a run of failed reads
-	)
-	for {
+	var last controlplane.RolloutStatus
+	var verdict error
+	err := registryapi.Poll(ctx, registryapi.PollOptions{Min: poll, GiveUpAfter: deployGiveUp}, func(ctx context.Context) (done, changed bool, err error) {
 		st, err := rolloutStatus(ctx, api, w.model)
-		var ae *registryapi.APIError
-		switch {
-		case err == nil:
-			failingAt, last = time.Time{}, st
-			w.show(stdout, st)
-			done, verr := rolloutVerdict(st, w.revision)
-			if verr != nil {
-				return fmt.Errorf("%s: %w", w.model, verr)
-			}
-			if done {
-				return nil
-			}
-		case ctx.Err() != nil:
-		case errors.As(err, &ae) && ae.Status/100 == 4:
-			return err // the model is gone, or the request is wrong
-		default:
-			if failingAt.IsZero() {
-				failingAt = time.Now()
-			} else if time.Since(failingAt) > deployGiveUp {
-				return fmt.Errorf("%w (failing for %s)", err, deployGiveUp)
-			}
+		if err != nil {
+			return false, false, err
 		}
-		t := time.NewTimer(poll)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			if cause := context.Cause(ctx); errors.Is(cause, errDeployTimeout) {
-				return fmt.Errorf("%s: revision %s has no verdict yet, and %w: %s", w.model, w.revision, cause, where(last, w.revision))
-			}
-			return ctx.Err()
-		case <-t.C:
+		last = st
+		w.show(stdout, st)
+		done, verdict = rolloutVerdict(st, w.revision)
+		return done || verdict != nil, false, nil
+	})
+	switch {
+	case verdict != nil:
+		return fmt.Errorf("%s: %w", w.model, verdict)
+	case err != nil && ctx.Err() != nil:
+		if cause := context.Cause(ctx); errors.Is(cause, errDeployTimeout) {
+			return fmt.Errorf("%s: revision %s has no verdict yet, and %w: %s", w.model, w.revision, cause, where(last, w.revision))
 		}
+		return ctx.Err()
 	}
+	return err
 }
 
 // show prints the decisions about the watched revision's rollout that

@@ -54,6 +54,7 @@ var rules = []rule{
 	{"oip", nil, nil},
 	{"config", nil, nil},
 	{"internal/archtest", nil, nil},
+	{"internal/cliflags", nil, nil},
 	{"internal/testbin", nil, nil}, // builds cmd/infergate as a subprocess; imports nothing of ours
 }
 

@@ -3,8 +3,6 @@ package pipelines
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -153,7 +151,7 @@ func hashArtifact(ctx context.Context, path string) (ArtifactRef, error) {
 		return ArtifactRef{}, err
 	}
 	if info.Mode().IsRegular() {
-		d, n, err := hashFile(ctx, path)
+		d, n, err := registry.HashFile(ctx, path)
 		return ArtifactRef{Path: path, Digest: d, Size: n}, err
 	}
 	if !info.IsDir() {
@@ -175,7 +173,7 @@ func hashArtifact(ctx context.Context, path string) (ArtifactRef, error) {
 		if err != nil {
 			return err
 		}
-		dg, n, err := hashFile(ctx, p)
+		dg, n, err := registry.HashFile(ctx, p)
 		if err != nil {
 			return err
 		}
@@ -255,34 +253,6 @@ func storeArtifact(ctx context.Context, blobs blobPutter, a ArtifactRef, lin reg
 	// manifest differ and nothing is recorded under the directory's digest.
 	_, err = blobs.PutBlob(ctx, bytes.NewReader(registry.Manifest(files)), a.Digest, lin)
 	return err
-}
-
-// hashFile returns "sha256:<hex>" of a file and its size.
-func hashFile(ctx context.Context, path string) (string, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, ctxReader{ctx, f})
-	if err != nil {
-		return "", n, err
-	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil)), n, nil
-}
-
-// ctxReader stops a long read once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // stillThere reports whether an earlier step's artifacts are still where

@@ -269,7 +269,7 @@ func placeVerified(ctx context.Context, src, dir string) (tmp, digest string, si
 	f.Close()
 	os.Remove(tmp)
 	if err := os.Link(src, tmp); err == nil {
-		digest, size, err := hashFile(ctx, tmp)
+		digest, size, err := HashFile(ctx, tmp)
 		if err != nil {
 			os.Remove(tmp)
 			return "", "", 0, err

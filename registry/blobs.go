@@ -188,7 +188,7 @@ func isWriteErr(err error) bool {
 	return errors.As(err, &w)
 }
 
-// copyBufs are the buffers of copyHashing and hashFile.
+// copyBufs are the buffers of copyHashing and HashFile.
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
 // copyHashing copies src into f and h; errors writing f are writeErr.
@@ -263,8 +263,10 @@ func (b *blobStore) check(digest string, size int64) error {
 	return nil
 }
 
-// hashFile returns the digest and size of the file at path.
-func hashFile(ctx context.Context, path string) (string, int64, error) {
+// HashFile returns the digest ("sha256:<hex>", as artifacts and blobs are
+// named) and size of the file at path, reading it until ctx ends. The
+// pipeline engine hashes step outputs with it.
+func HashFile(ctx context.Context, path string) (string, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", 0, err

@@ -76,7 +76,9 @@ func TestPoll(t *testing.T) {
 	}
 	opts = fast
 	opts.GiveUpAfter = 5 * time.Millisecond
-	err = Poll(t.Context(), opts, func(context.Context) (bool, bool, error) { return false, false, &APIError{Status: 503, Message: "unavailable"} })
+	err = Poll(t.Context(), opts, func(context.Context) (bool, bool, error) {
+		return false, false, &APIError{Status: 503, Message: "unavailable"}
+	})
 	if err == nil || !strings.Contains(err.Error(), "failing for") {
 		t.Errorf("503 for longer than GiveUpAfter: %v", err)
 	}

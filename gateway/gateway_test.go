@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
 
@@ -123,6 +124,13 @@ func TestHandleRESTRoutes(t *testing.T) {
 				t.Errorf("body = %s, want it to contain %s", ctx.Response.Body(), tc.wantBody)
 			}
 		})
+	}
+	// The wrong method is counted as what it was answered: 405, not 404.
+	if got := testutil.ToFloat64(g.metrics.requests.WithLabelValues("", "", "rest", "405")); got != 1 {
+		t.Errorf(`infergate_gateway_requests_total{code="405"} = %v, want 1`, got)
+	}
+	if got := testutil.ToFloat64(g.metrics.requests.WithLabelValues("", "", "rest", "404")); got != 2 {
+		t.Errorf(`infergate_gateway_requests_total{code="404"} = %v, want 2 (unknown model and path)`, got)
 	}
 }
 

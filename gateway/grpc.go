@@ -227,8 +227,8 @@ func (s grpcService) call(ctx context.Context, r *route, req router.Request, in 
 	err := r.do(ctx, req, func(cl runtimes.Client) error {
 		t0 := time.Now()
 		var err error
-		if gc, ok := cl.(*runtimes.GRPCClient); ok {
-			resp, err = gc.ModelInferRaw(ctx, in)
+		if ri, ok := cl.(runtimes.RawInferer); ok {
+			resp, err = ri.ModelInferRaw(ctx, in)
 			s.g.countUpstream(r, t0, err, 0)
 			return err
 		}

@@ -31,9 +31,10 @@ func (g *Gateway) HandleREST(ctx *fasthttp.RequestCtx) {
 		g.restError(ctx, oip.Errorf(oip.KindNotFound, "no OIP endpoint at %s %q", ctx.Method(), ctx.Path()))
 		return
 	case string(ctx.Method()) != p.Endpoint.Method():
-		g.restError(ctx, oip.Errorf(oip.KindNotFound, "%s %q: use %s", ctx.Method(), ctx.Path(), p.Endpoint.Method()))
-		ctx.Response.Header.Set("Allow", p.Endpoint.Method())
-		ctx.SetStatusCode(fasthttp.StatusMethodNotAllowed)
+		g.restError(ctx, &methodError{
+			error: oip.Errorf(oip.KindNotFound, "%s %q: use %s", ctx.Method(), ctx.Path(), p.Endpoint.Method()),
+			allow: p.Endpoint.Method(),
+		})
 		return
 	}
 	switch p.Endpoint {
@@ -199,8 +200,28 @@ func httpOutcome(code int, clientDeadline bool) router.Outcome {
 // restError answers err, for a request that reached no revision, in OIP
 // form and counts it.
 func (g *Gateway) restError(ctx *fasthttp.RequestCtx, err error) {
-	rest.WriteError(ctx, err)
+	writeRESTError(ctx, err)
 	g.countUnrouted("rest", statusLabel(ctx.Response.StatusCode()))
+}
+
+// methodError is a request whose endpoint takes another method: 405, with
+// the method it takes in Allow.
+type methodError struct {
+	error
+	allow string
+}
+
+func (e *methodError) Unwrap() error { return e.error }
+
+// writeRESTError answers err in OIP form: the status its kind maps to, or
+// what the gateway's own error types ask for.
+func writeRESTError(ctx *fasthttp.RequestCtx, err error) {
+	rest.WriteError(ctx, err)
+	var me *methodError
+	if errors.As(err, &me) {
+		ctx.Response.Header.Set("Allow", me.allow)
+		ctx.SetStatusCode(fasthttp.StatusMethodNotAllowed)
+	}
 }
 
 // restFailed answers a request's failure to get its runtime's answer in
@@ -279,8 +300,8 @@ func (g *Gateway) restCall(ctx *fasthttp.RequestCtx, r *route, req router.Reques
 		}
 		t0 := time.Now()
 		var err error
-		if rc, ok := cl.(*runtimes.RESTClient); ok {
-			err = rc.Forward(&ctx.Request, &ctx.Response, deadline)
+		if fw, ok := cl.(runtimes.Forwarder); ok {
+			err = fw.Forward(&ctx.Request, &ctx.Response, deadline)
 			code := ctx.Response.StatusCode()
 			g.countUpstream(r, t0, err, code)
 			if err == nil && code >= fasthttp.StatusInternalServerError {

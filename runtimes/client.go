@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -37,8 +38,9 @@ func (p Protocol) String() string {
 }
 
 // Client is a connection to one runtime replica. It is the extension point
-// for runtime kinds, so it stays small; protocol-specific fast paths live on
-// the concrete types (RESTClient.Forward, GRPCClient.ModelInferRaw).
+// for runtime kinds, so it stays small; protocol-specific fast paths are
+// optional one-method interfaces (Forwarder, RawInferer) that a client
+// has or not.
 //
 // Every method honours ctx's deadline. Errors are *oip.Error values whose
 // kind tells unavailable (the replica could not be reached) from errors the
@@ -52,6 +54,28 @@ type Client interface {
 	Infer(ctx context.Context, req *oip.InferRequest) (*oip.InferResponse, error)
 	// Close releases the client's connections.
 	Close() error
+}
+
+// Forwarder is a Client that passes a REST inference request through as
+// bytes (method, path, headers and body), with the answer read into resp
+// as the runtime wrote it: the gateway's REST pass-through. Errors are
+// transport errors only; an HTTP error status is a normal answer.
+// RESTClient is one.
+type Forwarder interface {
+	Forward(req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time) error
+}
+
+// RawInferer is a Client that passes an encoded gRPC ModelInferRequest
+// through and returns the encoded answer, decoding neither: the gateway's
+// gRPC pass-through. GRPCClient is one.
+type RawInferer interface {
+	ModelInferRaw(ctx context.Context, req *oip.RawFrame) (*oip.RawFrame, error)
+}
+
+// resender is a Client that may have sent a call it reports unavailable
+// (a pipelining RESTClient): such a call is never resent.
+type resender interface {
+	mayHaveSent() bool
 }
 
 // ErrUnreachable is in the chain of an error for a call that never reached

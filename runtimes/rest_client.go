@@ -212,6 +212,10 @@ func (tc *trackedConn) Close() error {
 	return tc.Conn.Close()
 }
 
+// mayHaveSent reports whether a call this client reports unavailable may
+// have reached the runtime all the same: with pipelining, it may.
+func (c *RESTClient) mayHaveSent() bool { return c.pc != nil }
+
 // Forward sends req to the replica as it is (the caller sets the URI path,
 // method, headers and body) and reads the answer into resp. It is the
 // gateway's pass-through: the body is neither decoded nor copied. Errors are

@@ -54,8 +54,8 @@ func (p *Pool) retryable(r *Replica, err error) bool {
 	case p.opts.NonIdempotent || oip.KindOf(err) != oip.KindUnavailable:
 		return false
 	}
-	rc, ok := r.Client.(*RESTClient)
-	return !ok || rc.pc == nil
+	rs, ok := r.Client.(resender)
+	return !ok || !rs.mayHaveSent()
 }
 
 // beforeDeadline reports whether ctx may still start a retry: it is not

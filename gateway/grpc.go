@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/infergate/infergate/internal/keyhash"
 	"github.com/infergate/infergate/oip"
 	pb "github.com/infergate/infergate/oip/inferencepb"
 	"github.com/infergate/infergate/router"
@@ -166,7 +167,7 @@ func grpcRouting(ctx context.Context, model, version []byte) router.Request {
 		}
 	}
 	if v := metadata.ValueFromIncomingContext(ctx, metadataSessionKey); len(v) > 0 && v[0] != "" {
-		req.Key, req.Sticky = runtimes.HashKey([]byte(v[0])), true
+		req.Key, req.Sticky = keyhash.Bytes([]byte(v[0])), true
 	}
 	return req
 }

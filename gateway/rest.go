@@ -9,6 +9,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/infergate/infergate/internal/keyhash"
 	"github.com/infergate/infergate/oip"
 	"github.com/infergate/infergate/oip/rest"
 	"github.com/infergate/infergate/router"
@@ -56,7 +57,7 @@ func (g *Gateway) HandleREST(ctx *fasthttp.RequestCtx) {
 	}
 	k, keyFromHeader := sessionKey(ctx)
 	if len(k) > 0 {
-		req.Key, req.Sticky = runtimes.HashKey(k), true
+		req.Key, req.Sticky = keyhash.Bytes(k), true
 	}
 	r, mirror, err := g.resolve(req)
 	if err != nil {

@@ -20,8 +20,8 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/infergate/infergate/internal/keyhash"
 	"github.com/infergate/infergate/oip"
-	"github.com/infergate/infergate/runtimes"
 )
 
 // Revision is one immutable version of a model's serving setup.
@@ -151,7 +151,7 @@ func build[B any](in *Model[B]) (*model[B], error) {
 		if r.Stats == nil {
 			r.Stats = new(Stats)
 		}
-		r.hash = runtimes.HashKey([]byte(r.Name))
+		r.hash = keyhash.Bytes([]byte(r.Name))
 		m.byKey[r.Name] = r
 		m.byKey[num] = r
 	}
@@ -243,7 +243,7 @@ type Request struct {
 	// Key, when Sticky, keeps a caller on one revision: requests with the
 	// same key go to the same revision while the split stays, and a
 	// change of weights moves as few keys as it can (weighted rendezvous
-	// hashing). See runtimes.HashKey.
+	// hashing). See keyhash.Bytes.
 	Key    uint64
 	Sticky bool
 }
@@ -327,7 +327,7 @@ func (t *Table[B]) Each(fn func(model string, r *Revision[B])) {
 func rendezvous[B any](key uint64, revs []*Revision[B], weights []float64) int {
 	best, bestScore := 0, math.Inf(-1)
 	for i, r := range revs {
-		h := runtimes.Mix64(key ^ r.hash)
+		h := keyhash.Mix(key ^ r.hash)
 		// u in (0, 1): the top 53 bits, offset by half a step.
 		u := (float64(h>>11) + 0.5) / (1 << 53)
 		score := -weights[i] / math.Log(u)

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/infergate/infergate/internal/keyhash"
 	"github.com/infergate/infergate/oip"
-	"github.com/infergate/infergate/runtimes"
 )
 
 func revs(names ...string) []*Revision[string] {
@@ -111,7 +111,7 @@ func TestStickyKeysStayAndMoveOneWay(t *testing.T) {
 		tab := mustTable(t, canary(stable, latest))
 		out := make([]string, keys)
 		for k := range keys {
-			rev, _, err := tab.Resolve(Request{Model: []byte("iris"), Key: runtimes.HashKey([]byte(fmt.Sprintf("user-%d", k))), Sticky: true})
+			rev, _, err := tab.Resolve(Request{Model: []byte("iris"), Key: keyhash.Bytes([]byte(fmt.Sprintf("user-%d", k))), Sticky: true})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -3,6 +3,8 @@ package runtimes
 import (
 	"math/rand/v2"
 	"sync/atomic"
+
+	"github.com/infergate/infergate/internal/keyhash"
 )
 
 // Replica choice: power of two choices on outstanding requests, as
@@ -41,7 +43,7 @@ func (g *rng) uint64() uint64 {
 }
 
 func (g *rng) splitmix() uint64 {
-	return Mix64(g.state.Add(0x9e3779b97f4a7c15))
+	return keyhash.Mix(g.state.Add(0x9e3779b97f4a7c15))
 }
 
 // below maps 32 random bits onto [0, n) (Lemire's multiply-shift; the bias

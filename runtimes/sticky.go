@@ -6,6 +6,8 @@ import (
 	"math"
 	"slices"
 	"strconv"
+
+	"github.com/infergate/infergate/internal/keyhash"
 )
 
 // Sticky replica choice: consistent hashing with bounded loads (Mirrokni,
@@ -51,41 +53,6 @@ import (
 // which the bounded load keeps from turning into load.
 const ringVnodes = 100
 
-// HashKey returns the 64-bit FNV-1a hash of b, for DoKey: the gateway turns
-// a session header's value into a key with it. FNV-1a is fixed by its
-// specification, so every process and release agrees on a key. HashKey
-// neither allocates nor retains b.
-func HashKey(b []byte) uint64 {
-	h := uint64(fnvOffset)
-	for _, c := range b {
-		h ^= uint64(c)
-		h *= fnvPrime
-	}
-	return h
-}
-
-const (
-	fnvOffset = 14695981039346656037
-	fnvPrime  = 1099511628211
-)
-
-func hashString(h uint64, s string) uint64 {
-	for i := 0; i < len(s); i++ {
-		h ^= uint64(s[i])
-		h *= fnvPrime
-	}
-	return h
-}
-
-// Mix64 is splitmix64's finalizer: a bijection of uint64 whose every output
-// bit depends on every input bit, so that keys that differ little (FNV-1a
-// of similar strings, sequential IDs) land far apart on the ring.
-func Mix64(z uint64) uint64 {
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
-	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
-	return z ^ (z >> 31)
-}
-
 // replicaSet is the pool's replicas and the hash ring built over them,
 // published together: the ring's owners are indices into rs.
 type replicaSet struct {
@@ -119,13 +86,13 @@ func newHashRing(rs []*Replica) hashRing {
 	seen := make(map[string]int, len(rs))
 	for i, r := range rs {
 		addr := addrOf(r.Client)
-		h := hashString(fnvOffset, addr)
+		h := keyhash.String(keyhash.Offset, addr)
 		if k := seen[addr]; k > 0 {
-			h = hashString(h, "#"+strconv.Itoa(k))
+			h = keyhash.String(h, "#"+strconv.Itoa(k))
 		}
 		seen[addr]++
 		for v := range uint64(ringVnodes) {
-			vs = append(vs, vnode{Mix64(h + (v+1)*0x9e3779b97f4a7c15), int32(i)})
+			vs = append(vs, vnode{keyhash.Mix(h + (v+1)*0x9e3779b97f4a7c15), int32(i)})
 		}
 	}
 	slices.SortFunc(vs, func(a, b vnode) int {
@@ -158,11 +125,11 @@ func (g *hashRing) start(point uint64) int {
 // ejection, retry budget, readiness, calls in flight, and the errors.
 //
 // Any uint64 will do as key; DoKey mixes it, so small sequential IDs spread
-// as well as hashes. HashKey turns bytes into one. DoKey takes no lock and
+// as well as hashes. keyhash.Bytes turns bytes into one. DoKey takes no lock and
 // allocates nothing of its own.
 func (p *Pool) DoKey(ctx context.Context, key uint64, fn func(Client) error) error {
 	s := p.set.Load()
-	return p.do(ctx, s.rs, ringWalk{ring: &s.ring, point: Mix64(key)}, fn)
+	return p.do(ctx, s.rs, ringWalk{ring: &s.ring, point: keyhash.Mix(key)}, fn)
 }
 
 // ringWalk is how take chooses: along ring from point, or by power of two

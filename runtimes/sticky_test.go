@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"math"
 	"slices"
 	"strings"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/infergate/infergate/internal/keyhash"
 )
 
 // newNamedPool returns a pool of ready fake replicas with the given names.
@@ -48,7 +49,7 @@ func replicaNames(n int) []string {
 func sessionKeys(n int) []uint64 {
 	keys := make([]uint64, n)
 	for i := range keys {
-		keys[i] = HashKey(fmt.Appendf(nil, "session-%d", i))
+		keys[i] = keyhash.Bytes(fmt.Appendf(nil, "session-%d", i))
 	}
 	return keys
 }
@@ -77,7 +78,7 @@ func ringOrder(p *Pool, key uint64) []string {
 	g := &s.ring
 	var order []string
 	seen := map[int32]bool{}
-	for k, pos := 0, g.start(Mix64(key)); k < len(g.points); k, pos = k+1, (pos+1)%len(g.points) {
+	for k, pos := 0, g.start(keyhash.Mix(key)); k < len(g.points); k, pos = k+1, (pos+1)%len(g.points) {
 		if i := g.owner[pos]; !seen[i] {
 			seen[i] = true
 			order = append(order, addrOf(s.rs[i].Client))
@@ -95,38 +96,6 @@ func recv[T any](t *testing.T, ch <-chan T) T {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no signal after 10s")
 		panic("unreachable")
-	}
-}
-
-// TestHashKey pins HashKey to FNV-1a, which other processes and releases
-// must reproduce, and checks that it does not allocate.
-func TestHashKey(t *testing.T) {
-	tests := []struct {
-		name string
-		in   string
-		want uint64 // 0: as hash/fnv's New64a
-	}{
-		{name: "empty", in: "", want: 0xcbf29ce484222325},
-		{name: "one byte", in: "a", want: 0xaf63dc4c8601ec8c},
-		{name: "session id", in: "3f2a9c1e-7b4d-4e8a-9f01-23456789abcd"},
-		{name: "binary", in: "\x00\xff\x10 "},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			want := tc.want
-			if want == 0 {
-				h := fnv.New64a()
-				h.Write([]byte(tc.in))
-				want = h.Sum64()
-			}
-			if got := HashKey([]byte(tc.in)); got != want {
-				t.Errorf("HashKey(%q) = %#x, want %#x", tc.in, got, want)
-			}
-		})
-	}
-	b := []byte("3f2a9c1e-7b4d-4e8a-9f01-23456789abcd")
-	if a := testing.AllocsPerRun(100, func() { _ = HashKey(b) }); a != 0 {
-		t.Errorf("HashKey allocates %v times per call, want 0", a)
 	}
 }
 
@@ -550,17 +519,6 @@ func BenchmarkPoolDoKeySerial(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-}
-
-func BenchmarkHashKey(b *testing.B) {
-	s := []byte("3f2a9c1e-7b4d-4e8a-9f01-23456789abcd")
-	b.ReportAllocs()
-	b.SetBytes(int64(len(s)))
-	var sink uint64
-	for b.Loop() {
-		sink += HashKey(s)
-	}
-	_ = sink
 }
 
 // BenchmarkPoolDoKeyBusy: every replica has calls in flight, so each call

@@ -30,17 +30,19 @@ type rule struct {
 var rules = []rule{
 	{"cmd", []string{"*"}, nil},
 	{"examples", []string{"*"}, nil},
-	{"gateway", []string{"router", "batcher", "autoscaler", "runtimes", "oip"}, nil},
+	{"gateway", []string{"router", "batcher", "autoscaler", "runtimes", "oip", "internal/keyhash"}, nil},
 	// The control plane decides; it never imports the data plane's
 	// request path (the gateway, the activator that holds requests).
 	{"controlplane", []string{"registry", "router", "runtimes", "autoscaler", "config"}, []string{"autoscaler/activator"}},
 	// serving runs on one machine what the control plane decides: it
 	// wires controlplane to the data plane, and only cmd imports it.
 	{"serving", []string{"controlplane", "gateway", "router", "batcher", "autoscaler", "runtimes", "oip", "config"}, nil},
-	{"router", []string{"runtimes", "oip"}, nil},
+	// The router picks revisions, not replicas: it shares only the
+	// hashing of sticky keys with the pools.
+	{"router", []string{"oip", "internal/keyhash"}, nil},
 	{"batcher", []string{"oip"}, nil},
 	{"autoscaler", nil, nil},
-	{"runtimes", []string{"oip"}, nil},
+	{"runtimes", []string{"oip", "internal/keyhash"}, nil},
 	{"registry", nil, nil},
 	// The pipeline engine runs steps as processes and keeps its state in
 	// the registry's store; training is the built-in train and evaluate
@@ -55,6 +57,7 @@ var rules = []rule{
 	{"config", nil, nil},
 	{"internal/archtest", nil, nil},
 	{"internal/cliflags", nil, nil},
+	{"internal/keyhash", nil, nil},
 	{"internal/testbin", nil, nil}, // builds cmd/infergate as a subprocess; imports nothing of ours
 }
 
@@ -286,7 +289,7 @@ func TestChecksFail(t *testing.T) {
 				pkg("controlplane", "registry", "router", "runtimes/supervisor", "autoscaler", "config"),
 				pkg("serving", "controlplane", "gateway", "autoscaler/activator", "runtimes/supervisor", "batcher", "router", "oip", "config"),
 				pkg("serving/servingtest"),
-				pkg("router", "runtimes", "oip"),
+				pkg("router", "internal/keyhash", "oip"),
 				pkg("autoscaler/activator", "autoscaler", "autoscaler/metrics"),
 				pkg("runtimes/modelserver", "runtimes/onnx", "runtimes", "oip/rest"),
 				pkg("oip", "oip/inferencepb"),
@@ -299,7 +302,7 @@ func TestChecksFail(t *testing.T) {
 		{
 			name: "gateway imports config",
 			pkgs: []goPackage{pkg("gateway", "router", "config")},
-			want: []string{m + "gateway imports " + m + "config: gateway may import router, batcher, autoscaler, runtimes, oip"},
+			want: []string{m + "gateway imports " + m + "config: gateway may import router, batcher, autoscaler, runtimes, oip, internal/keyhash"},
 		},
 		{
 			name: "oip imports runtimes",
@@ -314,7 +317,7 @@ func TestChecksFail(t *testing.T) {
 		{
 			name: "runtimes imports router against the arrow",
 			pkgs: []goPackage{pkg("runtimes", "router")},
-			want: []string{m + "runtimes imports " + m + "router: runtimes may import oip"},
+			want: []string{m + "runtimes imports " + m + "router: runtimes may import oip, internal/keyhash"},
 		},
 		{
 			name: "nothing imports cmd",
@@ -334,7 +337,7 @@ func TestChecksFail(t *testing.T) {
 			pkgs: []goPackage{pkg("controlplane", "serving"), pkg("gateway", "serving"), pkg("cmd/infergate", "serving")},
 			want: []string{
 				m + "controlplane imports " + m + "serving: controlplane may import registry, router, runtimes, autoscaler, config",
-				m + "gateway imports " + m + "serving: gateway may import router, batcher, autoscaler, runtimes, oip",
+				m + "gateway imports " + m + "serving: gateway may import router, batcher, autoscaler, runtimes, oip, internal/keyhash",
 			},
 		},
 		{

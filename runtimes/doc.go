@@ -1,8 +1,11 @@
 // Package runtimes owns the model-server side of the request path: clients
-// that speak OIP over REST (fasthttp) and gRPC to a runtime replica, the pool
-// of replicas behind one model with its readiness probing and replica choice,
-// and the starting of local runtime processes. The built-in model server
-// lives in runtimes/modelserver and its ONNX engine in runtimes/onnx.
+// that speak OIP over REST (fasthttp) and gRPC to a runtime replica, and the
+// pool of replicas behind one model with its readiness probing and replica
+// choice. Starting and watching local runtime processes is
+// runtimes/supervisor's (with the process start itself, process.go); the
+// built-in model server lives in runtimes/modelserver and its ONNX engine in
+// runtimes/onnx; the hashing of sticky keys, shared with the router, in
+// internal/keyhash.
 //
 // A pool keeps calls off sick replicas (per-replica circuit breaker,
 // outlier ejection) only while a healthy one is left: when none of its

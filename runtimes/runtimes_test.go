@@ -5,11 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -115,64 +112,6 @@ func TestRESTClientErrors(t *testing.T) {
 	if !errors.Is(err, ErrUnreachable) || oip.KindOf(err) != oip.KindUnavailable {
 		t.Errorf("refused connection: %v, want unavailable and unreachable", err)
 	}
-}
-
-// TestProcessStopKillsGroup starts a shell that starts a grandchild, and
-// checks that Stop leaves neither behind.
-func TestProcessStopKillsGroup(t *testing.T) {
-	dir := t.TempDir()
-	pidFile := filepath.Join(dir, "grandchild.pid")
-	script := "sleep 300 & echo $! > " + pidFile + "; echo " + AnnouncePrefix + " rest=127.0.0.1:1 grpc=127.0.0.1:2; wait"
-	p, err := StartProcess(context.Background(), ProcessOptions{Path: "/bin/sh", Args: []string{"-c", script}, LogPath: filepath.Join(dir, "log")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.RESTAddr != "127.0.0.1:1" || p.GRPCAddr != "127.0.0.1:2" {
-		t.Errorf("announced %q %q", p.RESTAddr, p.GRPCAddr)
-	}
-	var grandchild int
-	deadline := time.Now().Add(5 * time.Second)
-	for grandchild == 0 && time.Now().Before(deadline) {
-		if b, err := os.ReadFile(pidFile); err == nil && len(b) > 1 {
-			grandchild = atoi(strings.TrimSpace(string(b)))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if grandchild == 0 {
-		t.Fatal("grandchild never started")
-	}
-	if err := p.Stop(2 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	deadline = time.Now().Add(5 * time.Second)
-	for syscall.Kill(grandchild, 0) == nil && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if syscall.Kill(grandchild, 0) == nil {
-		_ = syscall.Kill(grandchild, syscall.SIGKILL)
-		t.Error("grandchild outlived Stop")
-	}
-}
-
-func TestProcessExitBeforeListenShowsLog(t *testing.T) {
-	dir := t.TempDir()
-	_, err := StartProcess(context.Background(), ProcessOptions{
-		Path: "/bin/sh", Args: []string{"-c", "echo 'model file is corrupt' >&2; exit 3"}, LogPath: filepath.Join(dir, "log"),
-	})
-	if err == nil || !strings.Contains(err.Error(), "model file is corrupt") || !strings.Contains(err.Error(), "exit status 3") {
-		t.Errorf("StartProcess = %v, want the exit status and the log's last lines", err)
-	}
-}
-
-func atoi(s string) int {
-	n := 0
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return 0
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n
 }
 
 // TestPoolRemoveDrains removes a replica with a call in flight: no new call

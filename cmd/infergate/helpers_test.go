@@ -26,6 +26,7 @@ import (
 	"github.com/infergate/infergate/internal/testbin"
 	pb "github.com/infergate/infergate/oip/inferencepb"
 	"github.com/infergate/infergate/runtimes"
+	"github.com/infergate/infergate/runtimes/supervisor"
 	"github.com/infergate/infergate/serving/servingtest"
 )
 
@@ -43,13 +44,13 @@ const samplesDir = "../../examples/models"
 
 // startModelServer starts `infergate modelserver` for the named sample
 // models on loopback and waits until it is ready.
-func startModelServer(t *testing.T, models ...string) *runtimes.Process {
+func startModelServer(t *testing.T, models ...string) *supervisor.Process {
 	t.Helper()
 	args := []string{"modelserver", "-host", "127.0.0.1", "-http-port", "0", "-grpc-port", "0"}
 	for _, m := range models {
 		args = append(args, "-model", m+"="+filepath.Join(samplesDir, m))
 	}
-	p, err := runtimes.StartProcess(context.Background(), runtimes.ProcessOptions{
+	p, err := supervisor.StartProcess(context.Background(), supervisor.ProcessOptions{
 		Path: binPath, Args: args, LogPath: filepath.Join(t.TempDir(), "modelserver.log"),
 	})
 	if err != nil {

@@ -19,8 +19,8 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	pb "github.com/infergate/infergate/oip/inferencepb"
-	"github.com/infergate/infergate/runtimes"
 	"github.com/infergate/infergate/runtimes/modelserver"
+	"github.com/infergate/infergate/runtimes/supervisor"
 )
 
 func runModelServer(args []string, stdout, stderr io.Writer) error {
@@ -102,7 +102,7 @@ func runModelServer(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("modelserver: gRPC listener: %w", err)
 	}
 	// The announce line tells a supervising gateway where we listen.
-	fmt.Fprintf(stdout, "%s rest=%s grpc=%s\n", runtimes.AnnouncePrefix, restLn.Addr(), grpcLn.Addr())
+	fmt.Fprintf(stdout, "%s rest=%s grpc=%s\n", supervisor.AnnouncePrefix, restLn.Addr(), grpcLn.Addr())
 	log.Info("model server listening", "rest", restLn.Addr().String(), "grpc", grpcLn.Addr().String())
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

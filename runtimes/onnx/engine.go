@@ -22,7 +22,7 @@ import (
 // "parallelism=0" option, and it answers that option with
 // fmt.Printf("SimpleGo backend: parallelism set to 0") on stdout (gomlx
 // v0.26.0, backends/simplego/simplego.go; unchanged upstream since). A
-// model server's stdout carries its announce line (runtimes.AnnouncePrefix)
+// model server's stdout carries its announce line (supervisor.AnnouncePrefix)
 // and nothing else, so the engine is built without the option and its
 // parallelism set to 0 by noWorkers instead, before the backend's first
 // use, which is when SimpleGo's documentation of SetMaxParallelism allows

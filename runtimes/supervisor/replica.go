@@ -62,7 +62,7 @@ type ending struct {
 // startEnding is the ending of a start that failed with err, before the
 // process was watched.
 func startEnding(err error) ending {
-	var pe *runtimes.ProcessError
+	var pe *ProcessError
 	switch {
 	case errors.As(err, &pe):
 		return ending{cause: pe.Summary, detail: err.Error()}
@@ -141,7 +141,7 @@ func (s *Supervisor) once(run context.Context, r *replica) (e exit, end ending, 
 			return e, ending{}, true
 		}
 		e.at = time.Now()
-		e.permanent = errors.Is(err, runtimes.ErrExec) || errors.Is(err, errExpand)
+		e.permanent = errors.Is(err, ErrExec) || errors.Is(err, errExpand)
 		return e, startEnding(err), false
 	}
 	s.update(r, func(st *ReplicaStatus) { st.Pid, st.Addr = p.Pid(), addr })
@@ -153,7 +153,7 @@ func (s *Supervisor) once(run context.Context, r *replica) (e exit, end ending, 
 
 // start starts the replica's process: the built-in runtime, which announces
 // its address, or the command template on ports chosen here.
-func (s *Supervisor) start(r *replica) (*runtimes.Process, string, error) {
+func (s *Supervisor) start(r *replica) (*Process, string, error) {
 	if err := os.MkdirAll(s.logDir, 0o755); err != nil {
 		return nil, "", fmt.Errorf("supervisor: log directory: %w", err)
 	}
@@ -161,7 +161,7 @@ func (s *Supervisor) start(r *replica) (*runtimes.Process, string, error) {
 	if err := os.Rename(logPath, logPath+".1"); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		s.log.Warn("keeping the previous log", "replica", r.index, "err", err)
 	}
-	po := runtimes.ProcessOptions{LogPath: logPath, StartTimeout: s.opts.StartTimeout, Env: s.opts.Env}
+	po := ProcessOptions{LogPath: logPath, StartTimeout: s.opts.StartTimeout, Env: s.opts.Env}
 	var addr string
 	if s.cmd == nil {
 		po.Path = s.opts.Executable
@@ -191,7 +191,7 @@ func (s *Supervisor) start(r *replica) (*runtimes.Process, string, error) {
 		}
 		addr = net.JoinHostPort(s.opts.Host, strconv.Itoa(port))
 	}
-	p, err := runtimes.StartProcess(r.down, po)
+	p, err := StartProcess(r.down, po)
 	if err != nil {
 		return nil, "", err
 	}
@@ -211,7 +211,7 @@ func (s *Supervisor) start(r *replica) (*runtimes.Process, string, error) {
 // when the replica is asked to stop (after a drain). It returns when the
 // replica first became ready (zero if never) and how the process ended, or
 // retired when the replica stopped as asked.
-func (s *Supervisor) serve(run context.Context, r *replica, p *runtimes.Process, addr string, started time.Time) (readyAt time.Time, end ending, retired bool) {
+func (s *Supervisor) serve(run context.Context, r *replica, p *Process, addr string, started time.Time) (readyAt time.Time, end ending, retired bool) {
 	// pctx ends with the process, so that a probe in flight does not hold
 	// up the withdrawal of a replica that died.
 	pctx, cancel := context.WithCancel(r.down)
@@ -362,7 +362,7 @@ func unreadyTooLong(since, now time.Time, limit time.Duration) bool {
 // retire takes a replica asked to stop out of the pool, draining its calls
 // in flight unless Run is ending (the gateway drained already), then stops
 // its process group.
-func (s *Supervisor) retire(run context.Context, r *replica, p *runtimes.Process, client runtimes.Client, rep *runtimes.Replica) {
+func (s *Supervisor) retire(run context.Context, r *replica, p *Process, client runtimes.Client, rep *runtimes.Replica) {
 	s.update(r, func(st *ReplicaStatus) { st.State = StateStopping })
 	// It no longer counts as ready: say so before the pool stops sending
 	// it calls, so that a reader holding requests for the model (the

@@ -48,7 +48,7 @@ type Options struct {
 	// Empty means the built-in runtime: Executable run as
 	// `modelserver -host HOST -http-port 0 -grpc-port 0 -model MODEL=PATH`,
 	// which binds free ports itself and announces them on stdout
-	// (runtimes.AnnouncePrefix), so it has no port race.
+	// (AnnouncePrefix), so it has no port race.
 	Command []string
 	// Executable runs the default command (default: this process's own
 	// executable, os.Executable).

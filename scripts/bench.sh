@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The end-to-end comparisons that `make bench` runs after the Go
-# micro-benchmarks, on loopback only and bounded in time (about eight
-# minutes with the defaults, five of them the cold starts). See
-# bench/README.md.
+# micro-benchmarks, on loopback only and bounded in time (about eighteen
+# minutes with the defaults: about ten the proxy comparison, five the cold
+# starts). See bench/README.md.
 #
 #   scripts/bench.sh [all|generator|batching|coldstart|proxies]
 #
@@ -22,17 +22,30 @@
 #              gateway's share (p50, p99), and failed requests, with two
 #              checks, PASS or FAIL (exit 0 either way)
 #   proxies    infergate's gateway against nginx and haproxy in front of the
-#              same trivial runtime (bench/cmd/proxybench, which drives them
-#              with the load generator of `infergate bench`)
+#              same trivial runtime, REST and gRPC (nginx grpc_pass, haproxy
+#              proto h2), plus the gateway's REST-to-gRPC and gRPC-to-REST
+#              translations (bench/cmd/proxybench), each driven by wrk (REST)
+#              or h2load (gRPC) and by the load generator of `infergate
+#              bench`; then the gateway's RSS at concurrency 256 per round and
+#              the goals of issue 14, PASS or FAIL (exit 0 either way). As
+#              root, nginx, haproxy, wrk and nghttp2-client (h2load) are
+#              installed with apt-get when missing; otherwise what is missing
+#              is named and its rows skipped
 #
 # Environment (all optional):
 #   INFERGATE      gateway binary (default: bin/infergate, built here)
 #   ROUNDS         measured rounds (default 3)
-#   WINDOW         one measured window (default 3s)
-#   CONCURRENCY    comma-separated (default 16,64)
+#   WINDOW         one measured window (default 3s; wrk's rounded up to
+#                  whole seconds)
+#   CONCURRENCY    comma-separated (default 16,64): REST connections and gRPC
+#                  concurrent streams (16 streams per connection)
+#   GENERATORS     comma-separated, of infergate,wrk,h2load (default: all
+#                  that are installed)
+#   MEMORY_WINDOW  the gateway's RSS load per round (default 30s; 0: none)
 #   BENCH_JSON     results file (default bin/proxybench.json)
-#   PROFILE_DIR    also profile the gateway and count syscalls per request
-#   PROXYBENCH_ARGS  more flags for proxybench
+#   PROFILE_DIR    also profile the gateway and count syscalls and wake-ups
+#                  per request of every proxy
+#   PROXYBENCH_ARGS  more flags for proxybench (bin/proxybench -h)
 #   GEN_CORE, SERVER_CORE  the cores of the generator and of the runtime (0, 1)
 #   GEN_CONNS      connections of both generators (default 64)
 #   GEN_WINDOW     one measured window of the generator comparison, in whole
@@ -299,20 +312,31 @@ if [[ $MODE == generator || $MODE == batching || $MODE == coldstart ]]; then
 	exit 0
 fi
 
-for tool in nginx haproxy; do
-	if [[ ! -x /usr/sbin/$tool ]]; then
-		if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-			echo "== installing $tool (Debian package)"
-			export DEBIAN_FRONTEND=noninteractive
-			{ apt-get install -y -q "$tool" || { apt-get update -q && apt-get install -y -q "$tool"; }; } >/dev/null ||
-				echo "could not install $tool: its rows are skipped"
-		else
-			echo "$tool is not installed: its rows are skipped (sudo apt-get install $tool)"
-		fi
+# The proxies and the load generators we did not write, as tool:package:path
+# (an empty path: looked up in PATH). As root with apt-get, a missing one is
+# installed; otherwise, or when that fails, it is named and proxybench skips
+# its rows with a note.
+have_tool() { if [[ -n $2 ]]; then [[ -x $2 ]]; else command -v "$1" >/dev/null; fi; }
+for spec in nginx:nginx:/usr/sbin/nginx haproxy:haproxy:/usr/sbin/haproxy wrk:wrk: h2load:nghttp2-client:; do
+	IFS=: read -r tool pkg path <<<"$spec"
+	have_tool "$tool" "$path" && continue
+	if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+		echo "== installing $pkg (Debian package, for $tool)"
+		export DEBIAN_FRONTEND=noninteractive
+		{ apt-get install -y -q "$pkg" || { apt-get update -q && apt-get install -y -q "$pkg"; }; } >/dev/null || true
+		have_tool "$tool" "$path" || echo "could not install $pkg: the rows of $tool are skipped"
+	else
+		echo "$tool is not installed: its rows are skipped (sudo apt-get install $pkg)"
 	fi
 done
 
 args=(-infergate "$INFERGATE" -rounds "$ROUNDS" -window "$WINDOW" -concurrency "$CONCURRENCY" -json "$BENCH_JSON")
+if [[ -n ${GENERATORS:-} ]]; then
+	args+=(-generators "$GENERATORS")
+fi
+if [[ -n ${MEMORY_WINDOW:-} ]]; then
+	args+=(-memory-window "$MEMORY_WINDOW")
+fi
 if [[ -n ${PROFILE_DIR:-} ]]; then
 	args+=(-profile-dir "$PROFILE_DIR")
 fi

@@ -76,7 +76,8 @@ func TestMedianAndParseInts(t *testing.T) {
 // The configs are checked by the tools themselves when they are installed.
 func TestProxyConfigsAccepted(t *testing.T) {
 	dir := t.TempDir()
-	data := map[string]string{"Dir": dir, "Listen": "127.0.0.1:18080", "Upstream": "127.0.0.1:18000"}
+	data := map[string]string{"Dir": dir, "Listen": "127.0.0.1:18080", "Upstream": "127.0.0.1:18000",
+		"ListenGRPC": "127.0.0.1:18081", "UpstreamGRPC": "127.0.0.1:18001"}
 	t.Run("nginx", func(t *testing.T) {
 		bin := "/usr/sbin/nginx"
 		if _, err := os.Stat(bin); err != nil {

@@ -21,7 +21,8 @@ import (
 )
 
 // profiler profiles the gateway's pass-through under load and counts each
-// proxy's syscalls per request. It runs after the comparison, so that the
+// proxy's syscalls and wake-ups per request, with infergate's generator
+// at the highest concurrency. It runs after the comparison, so that the
 // tracing does not disturb the figures of the table.
 type profiler struct {
 	dir       string
@@ -40,6 +41,11 @@ type profileReport struct {
 	Syscalls    []syscallCount    `json:"syscalls"`
 }
 
+// wakeupsRow names the voluntary context switches of the proxy's threads
+// (from /proc/<pid>/task/*/status) in syscallCount.PerRequest: each is a
+// thread that blocked and was woken up again.
+const wakeupsRow = "wake-ups (voluntary switches)"
+
 // syscallCount is what one proxy did per request over a counted window.
 type syscallCount struct {
 	Target     string             `json:"target"`
@@ -47,7 +53,7 @@ type syscallCount struct {
 	PerRequest map[string]float64 `json:"per_request"`
 }
 
-func (pr *profiler) run(ctx context.Context, gw *proc, gwAddrs proxyAddrs, targets []*target, nginx, haproxy *proc) (*profileReport, error) {
+func (pr *profiler) run(ctx context.Context, gw *proc, gwAddrs proxyAddrs, targets []*target) (*profileReport, error) {
 	if err := os.MkdirAll(pr.dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -80,19 +86,13 @@ func (pr *profiler) run(ctx context.Context, gw *proc, gwAddrs proxyAddrs, targe
 		return rep, nil
 	}
 	rep.SyscallTool = tool
-	type subject struct {
-		key string
-		p   *proc
-	}
-	for _, s := range []subject{{tDirectREST, nil}, {tGatewayREST, gw}, {tNginx, nginx}, {tHAProxy, haproxy}, {tDirectGRPC, nil}, {tGatewayGRPC, gw}} {
-		t := byKey[s.key]
-		if t == nil {
-			continue
-		}
-		if s.p == nil {
+	// Every target through a proxy: the gateway (REST, gRPC and both
+	// translations), nginx and haproxy (REST and gRPC).
+	for _, t := range targets {
+		if t.proxy == nil {
 			continue // direct: no proxy to count
 		}
-		c, err := pr.countSyscalls(ctx, tool, events, t, s.p)
+		c, err := pr.countSyscalls(ctx, tool, events, t, t.proxy)
 		if err != nil {
 			return nil, fmt.Errorf("%s: counting syscalls: %w", t.label, err)
 		}
@@ -105,9 +105,13 @@ func (pr *profiler) run(ctx context.Context, gw *proc, gwAddrs proxyAddrs, targe
 // pprof takes a CPU profile of the gateway from its admin port while t is
 // under load.
 func (pr *profiler) pprof(ctx context.Context, t *target, admin, path string) error {
+	client, err := t.client(pr.conc)
+	if err != nil {
+		return err
+	}
 	loadDone := make(chan error, 1)
 	go func() {
-		_, err := bench.RunClosedLoop(ctx, t.t, bench.LoopOptions{
+		_, err := bench.RunClosedLoop(ctx, client, bench.LoopOptions{
 			Concurrency: pr.conc, Duration: time.Duration(pr.seconds+2) * time.Second, StopTimeout: pr.timeout,
 		})
 		loadDone <- err
@@ -236,12 +240,18 @@ func (pr *profiler) countSyscalls(ctx context.Context, tool string, events []str
 	if tr.Exited() {
 		return syscallCount{}, fmt.Errorf("%s exited (%v)%s", tool, tr.Err(), tr.logTail())
 	}
-	res, err := bench.RunClosedLoop(ctx, t.t, bench.LoopOptions{
+	client, err := t.client(pr.conc)
+	if err != nil {
+		return syscallCount{}, err
+	}
+	wake0 := wakeups(p.pids())
+	res, err := bench.RunClosedLoop(ctx, client, bench.LoopOptions{
 		Concurrency: pr.conc, Duration: time.Duration(pr.seconds) * time.Second, StopTimeout: pr.timeout,
 	})
 	if err != nil {
 		return syscallCount{}, err
 	}
+	wake := wakeups(p.pids()) - wake0
 	// SIGINT makes both tools write their summary and detach.
 	_ = syscall.Kill(tr.Pid(), syscall.SIGINT)
 	select {
@@ -268,6 +278,9 @@ func (pr *profiler) countSyscalls(ctx context.Context, tool string, events []str
 		if res.Requests > 0 {
 			c.PerRequest[k] = v / float64(res.Requests)
 		}
+	}
+	if res.Requests > 0 {
+		c.PerRequest[wakeupsRow] = float64(wake) / float64(res.Requests)
 	}
 	return c, nil
 }
@@ -350,12 +363,12 @@ func printSyscalls(out io.Writer, rep *profileReport) {
 	}
 	var order []string
 	for k := range names {
-		if k != "total" && k != "context-switches" {
+		if k != "total" && k != "context-switches" && k != wakeupsRow {
 			order = append(order, k)
 		}
 	}
 	slices.Sort(order)
-	order = append(order, "context-switches", "total")
+	order = append(order, "context-switches", wakeupsRow, "total")
 	fmt.Fprintf(out, "\nsyscalls per request (%s, concurrency %d; the proxy's processes only)\n", rep.SyscallTool, rep.Concurrency)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "syscall\t")

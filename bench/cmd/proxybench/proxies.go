@@ -18,6 +18,10 @@ import (
 
 // nginxConf is the nginx comparison: 2 workers, keep-alive to the
 // upstream, nothing logged per request, every path under the temp dir.
+// REST is proxied as HTTP/1.1 on Listen; gRPC on ListenGRPC (plaintext
+// HTTP/2) with grpc_pass, to the runtime's gRPC port. keepalive_requests
+// at the http level also bounds the requests of a client's HTTP/2
+// connection (http2_max_requests before 1.19.7).
 var nginxConf = template.Must(template.New("nginx").Parse(`# Written by proxybench.
 worker_processes 2;
 daemon off;
@@ -50,11 +54,24 @@ http {
             proxy_set_header Connection "";
         }
     }
+    upstream runtime_grpc {
+        server {{.UpstreamGRPC}};
+        keepalive 64;
+        keepalive_requests 100000000;
+        keepalive_timeout 300s;
+    }
+    server {
+        listen {{.ListenGRPC}} http2;
+        location / {
+            grpc_pass grpc://runtime_grpc;
+        }
+    }
 }
 `))
 
 // haproxyConf is the haproxy comparison: 2 threads, connections to the
-// upstream reused across clients.
+// upstream reused across clients. gRPC goes through a second frontend and
+// backend speaking plaintext HTTP/2 (proto h2) on both sides.
 var haproxyConf = template.Must(template.New("haproxy").Parse(`# Written by proxybench.
 global
     nbthread 2
@@ -76,6 +93,13 @@ frontend bench
 
 backend runtime
     server rt {{.Upstream}}
+
+frontend bench_grpc
+    bind {{.ListenGRPC}} proto h2
+    default_backend runtime_grpc
+
+backend runtime_grpc
+    server rtg {{.UpstreamGRPC}} proto h2
 `))
 
 // gatewayConf routes "iris" to the upstream's REST port and "iris-grpc" to
@@ -186,8 +210,8 @@ type proxyAddrs struct {
 	rest, grpc, admin string
 }
 
-func startNginx(ctx context.Context, bin, dir, upstream string) (*proc, proxyAddrs, error) {
-	addrs, err := procs.FreeAddrs(1)
+func startNginx(ctx context.Context, bin, dir, upstream, upstreamGRPC string) (*proc, proxyAddrs, error) {
+	addrs, err := procs.FreeAddrs(2)
 	if err != nil {
 		return nil, proxyAddrs{}, err
 	}
@@ -198,7 +222,9 @@ func startNginx(ctx context.Context, bin, dir, upstream string) (*proc, proxyAdd
 		}
 	}
 	conf := filepath.Join(dir, "nginx.conf")
-	if err := writeTemplate(conf, nginxConf, map[string]string{"Dir": dir, "Listen": listen, "Upstream": upstream}); err != nil {
+	err = writeTemplate(conf, nginxConf, map[string]string{"Dir": dir, "Listen": listen, "Upstream": upstream,
+		"ListenGRPC": addrs[1], "UpstreamGRPC": upstreamGRPC})
+	if err != nil {
 		return nil, proxyAddrs{}, err
 	}
 	// -e: the error log before the config is read, which would otherwise
@@ -208,17 +234,19 @@ func startNginx(ctx context.Context, bin, dir, upstream string) (*proc, proxyAdd
 	if err != nil {
 		return nil, proxyAddrs{}, err
 	}
-	return p, proxyAddrs{rest: listen}, waitREST(ctx, p, listen, "/v2/health/ready")
+	return p, proxyAddrs{rest: listen, grpc: addrs[1]}, waitREST(ctx, p, listen, "/v2/health/ready")
 }
 
-func startHAProxy(ctx context.Context, bin, dir, upstream string) (*proc, proxyAddrs, error) {
-	addrs, err := procs.FreeAddrs(1)
+func startHAProxy(ctx context.Context, bin, dir, upstream, upstreamGRPC string) (*proc, proxyAddrs, error) {
+	addrs, err := procs.FreeAddrs(2)
 	if err != nil {
 		return nil, proxyAddrs{}, err
 	}
 	listen := addrs[0]
 	conf := filepath.Join(dir, "haproxy.cfg")
-	if err := writeTemplate(conf, haproxyConf, map[string]string{"Listen": listen, "Upstream": upstream}); err != nil {
+	err = writeTemplate(conf, haproxyConf, map[string]string{"Listen": listen, "Upstream": upstream,
+		"ListenGRPC": addrs[1], "UpstreamGRPC": upstreamGRPC})
+	if err != nil {
 		return nil, proxyAddrs{}, err
 	}
 	// -db: stay in the foreground whatever the config says.
@@ -226,7 +254,7 @@ func startHAProxy(ctx context.Context, bin, dir, upstream string) (*proc, proxyA
 	if err != nil {
 		return nil, proxyAddrs{}, err
 	}
-	return p, proxyAddrs{rest: listen}, waitREST(ctx, p, listen, "/v2/health/ready")
+	return p, proxyAddrs{rest: listen, grpc: addrs[1]}, waitREST(ctx, p, listen, "/v2/health/ready")
 }
 
 func startGateway(ctx context.Context, bin, dir, upREST, upGRPC string, env []string) (*proc, proxyAddrs, error) {

@@ -34,6 +34,12 @@ type Batcher struct {
 	service  serviceModel
 	scratch  []*item
 
+	// freeSince is when a batch slot last became free after all of them
+	// were busy: a batch held for more requests counts its hold from then
+	// (or from its oldest request's arrival, if later), not from the time
+	// its requests spent waiting for a slot.
+	freeSince time.Time
+
 	// With PreserveOrdering: completed batches held until every batch
 	// dispatched before them has been delivered.
 	dispatched, delivered uint64
@@ -44,6 +50,7 @@ type Batcher struct {
 type batch struct {
 	// items' requests are read only until released is closed.
 	items []*item
+	grp   *group // the group it was taken from
 	total int64
 	seq   uint64
 	ctx   context.Context
@@ -256,11 +263,12 @@ func (b *Batcher) abandon(ctx context.Context, it *item) (*oip.InferResponse, er
 	switch it.state {
 	case stateQueued:
 		waited := time.Now().Sub(it.enqueued)
+		it.grp.gaveUp()
 		b.dequeue(it)
 		it.state = stateDone
 		b.mu.Unlock()
 		b.countExpired(err)
-		b.poke() // a group left with one request may now go at once
+		b.poke() // one request and one caller fewer: the group may go now
 		return nil, b.contextError(err, "after "+waited.String()+" queued for batching")
 	case stateInFlight:
 		it.state = stateAbandoned
@@ -419,6 +427,7 @@ func (b *Batcher) expire(now time.Time) {
 			continue
 		}
 		waited := now.Sub(it.enqueued)
+		it.grp.gaveUp()
 		b.dequeue(it)
 		it.state = stateDone
 		b.metrics.expired.Inc()

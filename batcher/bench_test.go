@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/infergate/infergate/oip"
 )
@@ -104,5 +105,41 @@ func BenchmarkSubmit(b *testing.B) {
 				b.ReportMetric(float64(rows.Load())/float64(n), "rows/batch")
 			}
 		})
+	}
+}
+
+// BenchmarkReady measures the scheduler's decision for one group of 32
+// queued requests held for callers expected back: the fill of its
+// candidate, the deadline check and the hold rule. It runs at every
+// arrival and completion, so it must not allocate.
+func BenchmarkReady(b *testing.B) {
+	bt, err := New(Options{Model: "mnist", MaxBatchSize: 64, MaxQueueDelay: 5 * time.Millisecond,
+		Dispatch: func(context.Context, *oip.InferRequest) (*oip.InferResponse, error) { return nil, nil }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	reqs, _ := mnist(1)
+	key := appendKey(nil, reqs[0])
+	now := time.Now()
+	bt.mu.Lock()
+	defer bt.mu.Unlock()
+	for i := range 32 {
+		it, _, err := bt.newItem(context.Background(), reqs[0])
+		if err != nil {
+			b.Fatal(err)
+		}
+		it.enqueued = now.Add(time.Duration(i) * time.Microsecond)
+		bt.enqueue(it, key)
+	}
+	g := bt.groups[0]
+	g.peak = 64 // half the callers are expected back
+	bt.service.observe(64, 8*time.Millisecond)
+	at := now.Add(40 * time.Microsecond)
+	if n, _ := bt.ready(g, at); n != 0 {
+		b.Fatalf("ready = %d, want the batch held", n)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		bt.ready(g, at)
 	}
 }

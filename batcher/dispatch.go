@@ -61,12 +61,11 @@ levels:
 //  2. a candidate that cannot grow (MaxBatchSize reached, or the next
 //     queued request does not fit) goes whole;
 //  3. otherwise the longest prefix of a preferred size goes;
-//  4. a lone request, with nothing compatible queued behind it, goes at
-//     once: waiting could only delay it;
-//  5. the candidate goes whole once its oldest request has waited
-//     MaxQueueDelay;
-//  6. or once waiting longer would miss its earliest deadline: when now is
-//     past that deadline less the service time learned for its size.
+//  4. the candidate goes whole once waiting longer would miss its earliest
+//     deadline: when now is past that deadline less the service time
+//     learned for its size;
+//  5. it waits while b.hold says more requests are coming soon;
+//  6. otherwise it goes whole: waiting could only delay it.
 //
 // b.mu is held.
 func (b *Batcher) ready(g *group, now time.Time) (int, time.Time) {
@@ -78,21 +77,74 @@ func (b *Batcher) ready(g *group, now time.Time) (int, time.Time) {
 		return len(c.items), time.Time{}
 	case c.preferredN > 0:
 		return c.preferredN, time.Time{}
-	case g.n == 1:
-		return 1, time.Time{}
 	}
-	wake := c.oldest.Add(b.opts.MaxQueueDelay)
-	if !now.Before(wake) {
-		return len(c.items), time.Time{}
-	}
+	var wake time.Time
 	if !c.due.IsZero() {
 		at := c.due.Add(-b.service.estimate(c.rows))
 		if !now.Before(at) {
 			return len(c.items), time.Time{}
 		}
-		wake = earliest(wake, at)
+		wake = at
 	}
-	return 0, wake
+	until, ok := b.hold(g, &c, now)
+	if !ok {
+		return len(c.items), time.Time{}
+	}
+	return 0, earliest(wake, until)
+}
+
+// hold reports whether g's candidate c, which could go now, should wait
+// for more requests, and until when at most. It waits only while all of
+// these hold:
+//
+//   - its hold so far is within the budget: the smaller of MaxQueueDelay
+//     and the service time learned for its size (MaxQueueDelay alone
+//     until a batch has come back), counted from when a slot became free
+//     or from its oldest request's arrival, whichever is later. Waiting
+//     longer than the batch takes to serve cannot pay, and a request that
+//     waited for a busy slot was not held.
+//   - a request is expected within what is left of the budget: the
+//     group's learned mean time between arrivals is shorter than that.
+//   - fewer requests are outstanding (queued or upstream) than the group
+//     has had over its last two periods between batches coming back:
+//     callers whose answers just came back, as closed-loop clients' do
+//     together, are about to send again. When all of them are in, the
+//     batch goes at once.
+//   - fewer requests are in the batch than are expected within the
+//     runtime's fixed cost per batch (the a of a + b·n), at the rate
+//     learned between arrivals with no batch coming back in between (the
+//     rate at which answered callers come back). Sending k rows now
+//     serves k per a + b·k of the slot's time; waiting w for λw more
+//     serves k + λw per w + a + b·(k + λw), which is more exactly when
+//     λ·a > k. When the callers come back slowly (a busy CPU answers and
+//     reads them one by one), the batch goes with those in, and the rest
+//     come back while it is served instead of leaving the runtime idle.
+//
+// So a lone client (one outstanding, as many as ever) never waits, nor
+// does traffic too sparse to bring a request within the service time.
+// b.mu is held.
+func (b *Batcher) hold(g *group, c *candidate, now time.Time) (time.Time, bool) {
+	budget := b.opts.MaxQueueDelay
+	if b.service.known() {
+		budget = min(budget, b.service.estimate(c.rows))
+	}
+	if budget <= 0 || g.gaps == 0 || g.outstanding() >= g.population() {
+		return time.Time{}, false
+	}
+	if g.burstGaps > 0 && b.service.known() && time.Duration(len(c.items))*g.burstGap >= b.service.fixed() {
+		return time.Time{}, false
+	}
+	from := c.oldest
+	if b.freeSince.After(from) {
+		from = b.freeSince
+	}
+	// Waiting stops when what is left of the budget no longer exceeds the
+	// mean gap: then fewer than one more arrival is expected.
+	until := from.Add(budget - g.gap)
+	if !now.Before(until) {
+		return time.Time{}, false
+	}
+	return until, true
 }
 
 // dispatch takes the first n requests of g's candidate out of the queue and
@@ -100,6 +152,7 @@ func (b *Batcher) ready(g *group, now time.Time) (int, time.Time) {
 func (b *Batcher) dispatch(g *group, n int, now time.Time) {
 	c := b.fill(g)
 	bt := &batch{
+		grp:      g,
 		items:    slices.Clone(c.items[:n]),
 		seq:      b.dispatched,
 		released: make(chan struct{}),
@@ -127,6 +180,7 @@ func (b *Batcher) dispatch(g *group, n int, now time.Time) {
 		bt.ctx, bt.cancel = context.WithCancel(b.runCtx)
 	}
 	bt.waiting = n
+	g.inFlight += n
 	b.inFlight++
 	b.wg.Add(1)
 	go b.execute(bt)
@@ -190,11 +244,17 @@ func (b *Batcher) execute(bt *batch) {
 	b.complete(bt, results, ok, elapsed)
 }
 
-// complete frees bt's slot, learns from its service time, and delivers
-// its answers, in dispatch order under PreserveOrdering.
+// complete frees bt's slot, learns from its service time, starts a new
+// period of its group (see hold), and delivers its answers, in dispatch
+// order under PreserveOrdering.
 func (b *Batcher) complete(bt *batch, results []result, ok bool, elapsed time.Duration) {
 	b.mu.Lock()
+	now := time.Now()
+	if b.inFlight >= b.limit() {
+		b.freeSince = now
+	}
 	b.inFlight--
+	bt.grp.returned(len(bt.items), now)
 	if ok {
 		b.service.observe(bt.total, elapsed)
 	}

@@ -46,16 +46,53 @@
 //
 // The queue holds a FIFO per priority level (1 the highest, as in Triton)
 // for each set of compatible requests. A batch takes requests in priority
-// then arrival order while they fit in MaxBatchSize, and is dispatched when
-// a batch slot is free (MaxBatchesInFlight) and one of these holds: it
-// cannot grow (full, or the next request does not fit); a prefix of it
-// reaches a preferred size (that prefix goes); it is a lone request with
-// nothing compatible queued (so a request on an idle model is not delayed
-// for nothing); its oldest request has waited MaxQueueDelay; or waiting
-// longer would miss its earliest deadline, given the service time learned
-// for its size (a + b·n, fitted on observed batches). Among ready batches
-// the one whose first request has the highest priority, then the earliest
-// arrival, goes first.
+// then arrival order while they fit in MaxBatchSize. Nothing goes while
+// every batch slot (MaxBatchesInFlight) is busy; when one is free, the
+// first of these that holds decides:
+//
+//   - a batch that cannot grow (full, or the next request does not fit)
+//     goes;
+//   - a prefix of it that reaches a preferred size goes;
+//   - it goes when waiting longer would miss its earliest deadline, given
+//     the service time learned for its size (a + b·n, fitted on observed
+//     batches);
+//   - it waits while more requests are coming soon (below);
+//   - otherwise it goes at once: waiting could only delay it.
+//
+// Among ready batches the one whose first request has the highest
+// priority, then the earliest arrival, goes first.
+//
+// A batch waits for more only while all of these hold, each learned per
+// set of compatible requests:
+//
+//   - Callers are expected: fewer requests are outstanding (queued or
+//     upstream) than the most there were over the last two periods between
+//     batches coming back. Closed-loop clients answered together come back
+//     together, microseconds later; sending the first of them alone would
+//     keep the slot busy for a whole service time while the others queue,
+//     and the clients would stay split into a batch of one and a batch of
+//     the rest. A lone client, as many outstanding as ever, never waits,
+//     and a caller that gives up while queued is no longer expected.
+//   - One is expected soon: the learned mean time between arrivals (a
+//     moving average over about 16) is shorter than what is left of the
+//     hold budget, so at least one more request is likely before the
+//     budget runs out. Traffic too sparse to bring one within the service
+//     time does not wait.
+//   - Waiting pays: fewer requests are in the batch than are expected
+//     within the runtime's fixed cost per batch (the a of a + b·n), at the
+//     rate callers come back (learned from the gaps between arrivals with
+//     no batch coming back in between). Sending k rows now serves k per
+//     a + b·k of the slot's time; waiting w for λw more serves k + λw per
+//     w + a + b·(k + λw), which is more exactly when λ·a > k. So when
+//     answers come back slowly (a busy CPU writes them and reads the next
+//     requests one by one), a batch goes with those in and the rest come
+//     back while it is served, rather than the runtime idling for them.
+//   - The hold budget is not spent: the batch has been held for less than
+//     MaxQueueDelay, and less than the service time learned for its size
+//     (holding a batch longer than it takes to serve cannot pay). The hold
+//     counts from when a slot became free or from the oldest request's
+//     arrival, whichever is later: time spent waiting for a busy slot is
+//     not a hold. With MaxQueueDelay zero nothing waits.
 //
 // Every request's deadline (its context's, and the queue policy's timeout,
 // which Triton's "timeout" parameter may shorten) is watched while it is

@@ -111,9 +111,13 @@ type Options struct {
 	// them whose rows add up to a preferred size is sent. Order does not
 	// matter.
 	PreferredBatchSizes []int64
-	// MaxQueueDelay is how long the oldest request of a batch may wait for
-	// the batch to grow (default 0: whatever is queued goes as soon as a
-	// batch may be in flight, so batches form only while the runtime is
+	// MaxQueueDelay is the longest a batch is held for more requests while
+	// a batch slot is free, counted from when the slot became free or from
+	// its oldest request's arrival, whichever is later. A batch is held
+	// only while more requests are expected soon (see "When a batch goes"
+	// in the package comment), and never longer than the service time
+	// learned for its size (default 0: whatever is queued goes as soon as
+	// a batch may be in flight, so batches form only while the runtime is
 	// busy).
 	MaxQueueDelay time.Duration
 	// MaxQueueSize bounds the requests queued (not in flight) in all; a
@@ -159,14 +163,14 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// withDefaults validates o and returns it with defaults applied and
-// PreferredBatchSizes sorted, deduplicated and copied.
 // Validate reports what New would refuse in o, without making anything.
 func (o Options) Validate() error {
 	_, err := o.withDefaults()
 	return err
 }
 
+// withDefaults validates o and returns it with defaults applied and
+// PreferredBatchSizes sorted, deduplicated and copied.
 func (o Options) withDefaults() (Options, error) {
 	if o.Dispatch == nil {
 		return o, errors.New("batcher: Options.Dispatch is nil")

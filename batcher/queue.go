@@ -105,6 +105,78 @@ type group struct {
 	levels []list
 	n      int // queued items
 	idx    int // in Batcher.groups; -1 when empty
+
+	// What the hold rule (see Batcher.hold) knows of the group's traffic;
+	// kept while an empty group stays cached.
+	inFlight int           // requests upstream
+	last     time.Time     // the latest arrival
+	gap      time.Duration // moving average of the time between arrivals
+	gaps     int           // gaps seen, up to gapWeight: gap is valid once it is 1
+	// burstGap averages only the gaps within a period, between arrivals
+	// with no batch of the group coming back in between: how fast callers
+	// come back once answered, not how long the runtime took.
+	burstGap  time.Duration
+	burstGaps int
+	back      time.Time // when a batch of the group last came back
+	// peak is the most requests the group has had outstanding (queued or
+	// upstream) since its last batch came back, prevPeak the most in the
+	// period before: closed-loop callers whose answers came back are
+	// expected back while fewer than those are outstanding.
+	peak, prevPeak int
+}
+
+// gapWeight is the moving average's memory, in arrivals: each gap counts
+// 1/gapWeight, so the average spans a few batches' arrivals and learns a
+// new rate within a few dozen requests.
+const gapWeight = 16
+
+// arrive records an arrival at now, after the request was queued.
+func (g *group) arrive(now time.Time) {
+	if !g.last.IsZero() {
+		d := max(now.Sub(g.last), 0)
+		average(&g.gap, &g.gaps, d)
+		if g.last.After(g.back) {
+			average(&g.burstGap, &g.burstGaps, d)
+		}
+	}
+	g.last = now
+	g.peak = max(g.peak, g.outstanding())
+}
+
+// average adds d to the moving average avg of n samples, n counting up to
+// gapWeight: below it the plain mean, so that the first samples are not
+// weighed against nothing.
+func average(avg *time.Duration, n *int, d time.Duration) {
+	if *n < gapWeight {
+		*n++
+	}
+	*avg += (d - *avg) / time.Duration(*n)
+}
+
+// outstanding returns the group's requests queued or upstream.
+func (g *group) outstanding() int { return g.n + g.inFlight }
+
+// population returns how many requests the group is expected to have
+// outstanding: the most seen over its last two periods between batches
+// coming back.
+func (g *group) population() int { return max(g.peak, g.prevPeak) }
+
+// returned records that a batch of n of the group's requests came back
+// at now: a new period begins.
+func (g *group) returned(n int, now time.Time) {
+	g.inFlight -= n
+	g.back = now
+	g.prevPeak = g.peak
+	g.peak = g.outstanding()
+}
+
+// gaveUp records that a queued request, still counted in g.n, is leaving
+// because its caller gave up or its deadline passed: its caller is not
+// expected back, so the population shrinks by one.
+func (g *group) gaveUp() {
+	out := g.outstanding() - 1
+	g.peak = max(g.peak-1, out)
+	g.prevPeak = max(g.prevPeak-1, out)
 }
 
 // maxCachedGroups bounds the groups kept for reuse once empty, so that a
@@ -169,6 +241,7 @@ func (b *Batcher) enqueue(it *item, key []byte) {
 	it.grp = g
 	g.levels[it.level].push(it)
 	g.n++
+	g.arrive(it.enqueued)
 	it.heapIdx = -1
 	if !it.expiry().IsZero() {
 		heap.Push(&b.timeouts, it)

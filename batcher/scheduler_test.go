@@ -86,6 +86,18 @@ func (h *harness) occupy() *pending {
 	return p
 }
 
+// occupyGroup is occupy with a blocker of the group of req(id, 2, ...):
+// once it is answered, the group expects its caller back (see
+// Batcher.hold), so the requests queued behind it may be held for it.
+func (h *harness) occupyGroup() *pending {
+	h.t.Helper()
+	p := h.submit(req("blk", 2, "blk"))
+	if h.rt.numCalls() != 1 {
+		h.t.Fatalf("the blocker was not sent at once: %d calls", h.rt.numCalls())
+	}
+	return p
+}
+
 // wantCalls checks the tags of the rows of each upstream call so far.
 func (h *harness) wantCalls(want ...[]string) {
 	h.t.Helper()
@@ -169,22 +181,9 @@ func TestWhenABatchGoes(t *testing.T) {
 			h.release(1)
 			checkOwn(t, p, a)
 		}},
-		{"compatible requests wait for the max queue delay", Options{MaxQueueDelay: delay}, func(t *testing.T, h *harness) {
-			h.occupy()
-			a, b := req("a", 2, "a0"), req("b", 2, "b0", "b1")
-			pa := h.submit(a)
-			h.advance(2 * time.Millisecond)
-			pb := h.submit(b)
-			h.release(0)
-			h.advance(delay - 2*time.Millisecond - time.Microsecond)
-			h.wantCalls(blk)
-			h.advance(time.Microsecond) // the oldest, a, has waited the delay
-			h.wantCalls(blk, []string{"a0", "b0", "b1"})
-			h.release(1)
-			checkOwn(t, pa, a)
-			checkOwn(t, pb, b)
-		}},
-		{"zero max queue delay sends what is queued when a slot frees", Options{}, func(t *testing.T, h *harness) {
+		{"requests independent of each other go when the slot frees", Options{MaxQueueDelay: delay}, func(t *testing.T, h *harness) {
+			// No caller of their group is out with an answer: no one is
+			// expected, so nothing is waited for.
 			h.occupy()
 			pa, pb := h.submit(req("a", 2, "a0")), h.submit(req("b", 2, "b0"))
 			h.release(0)
@@ -193,8 +192,65 @@ func TestWhenABatchGoes(t *testing.T) {
 			checkOwn(t, pa, req("a", 2, "a0"))
 			checkOwn(t, pb, req("b", 2, "b0"))
 		}},
+		{"a caller expected back is waited for, the max queue delay from when the slot freed", Options{MaxQueueDelay: delay}, func(t *testing.T, h *harness) {
+			h.occupyGroup()
+			a, b := req("a", 2, "a0"), req("b", 2, "b0", "b1")
+			pa, pb := h.submit(a), h.submit(b)
+			h.advance(2 * time.Millisecond) // a and b wait for the slot: they are not held yet
+			h.release(0)                    // the blocker's caller is expected back
+			h.advance(delay - time.Microsecond)
+			h.wantCalls(blk)
+			h.advance(time.Microsecond)
+			h.wantCalls(blk, []string{"a0", "b0", "b1"})
+			h.release(1)
+			checkOwn(t, pa, a)
+			checkOwn(t, pb, b)
+		}},
+		{"a held batch goes once every caller expected is in", Options{MaxQueueDelay: time.Hour}, func(t *testing.T, h *harness) {
+			h.occupyGroup()
+			h.submit(req("a", 2, "a0"))
+			h.release(0)
+			h.advance(time.Millisecond)
+			h.wantCalls(blk)
+			h.submit(req("c", 2, "c0")) // the blocker's caller is back
+			h.wantCalls(blk, []string{"a0", "c0"})
+		}},
+		{"a caller not expected within the delay is not waited for", Options{MaxQueueDelay: delay}, func(t *testing.T, h *harness) {
+			// Requests of the group come 2 delays apart: fewer than one
+			// is expected within a delay.
+			h.occupyGroup()
+			h.advance(2 * delay)
+			h.submit(req("a", 2, "a0"))
+			h.release(0)
+			h.wantCalls(blk, []string{"a0"})
+		}},
+		{"a hold ends when less than one arrival is expected in what is left of it", Options{MaxQueueDelay: delay}, func(t *testing.T, h *harness) {
+			// Requests of the group come 4ms apart: of the 10ms hold
+			// from 12ms, when the slot frees, the last 4ms are not worth
+			// waiting.
+			h.occupyGroup()
+			h.advance(4 * time.Millisecond)
+			h.submit(req("a", 2, "a0"))
+			h.advance(4 * time.Millisecond)
+			h.submit(req("b", 2, "b0"))
+			h.advance(4 * time.Millisecond)
+			h.release(0)
+			h.advance(6*time.Millisecond - time.Microsecond)
+			h.wantCalls(blk)
+			h.advance(time.Microsecond)
+			h.wantCalls(blk, []string{"a0", "b0"})
+		}},
+		{"zero max queue delay sends what is queued when a slot frees", Options{}, func(t *testing.T, h *harness) {
+			h.occupyGroup()
+			pa, pb := h.submit(req("a", 2, "a0")), h.submit(req("b", 2, "b0"))
+			h.release(0)
+			h.wantCalls(blk, []string{"a0", "b0"})
+			h.release(1)
+			checkOwn(t, pa, req("a", 2, "a0"))
+			checkOwn(t, pb, req("b", 2, "b0"))
+		}},
 		{"a full batch goes at once", Options{MaxBatchSize: 4, MaxQueueDelay: time.Hour}, func(t *testing.T, h *harness) {
-			h.occupy()
+			h.occupyGroup()
 			h.submit(req("a", 2, "a0", "a1"))
 			h.submit(req("b", 2, "b0"))
 			h.release(0)
@@ -208,7 +264,7 @@ func TestWhenABatchGoes(t *testing.T) {
 			h.submit(req("b", 2, "b0", "b1", "b2"))
 			h.release(0)
 			h.wantCalls(blk, []string{"a0", "a1"})
-			h.release(1) // b is now alone
+			h.release(1) // b is now alone; the runtime answers in no time, so waiting cannot pay
 			h.wantCalls(blk, []string{"a0", "a1"}, []string{"b0", "b1", "b2"})
 		}},
 		{"a preferred size goes at once, the rest waits", Options{MaxBatchSize: 8, PreferredBatchSizes: []int64{2, 5}, MaxQueueDelay: time.Hour}, func(t *testing.T, h *harness) {
@@ -229,19 +285,21 @@ func TestWhenABatchGoes(t *testing.T) {
 			h.release(0)
 			h.wantCalls(blk, []string{"a0", "b0", "c0"})
 		}},
-		{"a request that leaves its group alone lets the other go", Options{MaxQueueDelay: time.Hour}, func(t *testing.T, h *harness) {
-			h.occupy()
+		{"a caller that gives up is not waited for", Options{MaxQueueDelay: time.Hour}, func(t *testing.T, h *harness) {
+			h.occupyGroup()
 			ctx, cancel := context.WithCancel(t.Context())
 			pa := h.submit(req("a", 2, "a0"))
 			pb := h.submitCtx(ctx, req("b", 2, "b0"))
 			h.release(0)
-			h.wantCalls(blk)
 			cancel()
 			synctest.Wait()
 			checkErr(t, pb, oip.KindCanceled, "cancelled after")
-			h.wantCalls(blk, []string{"a0"})
+			h.wantCalls(blk) // the blocker's caller is still expected
+			pc := h.submit(req("c", 2, "c0"))
+			h.wantCalls(blk, []string{"a0", "c0"}) // and b's is not
 			h.release(1)
 			checkOwn(t, pa, req("a", 2, "a0"))
+			checkOwn(t, pc, req("c", 2, "c0"))
 		}},
 	}
 	for _, tc := range tests {
@@ -696,10 +754,13 @@ func TestMaxBatchesInFlight(t *testing.T) {
 }
 
 func TestDeadlineAwareDispatch(t *testing.T) {
-	// The runtime takes 10ms + 1ms per row. Requests a and b, with a 50ms
-	// queue timeout and an hour of max queue delay, wait for each other;
-	// a batcher that has learnt the service time sends them at 38ms
-	// (50ms less 12ms for two rows), one that has not lets them expire.
+	// The runtime takes 10ms + 1ms per row. Requests a and b, with a 20ms
+	// queue timeout and an hour of max queue delay, are held for the
+	// blocker's caller, expected back. A batcher that has learnt the
+	// service time holds them for at most 12ms, the time two rows take,
+	// but sends them at 8ms (20ms less 12ms) so as not to miss their
+	// timeout; one that has not holds them for the hour and lets them
+	// expire.
 	for _, trained := range []bool{true, false} {
 		t.Run(map[bool]string{true: "trained", false: "untrained"}[trained], func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
@@ -710,8 +771,10 @@ func TestDeadlineAwareDispatch(t *testing.T) {
 						time.Sleep(10*time.Millisecond + time.Duration(r.Inputs[0].Shape[0])*time.Millisecond)
 						return echoModel(r)
 					})
+					// Of another group than a and b, whose arrivals they
+					// do not time.
 					for i, rows := range []int{1, 3, 1, 3} {
-						h.submit(req("train", 2, make([]string, rows)...)).wait()
+						h.submit(req("train", 3, make([]string, rows)...)).wait()
 						if h.rt.numCalls() != i+1 {
 							t.Fatal("a training request was not sent at once")
 						}
@@ -723,18 +786,21 @@ func TestDeadlineAwareDispatch(t *testing.T) {
 					h.rt.setAnswer(nil)
 				}
 				calls := h.rt.numCalls()
-				h.occupy2(calls)
-				pa := h.submit(withParam(req("a", 2, "a0"), intParam("timeout", 50000)))
-				pb := h.submit(withParam(req("b", 2, "b0"), intParam("timeout", 50000)))
+				h.submit(req("blk", 2, "blk"))
+				if h.rt.numCalls() != calls+1 {
+					t.Fatalf("the blocker was not sent at once")
+				}
+				pa := h.submit(withParam(req("a", 2, "a0"), intParam("timeout", 20000)))
+				pb := h.submit(withParam(req("b", 2, "b0"), intParam("timeout", 20000)))
 				h.release(calls)
-				h.advance(38*time.Millisecond - time.Microsecond)
+				h.advance(8*time.Millisecond - time.Microsecond)
 				if got := h.rt.numCalls(); got != calls+1 {
 					t.Fatalf("sent before the deadline-aware time: %d calls", got)
 				}
 				h.advance(time.Microsecond)
 				if !trained {
 					if got := h.rt.numCalls(); got != calls+1 {
-						t.Fatalf("untrained batcher sent at 38ms: %d calls", got)
+						t.Fatalf("untrained batcher sent at 8ms: %d calls", got)
 					}
 					h.advance(12 * time.Millisecond)
 					checkErr(t, pa, oip.KindDeadlineExceeded, "queue timeout")
@@ -742,7 +808,7 @@ func TestDeadlineAwareDispatch(t *testing.T) {
 					return
 				}
 				if got := h.rt.call(t, calls+1); got == nil || !cmp.Equal(tagsOf(got.req), []string{"a0", "b0"}) {
-					t.Fatalf("a and b not sent together at 38ms")
+					t.Fatalf("a and b not sent together at 8ms")
 				}
 				h.release(calls + 1)
 				checkOwn(t, pa, req("a", 2, "a0"))
@@ -752,11 +818,108 @@ func TestDeadlineAwareDispatch(t *testing.T) {
 	}
 }
 
-// occupy2 is occupy when calls upstream calls have already been made.
-func (h *harness) occupy2(calls int) {
-	h.t.Helper()
-	h.submit(req("blk", 3, "blk"))
-	if h.rt.numCalls() != calls+1 {
-		h.t.Fatalf("the blocker was not sent at once")
+func TestHold(t *testing.T) {
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	ms := time.Millisecond
+	// A group of two queued requests, three outstanding before: one
+	// caller expected back; arrivals 100us apart; the oldest arrived at t0.
+	// The budget is the delay, or the service time of two rows if learnt;
+	// callers come back 100us apart.
+	base := func() group {
+		return group{n: 2, gap: 100 * time.Microsecond, gaps: gapWeight, burstGap: 100 * time.Microsecond, burstGaps: gapWeight, peak: 3}
+	}
+	tests := []struct {
+		name      string
+		delay     time.Duration
+		service   time.Duration // of every batch; zero: none observed
+		fit       bool          // batches of 1 and 64 rows took 5ms + 50us per row: a is 5ms
+		freeSince time.Duration // after t0; zero: never busy
+		g         func(g *group)
+		now       time.Duration // after t0
+		want      time.Duration // after t0, when the hold ends; -1: no hold
+	}{
+		{name: "held for the delay, less the mean gap", delay: 10 * ms, want: 10*ms - 100*time.Microsecond},
+		{name: "the service time bounds the hold", delay: 10 * ms, service: 4 * ms, want: 4*ms - 100*time.Microsecond},
+		{name: "callers coming back faster than the fixed cost are waited for", delay: 3 * ms, fit: true, g: func(g *group) { g.burstGap = 2 * ms }, want: 3*ms - 100*time.Microsecond},
+		{name: "a batch as large as the callers back within the fixed cost goes", delay: 3 * ms, fit: true, g: func(g *group) { g.burstGap = 2600 * time.Microsecond }, want: -1},
+		{name: "no rate of callers coming back learnt yet", delay: 3 * ms, fit: true, g: func(g *group) { g.burstGap, g.burstGaps = 2600*time.Microsecond, 0 }, want: 3*ms - 100*time.Microsecond},
+		{name: "counted from when the slot freed", delay: 10 * ms, freeSince: 3 * ms, now: 3 * ms, want: 13*ms - 100*time.Microsecond},
+		{name: "a slot freed before the oldest arrived does not count", delay: 10 * ms, freeSince: -ms, want: 10*ms - 100*time.Microsecond},
+		{name: "the previous period's callers are expected", delay: 10 * ms, g: func(g *group) { g.peak, g.prevPeak = 2, 3 }, want: 10*ms - 100*time.Microsecond},
+		{name: "callers upstream count as outstanding", delay: 10 * ms, g: func(g *group) { g.inFlight = 1 }, want: -1},
+		{name: "a lone client is never held", delay: 10 * ms, g: func(g *group) { g.n, g.peak = 1, 1 }, want: -1},
+		{name: "no max queue delay", delay: 0, want: -1},
+		{name: "a runtime that answers at once", delay: 10 * ms, service: time.Nanosecond, want: -1},
+		{name: "no gap learned yet", delay: 10 * ms, g: func(g *group) { g.gaps = 0 }, want: -1},
+		{name: "arrivals sparser than the delay", delay: 10 * ms, g: func(g *group) { g.gap = 10 * ms }, want: -1},
+		{name: "fewer than one arrival expected in what is left", delay: 10 * ms, now: 10*ms - 100*time.Microsecond, want: -1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := New(Options{MaxQueueDelay: tc.delay, Dispatch: (&fakeRuntime{}).dispatch})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.service > 0 {
+				b.service.observe(2, tc.service)
+			}
+			if tc.fit {
+				b.service.observe(1, 5*ms+50*time.Microsecond)
+				b.service.observe(64, 5*ms+64*50*time.Microsecond)
+			}
+			if tc.freeSince != 0 {
+				b.freeSince = t0.Add(tc.freeSince)
+			}
+			g := base()
+			if tc.g != nil {
+				tc.g(&g)
+			}
+			c := candidate{items: make([]*item, 2), rows: 2, oldest: t0}
+			until, ok := b.hold(&g, &c, t0.Add(tc.now))
+			switch {
+			case tc.want < 0 && ok:
+				t.Errorf("held until %s after t0, want no hold", until.Sub(t0))
+			case tc.want >= 0 && !ok:
+				t.Errorf("not held, want held until %s after t0", tc.want)
+			case ok && !until.Equal(t0.Add(tc.want)):
+				t.Errorf("held until %s after t0, want %s", until.Sub(t0), tc.want)
+			}
+		})
+	}
+}
+
+func TestGroupStatistics(t *testing.T) {
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	us := time.Microsecond
+	var g group
+	arrive := func(at time.Duration) { g.n++; g.arrive(t0.Add(at)) }
+	// Three callers 1ms apart, sent upstream together, back at 3ms; two
+	// come back at 10ms and 11ms, and one of them gives up.
+	arrive(0)
+	arrive(1000 * us)
+	arrive(2000 * us)
+	g.n, g.inFlight = 0, 3
+	g.returned(3, t0.Add(3000*us))
+	arrive(10000 * us)
+	arrive(11000 * us)
+	type stats struct {
+		Gap, BurstGap               time.Duration
+		Outstanding, Peak, PrevPeak int
+		Population, Gaps, BurstGaps int
+	}
+	got := func() stats {
+		return stats{g.gap, g.burstGap, g.outstanding(), g.peak, g.prevPeak, g.population(), g.gaps, g.burstGaps}
+	}
+	// The gap from 2ms to 10ms spans the batch upstream: it counts in
+	// the mean gap, not in how fast callers come back.
+	want := stats{Gap: 2750 * us, BurstGap: 1000 * us, Outstanding: 2, Peak: 2, PrevPeak: 3, Population: 3, Gaps: 4, BurstGaps: 3}
+	if diff := cmp.Diff(want, got()); diff != "" {
+		t.Fatalf("after the arrivals (-want +got):\n%s", diff)
+	}
+	g.gaveUp()
+	g.n--
+	want.Outstanding, want.Peak, want.PrevPeak, want.Population = 1, 1, 2, 2
+	if diff := cmp.Diff(want, got()); diff != "" {
+		t.Fatalf("after one gave up (-want +got):\n%s", diff)
 	}
 }

@@ -206,7 +206,8 @@ type Endpoint struct {
 type Batcher struct {
 	// MaxBatchSize is the largest batch, in requests; at least 1.
 	MaxBatchSize int
-	// MaxLatency is how long a batch waits to fill; positive.
+	// MaxLatency bounds how long a batch is held for more requests once a
+	// replica is free; positive.
 	MaxLatency time.Duration
 	// Timeout bounds one batched call; positive.
 	Timeout time.Duration

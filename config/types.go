@@ -91,7 +91,8 @@ const (
 type BatcherSpec struct {
 	// MaxBatchSize is the largest batch, in requests.
 	MaxBatchSize *int `json:"maxBatchSize,omitempty"`
-	// MaxLatency is how long, in milliseconds, a batch waits to fill.
+	// MaxLatency bounds, in milliseconds, how long a batch is held for more
+	// requests once a replica is free.
 	MaxLatency *int `json:"maxLatency,omitempty"`
 	// Timeout is the timeout, in seconds, of a batched call.
 	Timeout *int `json:"timeout,omitempty"`

@@ -238,12 +238,39 @@ batching_comparison() {
 		tail -20 "$tmp/gateway.log"
 		return 0
 	fi
+	# batch_sizes prints sim-batched's batch-size histogram from the
+	# gateway's /metrics: one "le count" line per bucket, then "sum S".
+	batch_sizes() {
+		curl -fs "http://$admin/metrics" | awk '
+			/^infergate_batcher_batch_size_bucket\{/ && /model="sim-batched/ {
+				match($0, /le="[^"]*"/); print substr($0, RSTART + 4, RLENGTH - 5), $NF }
+			/^infergate_batcher_batch_size_sum\{/ && /model="sim-batched/ { print "sum", $NF }'
+	}
 	for c in ${BATCH_CONCURRENCY:-1 8 64 256}; do
 		for m in sim sim-batched; do
+			if [[ $m == sim-batched ]]; then batch_sizes >"$tmp/out/hist-$c.before" || true; fi
 			"$INFERGATE" bench -u "http://$rest" -m "$m" -c "$c" -duration "${BATCH_WINDOW:-3s}" \
 				-warmup "${BATCH_WARMUP:-1s}" -progress off -json "$tmp/out/$m-$c.json" >/dev/null 2>"$tmp/out/$m-$c.err" ||
 				{ echo "bench $m c$c failed:"; cat "$tmp/out/$m-$c.err"; }
+			if [[ $m == sim-batched ]]; then batch_sizes >"$tmp/out/hist-$c.after" || true; fi
 		done
+	done
+	echo "batch sizes of sim-batched per concurrency (batches sent in each window, warm-up included; bucket = rows up to)"
+	for c in ${BATCH_CONCURRENCY:-1 8 64 256}; do
+		[[ -s $tmp/out/hist-$c.after ]] || continue
+		awk -v c="$c" '
+			FNR == NR { before[$1] = $2; next }
+			$1 == "sum" { sum = $2 - before["sum"]; next }
+			{ n = $2 - before[$1]; le[++k] = $1; cum[k] = n }
+			END {
+				line = sprintf("c%-4d", c); prev = 0
+				for (i = 1; i <= k; i++) {
+					d = cum[i] - prev; prev = cum[i]
+					if (d > 0 && le[i] != "+Inf") line = line sprintf("  <=%s: %d", le[i], d)
+				}
+				total = cum[k]
+				printf "%s  | batches %d, mean %.1f rows\n", line, total, total > 0 ? sum / total : 0
+			}' "$tmp/out/hist-$c.before" "$tmp/out/hist-$c.after"
 	done
 	# One line per concurrency: c, then rps p50 p99 (ms) errors of sim, of sim-batched.
 	local rows=()

@@ -259,7 +259,7 @@ batching_comparison() {
 	for c in ${BATCH_CONCURRENCY:-1 8 64 256}; do
 		[[ -s $tmp/out/hist-$c.after ]] || continue
 		awk -v c="$c" '
-			FNR == NR { before[$1] = $2; next }
+			FILENAME == ARGV[1] { before[$1] = $2; next }
 			$1 == "sum" { sum = $2 - before["sum"]; next }
 			{ n = $2 - before[$1]; le[++k] = $1; cum[k] = n }
 			END {
@@ -269,7 +269,7 @@ batching_comparison() {
 					if (d > 0 && le[i] != "+Inf") line = line sprintf("  <=%s: %d", le[i], d)
 				}
 				total = cum[k]
-				printf "%s  | batches %d, mean %.1f rows\n", line, total, total > 0 ? sum / total : 0
+				printf "%s  | batches %d, mean %.1f rows\n", line, total, (total > 0 ? sum / total : 0)
 			}' "$tmp/out/hist-$c.before" "$tmp/out/hist-$c.after"
 	done
 	# One line per concurrency: c, then rps p50 p99 (ms) errors of sim, of sim-batched.

@@ -18,6 +18,10 @@
 // by the client's Name, never by its address, and keep the transport's own
 // words (which name addresses) for Detail, which is for logs.
 //
+// ModelInferRaw, the gRPC pass-through, uses the gateway's own unary
+// HTTP/2 client (oip/grpcwire/client: one allocation per call); the other
+// gRPC calls use grpc-go's.
+//
 // runtimes never decides which revision a request goes to (router) nor when
 // it may go (activator), and it never imports client-go.
 //

@@ -2,6 +2,7 @@ package runtimes
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/infergate/infergate/oip"
+	wireclient "github.com/infergate/infergate/oip/grpcwire/client"
 	pb "github.com/infergate/infergate/oip/inferencepb"
 )
 
@@ -28,13 +30,16 @@ type GRPCOptions struct {
 	MaxMessageSize int
 }
 
-// GRPCClient is a Client for a runtime speaking OIP over gRPC. One HTTP/2
-// connection multiplexes all calls. It is safe for concurrent use.
+// GRPCClient is a Client for a runtime speaking OIP over gRPC. The
+// pass-through, ModelInferRaw, goes over the gateway's own lean unary
+// client (oip/grpcwire/client); the other calls over one grpc-go
+// connection. It is safe for concurrent use.
 type GRPCClient struct {
 	addr string
 	name string // how errors name the replica
 	conn *grpc.ClientConn
 	api  pb.GRPCInferenceServiceClient
+	wire *wireclient.Client // ModelInferRaw
 }
 
 // NewGRPCClient returns a client for the runtime at opts.Addr. It connects
@@ -55,10 +60,15 @@ func NewGRPCClient(opts GRPCOptions) (*GRPCClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("runtimes: grpc client for %s: %w", opts.Addr, err)
 	}
+	wire, err := wireclient.New(opts.Addr, wireclient.Options{MaxMessageSize: opts.MaxMessageSize})
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("runtimes: grpc client for %s: %w", opts.Addr, err)
+	}
 	if opts.Name == "" {
 		opts.Name = defaultReplicaName
 	}
-	return &GRPCClient{addr: opts.Addr, name: opts.Name, conn: conn, api: pb.NewGRPCInferenceServiceClient(conn)}, nil
+	return &GRPCClient{addr: opts.Addr, name: opts.Name, conn: conn, api: pb.NewGRPCInferenceServiceClient(conn), wire: wire}, nil
 }
 
 // Addr returns the replica's host:port.
@@ -67,8 +77,9 @@ func (c *GRPCClient) Addr() string { return c.addr }
 // Name returns how the client's errors name the replica.
 func (c *GRPCClient) Name() string { return c.name }
 
-// Close closes the connection.
-func (c *GRPCClient) Close() error { return c.conn.Close() }
+// Close closes both clients' connections (calls under way on the
+// pass-through finish first).
+func (c *GRPCClient) Close() error { return errors.Join(c.wire.Close(), c.conn.Close()) }
 
 // modelInferProto sends a decoded gRPC request. Errors carry the runtime's
 // status code as an *oip.Error kind.
@@ -86,11 +97,11 @@ const modelInferMethod = "/inference.GRPCInferenceService/ModelInfer"
 // ModelInferRaw sends an encoded ModelInferRequest and returns the encoded
 // response, decoding neither: the gateway's gRPC pass-through.
 func (c *GRPCClient) ModelInferRaw(ctx context.Context, req *oip.RawFrame) (*oip.RawFrame, error) {
-	resp := new(oip.RawFrame)
-	if err := c.conn.Invoke(ctx, modelInferMethod, req, resp, grpc.ForceCodecV2(oip.Codec{})); err != nil {
+	b, err := c.wire.Invoke(ctx, modelInferMethod, req.Bytes, nil)
+	if err != nil {
 		return nil, c.callError(err)
 	}
-	return resp, nil
+	return &oip.RawFrame{Bytes: b}, nil
 }
 
 // callError keeps the runtime's status message, with what its code says

@@ -38,9 +38,9 @@ func TestDecodeTimeoutRefuses(t *testing.T) {
 func TestMessageEncoding(t *testing.T) {
 	for msg, want := range map[string]string{
 		"model \"iris\" not found": "model \"iris\" not found",
-		"100% sure":                 "100%25 sure",
-		"line\nbreak":               "line%0Abreak",
-		"café":                      "caf%C3%A9",
+		"100% sure":                "100%25 sure",
+		"line\nbreak":              "line%0Abreak",
+		"café":                     "caf%C3%A9",
 	} {
 		if got := EncodeMessage(msg); got != want {
 			t.Errorf("EncodeMessage(%q) = %q, want %q", msg, got, want)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -561,9 +560,12 @@ func (g *Gateway) grpcServer() *grpc.Server {
 		grpc.MaxRecvMsgSize(g.opts.MaxBodyBytes),
 		grpc.MaxSendMsgSize(g.opts.MaxBodyBytes),
 		grpc.ForceServerCodecV2(oip.Codec{}),
-		// Reused handler goroutines keep their grown stacks: without them
-		// every call starts a goroutine whose stack is grown anew.
-		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
+		// Reused handler goroutines keep their grown stacks: a call that
+		// finds no idle worker starts a goroutine whose stack is grown
+		// anew (copied three or four times on the way to the runtime's
+		// answer), so there are as many workers as calls commonly in
+		// flight, not one per core (an idle worker is a parked goroutine).
+		grpc.NumStreamWorkers(grpcStreamWorkers),
 		// A connection must finish its HTTP/2 preface and settings in
 		// HeaderTimeout (grpc-go waits 120s by default).
 		grpc.ConnectionTimeout(g.opts.HeaderTimeout),

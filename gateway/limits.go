@@ -314,6 +314,10 @@ const (
 	grpcConnWindow   = 16 << 20
 )
 
+// grpcStreamWorkers is the number of goroutines that serve gRPC calls and
+// are kept between them (see grpcServer).
+const grpcStreamWorkers = 256
+
 // recvContextKey finds a call's recvContext (see Value).
 type recvContextKey struct{}
 

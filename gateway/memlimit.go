@@ -50,6 +50,35 @@ func SetMemoryLimit(limit int64) (int64, string) {
 	return n, from
 }
 
+// DefaultGCPercent is the collector's target a gateway process runs with
+// unless GOGC says otherwise (Go's own default is 100). A gateway's live
+// heap is small (a few MiB: routes, pools, metrics) while every gRPC call
+// and every translated request allocates, so at 100 the collector ran
+// about 90 times a second under load, and each cycle shrank the stacks
+// of idle handler goroutines that the next calls grew again. At 400 the
+// heap between cycles is still a few tens of MiB; the memory limit
+// (SetMemoryLimit) makes the collector work harder as the heap nears it.
+// Measured with make bench (see bench/README.md).
+const DefaultGCPercent = 400
+
+// SetGCPercent sets the collector's target (runtime/debug.SetGCPercent)
+// for a gateway process and returns the value in force and where it came
+// from: GOGC in the environment wins (the runtime applied it at start);
+// else percent is set, 0 meaning DefaultGCPercent and a negative value
+// turning the collector off but for the memory limit.
+func SetGCPercent(percent int) (int, string) {
+	if _, ok := os.LookupEnv("GOGC"); ok {
+		p := debug.SetGCPercent(100)
+		debug.SetGCPercent(p)
+		return p, "GOGC"
+	}
+	if percent == 0 {
+		percent = DefaultGCPercent
+	}
+	debug.SetGCPercent(percent)
+	return percent, MemoryLimitFromFlag
+}
+
 // memoryLimit decides SetMemoryLimit's limit; see there.
 func memoryLimit(flag int64, envSet bool, cgroup func() (int64, bool)) (int64, string) {
 	switch {

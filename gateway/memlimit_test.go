@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"math"
+	"runtime/debug"
 	"testing"
 	"testing/fstest"
 )
@@ -75,5 +76,23 @@ func TestCgroupMemoryLimit(t *testing.T) {
 				t.Errorf("cgroupMemoryLimit = %d, %v; want %d, %v", got, ok, tc.want, tc.wantOK)
 			}
 		})
+	}
+}
+
+func TestSetGCPercent(t *testing.T) {
+	old := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(old) })
+
+	if p, from := SetGCPercent(250); p != 250 || from != MemoryLimitFromFlag || debug.SetGCPercent(250) != 250 {
+		t.Fatalf("SetGCPercent(250) = %d, %s; want 250 from the flag, in force", p, from)
+	}
+	if p, _ := SetGCPercent(0); p != DefaultGCPercent || debug.SetGCPercent(DefaultGCPercent) != DefaultGCPercent {
+		t.Fatalf("SetGCPercent(0) = %d; want the default %d, in force", p, DefaultGCPercent)
+	}
+	// GOGC wins: what the runtime applied at start stays.
+	debug.SetGCPercent(150)
+	t.Setenv("GOGC", "150")
+	if p, from := SetGCPercent(250); p != 150 || from != "GOGC" || debug.SetGCPercent(150) != 150 {
+		t.Fatalf("with GOGC set, SetGCPercent(250) = %d, %s; want 150 from GOGC, unchanged", p, from)
 	}
 }

@@ -42,6 +42,7 @@ type serveFlags struct {
 	headerTimeout, idleTimeout, readTimeout time.Duration
 	maxHeaderBytes                          int
 	maxInFlightBytes, memLimit              int64
+	gcPercent                               int
 	pprofAnywhere                           bool
 	changesAnywhere                         bool
 	logs                                    logFlags
@@ -74,6 +75,7 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	fs.DurationVar(&f.idleTimeout, "idle-timeout", 75*time.Second, "how long a kept-alive connection (gRPC: one with no call) may stay idle")
 	fs.IntVar(&f.maxHeaderBytes, "max-header-bytes", 16<<10, "largest request line and headers accepted (REST 431 past it)")
 	fs.Int64Var(&f.maxInFlightBytes, "max-inflight-bytes", 0, "most request bytes held at once across all requests; past it a request waits briefly, then gets 503 (gRPC RESOURCE_EXHAUSTED) (0: 1 GiB, or -max-body-bytes if larger)")
+	fs.IntVar(&f.gcPercent, "gc-percent", gateway.DefaultGCPercent, "the Go collector's target (GOGC), unless GOGC is set")
 	fs.Int64Var(&f.memLimit, "memory-limit", 0, "Go soft memory limit in bytes, unless GOMEMLIMIT is set (0: 90% of the cgroup's memory limit if there is one, else none; -1: none)")
 	fs.BoolVar(&f.pprofAnywhere, "pprof-anywhere", false, "serve /debug/pprof to non-loopback clients too")
 	fs.BoolVar(&f.changesAnywhere, "api-changes-anywhere", false, "accept apply and rollout actions on the admin API from non-loopback clients too")
@@ -90,8 +92,10 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	}
 	slog.SetDefault(log)
 	memLimit, memFrom := gateway.SetMemoryLimit(f.memLimit)
+	gcPercent, gcFrom := gateway.SetGCPercent(f.gcPercent)
 	openFiles, _ := netlimit.FileLimit()
-	log.Info("process limits", "open_files", openFiles, "memory_limit", memLimit, "memory_limit_from", memFrom)
+	log.Info("process limits", "open_files", openFiles, "memory_limit", memLimit, "memory_limit_from", memFrom,
+		"gc_percent", gcPercent, "gc_percent_from", gcFrom)
 
 	var (
 		models []config.Model

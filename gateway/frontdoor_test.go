@@ -601,13 +601,16 @@ func TestRESTChunkedBodies(t *testing.T) {
 	}
 }
 
-func TestGRPCInFlightBytes(t *testing.T) {
+func TestGRPCInFlightBytes(t *testing.T) { forEachGRPCServer(t, testGRPCInFlightBytes) }
+
+func testGRPCInFlightBytes(t *testing.T, server string) {
 	held := newHeldRuntime(t)
 	s := serve(t, Options{
 		Routes:           []Route{{Model: "m", Pool: readyPool(t, "m", held.client(t))}},
 		MaxInFlightBytes: 1000,
 		MaxBodyBytes:     1000,
 		InFlightWait:     10 * time.Millisecond,
+		GRPCServer:       server,
 	}, nil)
 	req := &pb.ModelInferRequest{ModelName: "m", Inputs: []*pb.ModelInferRequest_InferInputTensor{{
 		Name: "x", Datatype: "FP32", Shape: []int64{1, 200},
@@ -661,5 +664,8 @@ func TestInFlightOptions(t *testing.T) {
 	}
 	if g.opts.MaxInFlightBytes != 2<<30 {
 		t.Errorf("default MaxInFlightBytes with a 2 GiB body limit = %d, want 2 GiB", g.opts.MaxInFlightBytes)
+	}
+	if _, err := New(Options{GRPCServer: "nginx"}); err == nil {
+		t.Error("New accepted an unknown GRPCServer")
 	}
 }

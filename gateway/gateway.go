@@ -24,6 +24,7 @@ import (
 	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/gateway/netlimit"
 	"github.com/infergate/infergate/oip"
+	grpcserver "github.com/infergate/infergate/oip/grpcwire/server"
 	pb "github.com/infergate/infergate/oip/inferencepb"
 	"github.com/infergate/infergate/router"
 	"github.com/infergate/infergate/runtimes"
@@ -123,6 +124,11 @@ type Options struct {
 	// MaxStreams bounds the concurrent calls on one gRPC connection
 	// (default 1024); a client past it waits for a stream to end.
 	MaxStreams int
+	// GRPCServer picks the gRPC front door's server: GRPCServerInfergate
+	// (the default, infergate's own HTTP/2 gRPC server, oip/grpcwire/server)
+	// or GRPCServerGRPCGo (grpc-go's), for a client that needs what only
+	// grpc-go's does (see oip/grpcwire/server's doc).
+	GRPCServer string
 	// MaxInFlightBytes bounds the request bytes the gateway holds at once,
 	// REST bodies and gRPC inference messages, from their arrival to
 	// their answer (default 1 GiB, or MaxBodyBytes when that is larger;
@@ -248,6 +254,13 @@ func (opts *Options) setDefaults() error {
 	}
 	if opts.MaxStreams <= 0 {
 		opts.MaxStreams = 1024
+	}
+	switch opts.GRPCServer {
+	case "":
+		opts.GRPCServer = GRPCServerInfergate
+	case GRPCServerInfergate, GRPCServerGRPCGo:
+	default:
+		return fmt.Errorf("gateway: GRPCServer %q: want %q or %q", opts.GRPCServer, GRPCServerInfergate, GRPCServerGRPCGo)
 	}
 	switch {
 	case opts.MaxInFlightBytes < 0:
@@ -489,9 +502,9 @@ func (g *Gateway) Serve(ctx context.Context, restLn, grpcLn net.Listener) error 
 			},
 			drain: func(ctx context.Context) bool {
 				g.health.Shutdown()
-				// GracefulStop takes no deadline, and waits even for
-				// connections still in their HTTP/2 handshake; past the
-				// drain, stop closes them under it.
+				// GracefulStop takes no deadline (and grpc-go's waits even
+				// for connections still in their HTTP/2 handshake); past
+				// the drain, stop closes them under it.
 				done := make(chan struct{})
 				go func() { srv.GracefulStop(); close(done) }()
 				select {
@@ -555,31 +568,62 @@ func (g *Gateway) restServer() *fasthttp.Server {
 	}
 }
 
-func (g *Gateway) grpcServer() *grpc.Server {
-	srv := grpc.NewServer(
-		grpc.MaxRecvMsgSize(g.opts.MaxBodyBytes),
-		grpc.MaxSendMsgSize(g.opts.MaxBodyBytes),
-		grpc.ForceServerCodecV2(oip.Codec{}),
-		// Reused handler goroutines keep their grown stacks: a call that
-		// finds no idle worker starts a goroutine whose stack is grown
-		// anew (copied three or four times on the way to the runtime's
-		// answer), so there are as many workers as calls commonly in
-		// flight, not one per core (an idle worker is a parked goroutine).
-		grpc.NumStreamWorkers(grpcStreamWorkers),
-		// A connection must finish its HTTP/2 preface and settings in
-		// HeaderTimeout (grpc-go waits 120s by default).
-		grpc.ConnectionTimeout(g.opts.HeaderTimeout),
-		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: g.opts.IdleTimeout}),
-		grpc.MaxConcurrentStreams(uint32(g.opts.MaxStreams)),
-		grpc.MaxHeaderListSize(uint32(g.opts.MaxHeaderBytes)),
-		grpc.InTapHandle(g.grpcTap),
-		// Fixed flow-control windows (they turn off grpc-go's bandwidth
-		// estimate, which grows a stream's window to 16 MiB): a call
-		// waiting for room to read its message (recvInfer) holds at most
-		// grpcStreamWindow of it.
-		grpc.InitialWindowSize(grpcStreamWindow),
-		grpc.InitialConnWindowSize(grpcConnWindow),
-	)
+// The gRPC front door's servers (Options.GRPCServer).
+const (
+	GRPCServerInfergate = "infergate"
+	GRPCServerGRPCGo    = "grpc-go"
+)
+
+// grpcFrontDoor is what the gateway needs of a gRPC server; grpc-go's and
+// infergate's own (oip/grpcwire/server) are both one.
+type grpcFrontDoor interface {
+	reflection.GRPCServer
+	Serve(net.Listener) error
+	GracefulStop()
+	Stop()
+}
+
+// grpcServer builds the gRPC front door's server (Options.GRPCServer)
+// with the gateway's services. Both servers get the same bounds: a
+// connection must finish its HTTP/2 preface and settings in
+// HeaderTimeout; fixed flow-control windows (no bandwidth estimate, which
+// grows a stream's window to 16 MiB in grpc-go), so that a call waiting
+// for room to read its message (recvInfer) holds at most
+// grpcStreamWindow of it; and handler goroutines kept between calls
+// (grpcStreamWorkers) so that their grown stacks are reused: a call that
+// finds no idle worker starts a goroutine whose stack is grown anew
+// (copied three or four times on the way to the runtime's answer).
+func (g *Gateway) grpcServer() grpcFrontDoor {
+	var srv grpcFrontDoor
+	if g.opts.GRPCServer == GRPCServerGRPCGo {
+		srv = grpc.NewServer(
+			grpc.MaxRecvMsgSize(g.opts.MaxBodyBytes),
+			grpc.MaxSendMsgSize(g.opts.MaxBodyBytes),
+			grpc.ForceServerCodecV2(oip.Codec{}),
+			grpc.NumStreamWorkers(grpcStreamWorkers),
+			grpc.ConnectionTimeout(g.opts.HeaderTimeout),
+			grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: g.opts.IdleTimeout}),
+			grpc.MaxConcurrentStreams(uint32(g.opts.MaxStreams)),
+			grpc.MaxHeaderListSize(uint32(g.opts.MaxHeaderBytes)),
+			grpc.InTapHandle(g.grpcTap),
+			grpc.InitialWindowSize(grpcStreamWindow),
+			grpc.InitialConnWindowSize(grpcConnWindow),
+		)
+	} else {
+		srv = grpcserver.New(grpcserver.Options{
+			Codec:                 oip.Codec{},
+			MaxRecvMsgSize:        g.opts.MaxBodyBytes,
+			MaxSendMsgSize:        g.opts.MaxBodyBytes,
+			NumWorkers:            grpcStreamWorkers,
+			ConnectionTimeout:     g.opts.HeaderTimeout,
+			MaxConnectionIdle:     g.opts.IdleTimeout,
+			MaxConcurrentStreams:  uint32(g.opts.MaxStreams),
+			MaxHeaderListSize:     uint32(g.opts.MaxHeaderBytes),
+			InTapHandle:           g.grpcTap,
+			InitialWindowSize:     grpcStreamWindow,
+			InitialConnWindowSize: grpcConnWindow,
+		})
+	}
 	srv.RegisterService(serviceDesc(), grpcService{g: g})
 	healthpb.RegisterHealthServer(srv, g.health)
 	reflection.Register(srv)

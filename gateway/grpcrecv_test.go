@@ -99,11 +99,14 @@ func (p *partialCall) status(t *testing.T) (codes.Code, string) {
 // TestGRPCSlowMessageEnds: a message that does not arrive within
 // ReadTimeout ends its call with DEADLINE_EXCEEDED, as a slow REST body
 // gets 408; the room it held is given back.
-func TestGRPCSlowMessageEnds(t *testing.T) {
+func TestGRPCSlowMessageEnds(t *testing.T) { forEachGRPCServer(t, testGRPCSlowMessageEnds) }
+
+func testGRPCSlowMessageEnds(t *testing.T, server string) {
 	held := newHeldRuntime(t)
 	s := serve(t, Options{
 		Routes:      []Route{{Model: "m", Pool: readyPool(t, "m", held.client(t))}},
 		ReadTimeout: 200 * time.Millisecond,
+		GRPCServer:  server,
 	}, nil)
 	call := startPartialCall(t, s.grpc, pb.GRPCInferenceService_ModelInfer_FullMethodName, 4000, 100)
 	code, msg := call.status(t)
@@ -121,12 +124,17 @@ func TestGRPCSlowMessageEnds(t *testing.T) {
 // message's), and another call that finds none is refused before its own
 // message is read; when the first call ends, its room is given back.
 func TestGRPCRoomHeldWhileReceiving(t *testing.T) {
+	forEachGRPCServer(t, testGRPCRoomHeldWhileReceiving)
+}
+
+func testGRPCRoomHeldWhileReceiving(t *testing.T, server string) {
 	held := newHeldRuntime(t)
 	s := serve(t, Options{
 		Routes:           []Route{{Model: "m", Pool: readyPool(t, "m", held.client(t))}},
 		MaxInFlightBytes: 1000,
 		MaxBodyBytes:     1000,
 		InFlightWait:     10 * time.Millisecond,
+		GRPCServer:       server,
 	}, nil)
 	call := startPartialCall(t, s.grpc, pb.GRPCInferenceService_ModelInfer_FullMethodName, 900, 100)
 	eventually(t, "the stalled message holds room", func() bool {
@@ -155,4 +163,12 @@ func headerValue(f *http2.MetaHeadersFrame, name string) string {
 		}
 	}
 	return ""
+}
+
+// forEachGRPCServer runs test against each of the gRPC front door's
+// servers (Options.GRPCServer).
+func forEachGRPCServer(t *testing.T, test func(t *testing.T, server string)) {
+	for _, server := range []string{GRPCServerInfergate, GRPCServerGRPCGo} {
+		t.Run(server, func(t *testing.T) { test(t, server) })
+	}
 }

@@ -295,7 +295,7 @@ func (g *Gateway) grpcTap(ctx context.Context, info *tap.Info) (context.Context,
 
 // recvContext is a ModelInfer call's context as the tap returns it: the
 // stream reads its message under it, and recvInfer ends a reception that
-// takes too long with expire. grpc-go's stream then reports
+// takes too long with expire. The stream then reports
 // DEADLINE_EXCEEDED, as it does for any deadline: Err says
 // context.DeadlineExceeded once expired.
 type recvContext struct {
@@ -304,7 +304,7 @@ type recvContext struct {
 }
 
 // The gRPC front door's flow-control windows. A stream's window bounds
-// what a call sends before its message is read: grpc-go opens it to the
+// what a call sends before its message is read: the server opens it to the
 // message's length once the message is being read, so a small window
 // does not slow large messages. The connection's window is topped up as
 // frames arrive, not as they are read: it bounds nothing held, and is
@@ -315,7 +315,9 @@ const (
 )
 
 // grpcStreamWorkers is the number of goroutines that serve gRPC calls and
-// are kept between them (see grpcServer).
+// are kept between them, with their grown stacks (see grpcServer): as
+// many as calls commonly in flight, not one per core; an idle one is a
+// parked goroutine.
 const grpcStreamWorkers = 256
 
 // recvContextKey finds a call's recvContext (see Value).

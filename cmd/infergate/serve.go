@@ -41,6 +41,7 @@ type serveFlags struct {
 	maxConns, adminMaxConns                 int
 	headerTimeout, idleTimeout, readTimeout time.Duration
 	maxHeaderBytes                          int
+	grpcServer                              string
 	maxInFlightBytes, memLimit              int64
 	gcPercent                               int
 	pprofAnywhere                           bool
@@ -74,6 +75,7 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	fs.DurationVar(&f.readTimeout, "read-timeout", 60*time.Second, "how long a request's body (gRPC: its message) may take to arrive after its headers; then 408 / DEADLINE_EXCEEDED")
 	fs.DurationVar(&f.idleTimeout, "idle-timeout", 75*time.Second, "how long a kept-alive connection (gRPC: one with no call) may stay idle")
 	fs.IntVar(&f.maxHeaderBytes, "max-header-bytes", 16<<10, "largest request line and headers accepted (REST 431 past it)")
+	fs.StringVar(&f.grpcServer, "grpc-server", gateway.GRPCServerInfergate, "the gRPC front door's server: infergate (its own HTTP/2 gRPC server) or grpc-go")
 	fs.Int64Var(&f.maxInFlightBytes, "max-inflight-bytes", 0, "most request bytes held at once across all requests; past it a request waits briefly, then gets 503 (gRPC RESOURCE_EXHAUSTED) (0: 1 GiB, or -max-body-bytes if larger)")
 	fs.IntVar(&f.gcPercent, "gc-percent", gateway.DefaultGCPercent, "the Go collector's target (GOGC), unless GOGC is set")
 	fs.Int64Var(&f.memLimit, "memory-limit", 0, "Go soft memory limit in bytes, unless GOMEMLIMIT is set (0: 90% of the cgroup's memory limit if there is one, else none; -1: none)")
@@ -215,6 +217,7 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 			ReadTimeout:      f.readTimeout,
 			IdleTimeout:      f.idleTimeout,
 			MaxHeaderBytes:   f.maxHeaderBytes,
+			GRPCServer:       f.grpcServer,
 			MaxInFlightBytes: f.maxInFlightBytes,
 			DrainTimeout:     f.drain,
 			Version:          version,

@@ -51,15 +51,17 @@ func SetMemoryLimit(limit int64) (int64, string) {
 }
 
 // DefaultGCPercent is the collector's target a gateway process runs with
-// unless GOGC says otherwise (Go's own default is 100). A gateway's live
-// heap is small (a few MiB: routes, pools, metrics) while every gRPC call
-// and every translated request allocates, so at 100 the collector ran
-// about 90 times a second under load, and each cycle shrank the stacks
-// of idle handler goroutines that the next calls grew again. At 400 the
-// heap between cycles is still a few tens of MiB; the memory limit
-// (SetMemoryLimit) makes the collector work harder as the heap nears it.
-// Measured with make bench (see bench/README.md).
-const DefaultGCPercent = 400
+// unless GOGC or -gc-percent says otherwise: Go's own default. A higher
+// target saves collector CPU where requests allocate (translated
+// requests; gRPC calls allocated about 170 objects each on grpc-go's
+// server and client, and at 400 the gateway's CPU per call fell by a
+// sixth), but garbage then grows to that many times the live heap:
+// under make test-long's flood of large bodies, with 256 MiB of request
+// bytes held, RSS reached 1.35 GB at 400 against 0.59 GB at 100. The
+// pass-throughs allocate little now (REST one object per request, gRPC
+// about 34 on infergate's own server and client), so the collector runs
+// about 20 times a second at 100 under h2load, on a heap of a few MiB.
+const DefaultGCPercent = 100
 
 // SetGCPercent sets the collector's target (runtime/debug.SetGCPercent)
 // for a gateway process and returns the value in force and where it came

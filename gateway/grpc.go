@@ -120,38 +120,43 @@ func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame) (*oip.
 		return nil, oip.GRPCStatus(err)
 	}
 	_, clientDeadline := ctx.Deadline()
-	var resp *oip.RawFrame
-	for try := 1; ; try++ {
-		r.stats.Begin()
-		r.inFlight.Inc()
-		resp, err = s.infer(ctx, r, req, in)
-		r.inFlight.Dec()
-		r.stats.End()
-		if try > 1 || !errors.Is(err, ErrRevisionRetired) {
-			break
-		}
-		// The revision was retired while the request waited for it: the
-		// current table routes it again.
-		var rerr error
-		if r, mirror, rerr = s.g.resolve(req); rerr != nil {
-			s.g.countUnrouted("grpc", status.Code(oip.GRPCStatus(rerr)).String())
-			return nil, oip.GRPCStatus(rerr)
-		}
+	var out grpcAnswer
+	if r, mirror, err = send(s.g, req, r, mirror, grpcExchange{s: s, ctx: ctx, req: req, in: in, out: &out}); err != nil {
+		s.g.countUnrouted("grpc", status.Code(oip.GRPCStatus(err)).String())
+		return nil, oip.GRPCStatus(err)
 	}
 	_ = grpc.SetHeader(ctx, r.grpcHeader)
+	resp, err := out.resp, out.err
 	code := codes.OK
 	if err != nil {
 		err = oip.GRPCStatus(s.g.drainError(err))
 		code = status.Code(err)
 	}
-	r.grpcRequests.with(code.String()).Inc()
-	d := time.Since(start)
-	r.gatewayGRPC.Observe(d.Seconds())
-	r.stats.Record(d, grpcOutcome(code, clientDeadline))
+	r.record(r.grpcRequests, r.gatewayGRPC, code.String(), start, grpcOutcome(code, clientDeadline))
 	if mirror != nil && err == nil {
 		s.g.mirror.grpc(r.name, mirror, in, resp)
 	}
 	return resp, err
+}
+
+// grpcExchange is a ModelInfer call for the core (send): its answer, or
+// the error to answer with, goes into out.
+type grpcExchange struct {
+	s   grpcService
+	ctx context.Context
+	req router.Request
+	in  *oip.RawFrame
+	out *grpcAnswer
+}
+
+type grpcAnswer struct {
+	resp *oip.RawFrame
+	err  error
+}
+
+func (x grpcExchange) attempt(r *route) bool {
+	x.out.resp, x.out.err = x.s.infer(x.ctx, r, x.req, x.in)
+	return errors.Is(x.out.err, ErrRevisionRetired)
 }
 
 // grpcRouting reads the router's inputs from a gRPC request: the model,

@@ -225,6 +225,3 @@ func (c *codeCounters) with(code string) prometheus.Counter {
 	c.byCode.Store(&next)
 	return ctr
 }
-
-// inc counts one answer with HTTP status code.
-func (c *codeCounters) inc(code int) { c.with(statusLabel(code)).Inc() }

@@ -105,33 +105,32 @@ func (g *Gateway) HandleREST(ctx *fasthttp.RequestCtx) {
 		if keyFromHeader {
 			h.Del(HeaderSessionKey)
 		}
-		timeoutHeader := h.Peek(HeaderRequestTimeout)
-		for try := 1; ; try++ {
-			r.stats.Begin()
-			r.inFlight.Inc()
-			rerouted := g.restInfer(ctx, r, req, start, timeoutHeader) && try == 1
-			r.inFlight.Dec()
-			r.stats.End()
-			if !rerouted {
-				break
-			}
-			// The revision was retired while the request waited for it:
-			// the current table routes it again.
-			if r, mirror, err = g.resolve(req); err != nil {
-				g.restError(ctx, err)
-				return
-			}
+		x := restExchange{g: g, ctx: ctx, req: req, start: start, timeoutHeader: h.Peek(HeaderRequestTimeout)}
+		if r, mirror, err = send(g, req, r, mirror, x); err != nil {
+			g.restError(ctx, err)
+			return
 		}
 		ctx.Response.Header.Set(HeaderRevision, r.Revision)
 		code := ctx.Response.StatusCode()
-		r.restRequests.inc(code)
-		d := time.Since(start)
-		r.gatewayREST.Observe(d.Seconds())
-		r.stats.Record(d, httpOutcome(code, len(timeoutHeader) > 0))
+		r.record(r.restRequests, r.gatewayREST, statusLabel(code), start, httpOutcome(code, len(x.timeoutHeader) > 0))
 		if mirror != nil {
 			g.mirror.rest(ctx, r.name, mirror)
 		}
 	}
+}
+
+// restExchange is a REST inference request for the core (send): its
+// answer is written into ctx's response.
+type restExchange struct {
+	g             *Gateway
+	ctx           *fasthttp.RequestCtx
+	req           router.Request
+	start         time.Time
+	timeoutHeader []byte // the request's HeaderRequestTimeout, if any
+}
+
+func (x restExchange) attempt(r *route) bool {
+	return x.g.restInfer(x.ctx, r, x.req, x.start, x.timeoutHeader)
 }
 
 // sessionKey returns the request's sticky key, and whether it came from

@@ -134,21 +134,6 @@ func (s *Spec) Delay(batch int64) time.Duration {
 // the second case.
 type SleepFunc func(ctx context.Context, d time.Duration) error
 
-// Sleep is the default SleepFunc, on a timer.
-func Sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // Options configure New. The zero value of every field but Name is a usable
 // default.
 type Options struct {
@@ -329,6 +314,17 @@ func rowSums(t *oip.Tensor, batch int64) ([]float64, error) {
 		return nil, fmt.Errorf("%d elements do not split into %d rows", n, batch)
 	}
 	per := n / batch
+	if t.Datatype == oip.FP32 { // the common case, without a switch per element
+		for r := range sums {
+			row := t.Data[int64(r)*per*4 : int64(r+1)*per*4]
+			s := 0.0
+			for off := 0; off < len(row); off += 4 {
+				s += float64(math.Float32frombits(binary.LittleEndian.Uint32(row[off:])))
+			}
+			sums[r] = s
+		}
+		return sums, nil
+	}
 	for k := int64(0); k < n; k++ {
 		sums[k/per] += element(t.Datatype, t.Data[k*int64(size):])
 	}
@@ -431,8 +427,27 @@ func putElement(dt oip.DataType, dst []byte, v float64) {
 	default: // integers: little-endian two's complement, cut to the width
 		binary.LittleEndian.PutUint64(one[:], uint64(toInt64(v)))
 	}
-	for off := 0; off+size <= len(dst); off += size {
-		copy(dst[off:off+size], one[:size])
+	// Word stores rather than a copy per element.
+	switch size {
+	case 1:
+		for i := range dst {
+			dst[i] = one[0]
+		}
+	case 2:
+		w := binary.LittleEndian.Uint16(one[:])
+		for off := 0; off+2 <= len(dst); off += 2 {
+			binary.LittleEndian.PutUint16(dst[off:], w)
+		}
+	case 4:
+		w := binary.LittleEndian.Uint32(one[:])
+		for off := 0; off+4 <= len(dst); off += 4 {
+			binary.LittleEndian.PutUint32(dst[off:], w)
+		}
+	default:
+		w := binary.LittleEndian.Uint64(one[:])
+		for off := 0; off+8 <= len(dst); off += 8 {
+			binary.LittleEndian.PutUint64(dst[off:], w)
+		}
 	}
 }
 

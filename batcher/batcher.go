@@ -44,6 +44,17 @@ type Batcher struct {
 	// dispatched before them has been delivered.
 	dispatched, delivered uint64
 	held                  map[uint64]*batch
+
+	// inline lists the batches in flight that their callers run (see
+	// Submit), newest first: stop cancels them, as Run's context
+	// cancels the others.
+	inline *batch
+
+	// armed is when Run's goroutine will look again at the latest (zero:
+	// only when poked). Arrivals and completions make the decisions they
+	// set off themselves (see scheduleNow), and poke Run only when it
+	// must look sooner.
+	armed time.Time
 }
 
 // batch is a set of requests sent upstream in one call.
@@ -62,6 +73,17 @@ type batch struct {
 	released chan struct{}
 	waiting  int // callers still waiting
 	results  []result
+
+	// inline is set for a batch its caller runs in its own goroutine (see
+	// Submit); such batches are listed in Batcher.inline until they
+	// complete, so that stop can cancel them.
+	inline     bool
+	prev, next *batch // in Batcher.inline
+
+	// A batch of one needs no allocation for its list of items or
+	// results.
+	one       [1]*item
+	oneResult [1]result
 }
 
 // New returns a Batcher for one model configured by opts, with the
@@ -111,6 +133,10 @@ func New(opts Options) (*Batcher, error) {
 //   - the upstream error, or KindInternal when the runtime's answer does not
 //     match the batch, for every request of the batch.
 //
+// When nothing is queued and a batch slot is free, a request that the
+// rules say goes at once is sent from the calling goroutine, with a
+// context derived from ctx (see DispatchFunc).
+//
 // When ctx ends while req's batch is upstream, Submit returns with
 // KindDeadlineExceeded or KindCanceled as soon as the batch no longer
 // reads req: at once for a merged batch, which goes on for the others (its
@@ -155,12 +181,82 @@ func (b *Batcher) Submit(ctx context.Context, req *oip.InferRequest) (*oip.Infer
 	b.arrivals++
 	it.seq = b.arrivals
 	b.enqueue(it, key)
+	if bt := b.takeInline(ctx, it, now); bt != nil {
+		b.mu.Unlock()
+		return b.runInline(ctx, it, bt)
+	}
+	it.done = make(chan struct{}, 1)
+	kick := b.scheduleNow(now)
 	b.mu.Unlock()
-	b.poke()
+	if kick {
+		b.poke()
+	}
 
 	select {
-	case r := <-it.done:
+	case <-it.done:
+		return it.res.resp, it.res.err
+	case <-ctx.Done():
+		return b.abandon(ctx, it)
+	}
+}
+
+// takeInline takes it, just queued, out of the queue as a batch of its
+// own for its caller to send, when the scheduler would send it at once
+// anyway: Run is running, nothing else is queued (so nothing of higher
+// priority or earlier arrival is passed over), a batch slot is free, and
+// the policy says it goes now (see ready). This saves the hand-offs from
+// the caller to the scheduler, to a goroutine for the call and back, which
+// are most of what batching adds to the latency of a lone request. It
+// returns nil when the scheduler must decide. b.mu is held.
+func (b *Batcher) takeInline(ctx context.Context, it *item, now time.Time) *batch {
+	if !b.running || b.queued != 1 || b.inFlight >= b.limit() || b.runCtx.Err() != nil {
+		return nil
+	}
+	if n, _ := b.ready(it.grp, now); n != 1 {
+		return nil
+	}
+	bt := b.take(it.grp, 1, now)
+	bt.ctx, bt.cancel = context.WithCancel(ctx)
+	bt.inline = true
+	bt.next = b.inline
+	if b.inline != nil {
+		b.inline.prev = bt
+	}
+	b.inline = bt
+	b.wg.Add(1)
+	return bt
+}
+
+// runInline sends bt, which takeInline made of it alone, in the caller's
+// goroutine, and returns its answer as Submit does. The call's context is
+// derived from the caller's, so it has the caller's deadline and values
+// and ends when the caller gives up; stop cancels it when Run ends. Submit
+// returns once the call has returned, as it does for any request sent
+// unchanged, and, when the caller gave up meanwhile, with the error it
+// would have had from the scheduler's goroutine.
+func (b *Batcher) runInline(ctx context.Context, it *item, bt *batch) (*oip.InferResponse, error) {
+	b.execute(bt)
+	b.mu.Lock()
+	if err := ctx.Err(); err != nil {
+		if it.state == stateInFlight { // held back for PreserveOrdering
+			it.state = stateAbandoned
+			bt.waiting--
+		}
+		b.mu.Unlock()
+		return nil, b.contextError(err, "while its batch was upstream")
+	}
+	if it.state == stateDone {
+		b.mu.Unlock()
+		r := bt.oneResult[0]
 		return r.resp, r.err
+	}
+	// Held back for PreserveOrdering until the batches sent before it
+	// are delivered: wait like a queued caller.
+	it.done = make(chan struct{}, 1)
+	b.mu.Unlock()
+	select {
+	case <-it.done:
+		return it.res.resp, it.res.err
 	case <-ctx.Done():
 		return b.abandon(ctx, it)
 	}
@@ -174,7 +270,7 @@ func (b *Batcher) newItem(ctx context.Context, req *oip.InferRequest) (*item, ti
 	if req == nil {
 		return nil, 0, oip.Errorf(oip.KindInvalidArgument, "no request")
 	}
-	it := &item{req: req, heapIdx: -1, done: make(chan result, 1)}
+	it := &item{req: req, heapIdx: -1}
 	if unbatchable(req) {
 		it.alone = true
 		it.rows = 1
@@ -282,8 +378,8 @@ func (b *Batcher) abandon(ctx context.Context, it *item) (*oip.InferResponse, er
 	case stateDone:
 		// Answered while we took the lock: the answer is in the channel.
 		b.mu.Unlock()
-		r := <-it.done
-		return r.resp, r.err
+		<-it.done
+		return it.res.resp, it.res.err
 	}
 	b.mu.Unlock()
 	return nil, b.contextError(err, "while its batch was upstream")
@@ -315,10 +411,12 @@ func (b *Batcher) poke() {
 	}
 }
 
-// Run runs the scheduler until ctx is done: it dispatches batches as the
-// policy in the package comment says, expires queued requests, and hands
-// answers back. Each batch's Dispatch runs in a goroutine of its own, with
-// a context derived from ctx. When ctx is done, Run answers every queued
+// Run runs the scheduler until ctx is done: with Submit and the batches
+// coming back, it dispatches batches as the policy in the package comment
+// says, expires queued requests, and hands answers back. Each batch's
+// Dispatch runs in a goroutine of its own, with a context derived from
+// ctx, but for a request its caller sends (see Submit). No request is
+// sent before Run starts. When ctx is done, Run answers every queued
 // request with KindUnavailable, waits for the batches in flight (whose
 // contexts are then cancelled) to be answered, and returns nil; Submit then
 // fails with KindUnavailable. Run may be called once.
@@ -338,6 +436,7 @@ func (b *Batcher) Run(ctx context.Context) error {
 		b.mu.Lock()
 		now := time.Now()
 		wake := b.schedule(now)
+		b.armed = wake
 		b.mu.Unlock()
 		if !wake.IsZero() {
 			timer.Reset(wake.Sub(now))
@@ -358,14 +457,29 @@ func (b *Batcher) Run(ctx context.Context) error {
 func (b *Batcher) stop() {
 	b.mu.Lock()
 	b.stopped = true
+	for bt := b.inline; bt != nil; bt = bt.next {
+		bt.cancel()
+	}
 	for len(b.groups) > 0 {
 		it := b.groups[0].head()
 		b.dequeue(it)
 		it.state = stateDone
-		it.done <- result{err: b.stoppedError()}
+		it.answer(result{err: b.stoppedError()})
 	}
 	b.mu.Unlock()
 	b.wg.Wait()
+}
+
+// scheduleNow makes the scheduling decision at now in the calling
+// goroutine, on an arrival or a completion, rather than waking Run's
+// goroutine for it: it dispatches what is ready and reports whether Run
+// must be poked to look again sooner than its timer says. b.mu is held.
+func (b *Batcher) scheduleNow(now time.Time) (kick bool) {
+	if !b.running || b.runCtx.Err() != nil {
+		return true // Run decides, or stops
+	}
+	wake := b.schedule(now)
+	return !wake.IsZero() && (b.armed.IsZero() || wake.Before(b.armed))
 }
 
 // limit returns how many batches may be in flight.
@@ -437,6 +551,6 @@ func (b *Batcher) expire(now time.Time) {
 		} else {
 			err = &oip.Error{Kind: oip.KindDeadlineExceeded, Msg: fmt.Sprintf("model %q: queue timeout exceeded after %s queued for batching", b.opts.Model, waited)}
 		}
-		it.done <- result{err: err}
+		it.answer(result{err: err})
 	}
 }

@@ -150,40 +150,58 @@ func (b *Batcher) hold(g *group, c *candidate, now time.Time) (time.Time, bool) 
 // dispatch takes the first n requests of g's candidate out of the queue and
 // sends them upstream as one batch in a goroutine. b.mu is held.
 func (b *Batcher) dispatch(g *group, n int, now time.Time) {
+	bt := b.take(g, n, now)
+	bt.ctx, bt.cancel = b.batchContext(bt)
+	b.wg.Add(1)
+	go b.execute(bt)
+}
+
+// take takes the first n requests of g's candidate out of the queue into a
+// batch, counts it in flight and records its metrics; the caller gives it
+// a context and runs it. b.mu is held.
+func (b *Batcher) take(g *group, n int, now time.Time) *batch {
 	c := b.fill(g)
 	bt := &batch{
 		grp:      g,
-		items:    slices.Clone(c.items[:n]),
 		seq:      b.dispatched,
 		released: make(chan struct{}),
 	}
+	if n == 1 {
+		bt.one[0] = c.items[0]
+		bt.items = bt.one[:]
+	} else {
+		bt.items = slices.Clone(c.items[:n])
+	}
 	b.dispatched++
-	var latest time.Time
-	allDeadlines := true
 	for _, it := range bt.items {
 		b.dequeue(it)
 		it.state = stateInFlight
 		it.bt = bt
 		bt.total += it.rows
 		b.metrics.queueDelay.Observe(now.Sub(it.enqueued).Seconds())
-		if it.deadline.IsZero() {
-			allDeadlines = false
-		} else if it.deadline.After(latest) {
-			latest = it.deadline
-		}
 	}
 	clear(c.items) // the scratch must not keep requests alive
 	b.metrics.batchSize.Observe(float64(bt.total))
-	if allDeadlines {
-		bt.ctx, bt.cancel = context.WithDeadline(b.runCtx, latest)
-	} else {
-		bt.ctx, bt.cancel = context.WithCancel(b.runCtx)
-	}
 	bt.waiting = n
 	g.inFlight += n
 	b.inFlight++
-	b.wg.Add(1)
-	go b.execute(bt)
+	return bt
+}
+
+// batchContext returns the context of a batch run by the scheduler:
+// derived from Run's, with the latest of its callers' deadlines when all
+// of them have one.
+func (b *Batcher) batchContext(bt *batch) (context.Context, context.CancelFunc) {
+	var latest time.Time
+	for _, it := range bt.items {
+		if it.deadline.IsZero() {
+			return context.WithCancel(b.runCtx)
+		}
+		if it.deadline.After(latest) {
+			latest = it.deadline
+		}
+	}
+	return context.WithDeadline(b.runCtx, latest)
 }
 
 // execute makes the upstream call of bt and hands its answer back. A batch
@@ -213,7 +231,10 @@ func (b *Batcher) execute(bt *batch) {
 		close(bt.released)
 	}
 
-	results := make([]result, len(bt.items))
+	results := bt.oneResult[:]
+	if !single {
+		results = make([]result, len(bt.items))
+	}
 	ok := err == nil && resp != nil
 	switch {
 	case err != nil:
@@ -254,6 +275,9 @@ func (b *Batcher) complete(bt *batch, results []result, ok bool, elapsed time.Du
 		b.freeSince = now
 	}
 	b.inFlight--
+	if bt.inline {
+		b.unlistInline(bt)
+	}
 	bt.grp.returned(len(bt.items), now)
 	if ok {
 		b.service.observe(bt.total, elapsed)
@@ -273,16 +297,38 @@ func (b *Batcher) complete(bt *batch, results []result, ok bool, elapsed time.Du
 			b.delivered++
 		}
 	}
+	// A free slot matters only when something is queued: a lone caller's
+	// completion then wakes nobody.
+	kick := b.queued > 0 && b.scheduleNow(now)
 	b.mu.Unlock()
-	b.poke()
+	if kick {
+		b.poke()
+	}
+}
+
+// unlistInline removes bt from Batcher.inline. b.mu is held.
+func (b *Batcher) unlistInline(bt *batch) {
+	if bt.prev == nil {
+		b.inline = bt.next
+	} else {
+		bt.prev.next = bt.next
+	}
+	if bt.next != nil {
+		bt.next.prev = bt.prev
+	}
+	bt.prev, bt.next = nil, nil
 }
 
 // deliver hands each caller of bt its result; the channels are buffered,
-// so it never blocks, whether or not the caller still waits. b.mu is held.
+// so it never blocks, whether or not the caller still waits. A caller that
+// sent its request itself (see Submit) has no channel: it reads its
+// result from bt once it sees it done. b.mu is held.
 func deliver(bt *batch) {
 	for i, it := range bt.items {
 		it.state = stateDone
 		it.bt = nil
-		it.done <- bt.results[i]
+		if it.done != nil {
+			it.answer(bt.results[i])
+		}
 	}
 }

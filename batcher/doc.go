@@ -112,7 +112,15 @@
 //
 // # Concurrency
 //
-// New starts nothing; Run runs the scheduler and one goroutine per batch in
-// flight, at most MaxBatchesInFlight; Submit may be called concurrently
-// from any number of goroutines. Nothing is logged per request.
+// New starts nothing. Submit may be called concurrently from any number of
+// goroutines. The decision an arrival or a completion sets off is made in
+// the goroutine of that caller or of that batch, under the batcher's lock;
+// Run's goroutine only acts on time (a hold or a timeout running out) and
+// on stop. Each batch runs in a goroutine of its own, at most
+// MaxBatchesInFlight at a time, with one exception: a request that goes at
+// once and alone (nothing else queued, a slot free, the rules above say
+// go) is sent from its caller's goroutine, under a context derived from
+// the caller's, which Run's end cancels too. That saves the hand-offs to
+// the scheduler, to the batch's goroutine and back, most of what batching
+// would add to a lone request's latency. Nothing is logged per request.
 package batcher

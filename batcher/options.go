@@ -20,12 +20,16 @@ const (
 
 // DispatchFunc sends one request upstream and returns the runtime's answer.
 // The batcher calls it with a merged request (or, for a batch of one, the
-// caller's own request unchanged) from a goroutine of its own, at most
-// MaxBatchesInFlight at a time.
+// caller's own request unchanged) from a goroutine of its own, or, for a
+// request that goes at once and alone, from its caller's goroutine in
+// Submit; at most MaxBatchesInFlight at a time.
 //
 // ctx is derived from the context given to Run: it is cancelled when Run
 // stops or when every caller in the batch has given up, and its deadline is
-// the latest of the callers' deadlines when all of them have one. The
+// the latest of the callers' deadlines when all of them have one. For a
+// request its caller sends, ctx is derived from the caller's context
+// instead, with its values and deadline, and is cancelled when Run stops
+// too. The
 // request is the batcher's: the function may read it until it returns and
 // must not modify or retain it. The response becomes the batcher's: its
 // output data is handed to the callers as sub-slices, so it must not be

@@ -23,8 +23,9 @@ type result struct {
 	err  error
 }
 
-// item is one request known to the batcher. Its fields after done are
-// guarded by Batcher.mu.
+// item is one request known to the batcher. Its fields from done on are
+// guarded by Batcher.mu, but for res, which its caller reads once done has
+// delivered.
 type item struct {
 	req      *oip.InferRequest
 	rows     int64
@@ -34,13 +35,25 @@ type item struct {
 	enqueued time.Time
 	deadline time.Time // the context's; zero when none
 	timeout  time.Time // the queue policy's; zero when none or spent
-	done     chan result
+	// done receives one value once res holds the answer (see answer).
+	// A caller that sends its request itself (see Batcher.takeInline)
+	// has none unless it must wait for its answer after all.
+	done chan struct{}
+	res  result
 
 	state      itemState
 	grp        *group
 	prev, next *item // in grp.levels[level]
 	heapIdx    int   // in Batcher.timeouts; -1 when not there
 	bt         *batch
+}
+
+// answer gives it its result and wakes its caller; the channel is
+// buffered, so it never blocks, whether or not the caller still waits.
+// b.mu is held.
+func (it *item) answer(r result) {
+	it.res = r
+	it.done <- struct{}{}
 }
 
 // expiry returns when the scheduler must next look at it: the earlier of

@@ -179,7 +179,7 @@ EOF
 # the table and the checks. It is a report: it returns 0 whatever
 # the figures, and stops everything it started.
 batching_comparison() {
-	echo "== batching: one gateway, a simulated model (5 ms + 0.05 ms/row, 1 slot) as sim and sim-batched"
+	echo "== batching: one gateway, a simulated model (5 ms + 0.05 ms/row, 1 slot, 1 replica) as sim and sim-batched"
 	if ! command -v jq >/dev/null || ! command -v curl >/dev/null; then
 		echo "jq and curl are needed for the batching table: skipped"
 		return 0
@@ -207,6 +207,8 @@ batching_comparison() {
 		metadata: {name: sim}
 		spec:
 		  predictor:
+		    minReplicas: 1
+		    maxReplicas: 1
 		    model: {modelFormat: {name: onnx}, storageUri: $tmp/models/sim}
 		---
 		apiVersion: serving.kserve.io/v1beta1
@@ -214,6 +216,8 @@ batching_comparison() {
 		metadata: {name: sim-batched}
 		spec:
 		  predictor:
+		    minReplicas: 1
+		    maxReplicas: 1
 		    batcher: {maxBatchSize: 64, maxLatency: 5}
 		    model: {modelFormat: {name: onnx}, storageUri: $tmp/models/sim}
 	YAML

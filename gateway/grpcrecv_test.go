@@ -119,10 +119,11 @@ func testGRPCSlowMessageEnds(t *testing.T, server string) {
 }
 
 // TestGRPCRoomHeldWhileReceiving: a message being read holds room under
-// the in-flight byte bound before its bytes are in (a gRPC message's
-// length is not known before it is read, so the room is the largest
-// message's), and another call that finds none is refused before its own
-// message is read; when the first call ends, its room is given back.
+// the in-flight byte bound before its bytes are in: on infergate's own
+// server the length its prefix declares, on grpc-go's (which cannot say)
+// the largest message's. Another call that finds too little room is
+// refused before its own message is read; when the first call ends, its
+// room is given back.
 func TestGRPCRoomHeldWhileReceiving(t *testing.T) {
 	forEachGRPCServer(t, testGRPCRoomHeldWhileReceiving)
 }
@@ -137,8 +138,46 @@ func testGRPCRoomHeldWhileReceiving(t *testing.T, server string) {
 		GRPCServer:       server,
 	}, nil)
 	call := startPartialCall(t, s.grpc, pb.GRPCInferenceService_ModelInfer_FullMethodName, 900, 100)
+	want := 900.0
+	if server == GRPCServerGRPCGo {
+		want = 1000
+	}
 	eventually(t, "the stalled message holds room", func() bool {
-		return metricValue(t, s.reg, "infergate_gateway_in_flight_request_bytes") == 1000
+		return metricValue(t, s.reg, "infergate_gateway_in_flight_request_bytes") == want
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	// About 250 bytes: more than the 100 left on either server.
+	second := &pb.ModelInferRequest{ModelName: "m", Inputs: []*pb.ModelInferRequest_InferInputTensor{{
+		Name: "x", Datatype: "FP32", Shape: []int64{1, 60},
+		Contents: &pb.InferTensorContents{Fp32Contents: make([]float32, 60)},
+	}}}
+	_, err := grpcClient(t, s.grpc).ModelInfer(ctx, second)
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("a call while a message holds the room it needs: %v, want RESOURCE_EXHAUSTED", err)
+	}
+	call.conn.Close()
+	eventually(t, "room given back once the stalled call's connection closed", func() bool {
+		return metricValue(t, s.reg, "infergate_gateway_in_flight_request_bytes") == 0
+	})
+}
+
+// TestGRPCRoomIsTheMessages: on infergate's own gRPC server a call takes
+// room for its message's declared length, not for the largest message,
+// so that calls with small messages are not refused while a stalled one
+// holds room (on grpc-go's server, every call takes MaxBodyBytes).
+func TestGRPCRoomIsTheMessages(t *testing.T) {
+	held := newHeldRuntime(t)
+	s := serve(t, Options{
+		Routes:           []Route{{Model: "m", Pool: readyPool(t, "m", held.client(t))}},
+		MaxInFlightBytes: 1000,
+		MaxBodyBytes:     1000,
+		InFlightWait:     10 * time.Millisecond,
+	}, nil)
+	call := startPartialCall(t, s.grpc, pb.GRPCInferenceService_ModelInfer_FullMethodName, 100, 10)
+	defer call.conn.Close()
+	eventually(t, "the stalled message holds its declared 100 bytes", func() bool {
+		return metricValue(t, s.reg, "infergate_gateway_in_flight_request_bytes") == 100
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
@@ -146,14 +185,13 @@ func testGRPCRoomHeldWhileReceiving(t *testing.T, server string) {
 		Name: "x", Datatype: "FP32", Shape: []int64{1, 1},
 		Contents: &pb.InferTensorContents{Fp32Contents: []float32{1}},
 	}}}
-	_, err := grpcClient(t, s.grpc).ModelInfer(ctx, small)
-	if status.Code(err) != codes.ResourceExhausted {
-		t.Errorf("a call while a message holds all the room: %v, want RESOURCE_EXHAUSTED", err)
+	done := make(chan error, 1)
+	go func() { _, err := grpcClient(t, s.grpc).ModelInfer(ctx, small); done <- err }()
+	<-held.arrived
+	held.release <- struct{}{}
+	if err := <-done; err != nil {
+		t.Errorf("a small call while a stalled one holds 100 of 1000 bytes: %v, want it answered", err)
 	}
-	call.conn.Close()
-	eventually(t, "room given back once the stalled call's connection closed", func() bool {
-		return metricValue(t, s.reg, "infergate_gateway_in_flight_request_bytes") == 0
-	})
 }
 
 func headerValue(f *http2.MetaHeadersFrame, name string) string {

@@ -345,23 +345,34 @@ var errSlowMessage = errors.New("request message not received in time")
 
 // recvInfer reads a ModelInfer call's message under the in-flight byte
 // bound and returns it with the room it holds (even with an error: the
-// caller gives it back). A gRPC message declares its length only once it
-// is being read, and is then read whole, so room for the largest message
-// (MaxBodyBytes) is taken first, waiting up to InFlightWait, and what the
-// message does not use is given back once it is in. Until then the call
-// holds no more than its stream's flow-control window (see grpcServer).
-// A message that takes longer than ReadTimeout to arrive ends the call
-// with DEADLINE_EXCEEDED, as a slow REST body gets 408, so that a slow
-// sender cannot keep its room.
+// caller gives it back). On infergate's own gRPC server the message's
+// prefix declares its length before the message is read
+// (messageSizer), and room for that length is taken, as a REST body's
+// from its Content-Length. grpc-go's streams cannot say, so there room
+// for the largest message (MaxBodyBytes) is taken first, and what the
+// message does not use is given back once it is in. Room is waited for
+// up to InFlightWait; until it is taken the call holds no more than its
+// stream's flow-control window (see grpcServer). A message that takes
+// longer than ReadTimeout to arrive ends the call with DEADLINE_EXCEEDED,
+// as a slow REST body gets 408, so that a slow sender cannot keep its
+// room.
 func (g *Gateway) recvInfer(ss grpc.ServerStream) (*oip.RawFrame, int64, error) {
 	ctx := ss.Context()
-	taken, err := g.budget.acquire(ctx, int64(g.opts.MaxBodyBytes))
-	if err != nil {
-		return nil, 0, g.grpcNoRoom()
-	}
 	var timer *time.Timer
 	if rc, ok := ctx.Value(recvContextKey{}).(*recvContext); ok {
 		timer = time.AfterFunc(g.opts.ReadTimeout, rc.expire)
+		defer timer.Stop()
+	}
+	want := int64(g.opts.MaxBodyBytes)
+	if ms, ok := ss.(messageSizer); ok {
+		// An error (no message, a stalled prefix) is RecvMsg's to answer.
+		if n, compressed, err := ms.NextMessageSize(); err == nil && !compressed {
+			want = min(want, int64(n))
+		}
+	}
+	taken, err := g.budget.acquire(ctx, want)
+	if err != nil {
+		return nil, 0, g.grpcNoRoom()
 	}
 	in := new(oip.RawFrame)
 	err = ss.RecvMsg(in)
@@ -376,9 +387,15 @@ func (g *Gateway) recvInfer(ss grpc.ServerStream) (*oip.RawFrame, int64, error) 
 		g.countUnrouted("grpc", status.Code(err).String())
 		return nil, taken, err
 	}
-	used := int64(len(in.Bytes))
+	used := min(int64(len(in.Bytes)), taken)
 	g.budget.release(taken - used)
 	return in, used, nil
+}
+
+// messageSizer is a gRPC server stream that can tell the length of its
+// next message before reading it (infergate's own server's can).
+type messageSizer interface {
+	NextMessageSize() (n int, compressed bool, err error)
 }
 
 func (g *Gateway) grpcNoRoom() error {

@@ -664,3 +664,66 @@ func TestStopCancelsCalls(t *testing.T) {
 	}
 	wantCode(t, <-errc, codes.Unavailable)
 }
+
+// TestNextMessageSize: a handler learns the length its call's message
+// declares before the message is read (the stream's window stays shut
+// meanwhile), and RecvMsg then reads it whole; a call that sends no
+// message gets io.EOF.
+func TestNextMessageSize(t *testing.T) {
+	type sizer interface {
+		NextMessageSize() (int, bool, error)
+	}
+	const window = 64 << 10
+	var mu sync.Mutex
+	most := 0
+	testHookData = func(st *stream, buffered int) {
+		mu.Lock()
+		defer mu.Unlock()
+		most = max(most, buffered)
+	}
+	defer func() { testHookData = nil }()
+	sizes := make(chan int, 2)
+	svc := &inferService{infer: func(ss grpc.ServerStream) error {
+		n, compressed, err := ss.(sizer).NextMessageSize()
+		if err != nil {
+			sizes <- -1
+			return err
+		}
+		mu.Lock()
+		before := most
+		mu.Unlock()
+		if compressed || before > window {
+			sizes <- -2
+		} else {
+			sizes <- n
+		}
+		return echoInfer(ss)
+	}}
+	_, addr := serve(t, Options{InitialWindowSize: window, MaxRecvMsgSize: 4 << 20, MaxSendMsgSize: 4 << 20}, svc)
+	cc := dial(t, addr, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4<<20)))
+	req := &pb.ModelInferRequest{ModelName: "m", RawInputContents: [][]byte{make([]byte, 1<<20)}}
+	resp, err := inferRaw(testContext(t), cc, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := <-sizes, proto.Size(req); got != want {
+		t.Errorf("NextMessageSize = %d, want the encoded request's %d bytes, read before the window opened", got, want)
+	}
+	if len(resp.GetRawOutputContents()[0]) != 1<<20 {
+		t.Error("RecvMsg after NextMessageSize did not read the whole message")
+	}
+
+	cs, err := cc.NewStream(testContext(t), &grpc.StreamDesc{ClientStreams: true}, pb.GRPCInferenceService_ModelInfer_FullMethodName, grpc.ForceCodecV2(oip.Codec{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-sizes; got != -1 {
+		t.Errorf("a call with no message: NextMessageSize gave %d, want an error", got)
+	}
+	if err := cs.RecvMsg(new(oip.RawFrame)); status.Code(err) == codes.OK {
+		t.Error("a call with no message was answered OK")
+	}
+}

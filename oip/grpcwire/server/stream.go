@@ -501,6 +501,31 @@ func (st *stream) consume(n int) {
 	}
 }
 
+// NextMessageSize waits until the prefix of the next message is in, and
+// returns the length it declares and whether the message is compressed,
+// without reading the message or opening the stream's window for it: a
+// handler can take room for exactly what RecvMsg will hold (grpc-go's
+// streams cannot say). Errors are RecvMsg's (io.EOF once the client has
+// sent every message) but answer nothing: the call's RecvMsg answers
+// them. Waits end with the handler's context (the tap's).
+func (st *stream) NextMessageSize() (int, bool, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for st.availLocked() < grpcwire.PrefixLen {
+		if err := st.endedLocked(); err != nil {
+			return 0, false, err
+		}
+		if err := st.waitLocked(grpcwire.PrefixLen); err != nil {
+			return 0, false, err
+		}
+	}
+	compressed, n, err := grpcwire.ParsePrefix(st.rb.b[st.roff:])
+	if err != nil {
+		return 0, false, status.Error(codes.Internal, err.Error())
+	}
+	return int(n), compressed, nil
+}
+
 // RecvMsg reads the next message into m. As grpc-go's, it returns io.EOF
 // once the client has sent every message; for a method that takes one
 // request message it reads on to the client's end and fails if there is

@@ -238,6 +238,11 @@ func TestConcurrentCallersGetTheirOwnRows(t *testing.T) {
 		MaxBatchesInFlight: func() int { return 3 },
 		Dispatch: func(ctx context.Context, r *oip.InferRequest) (*oip.InferResponse, error) {
 			calls.Add(1)
+			// A runtime's service time: with every slot busy for it,
+			// callers queue and are merged even when the machine is
+			// loaded (a dispatch that returns at once lets each lone
+			// caller send its own request).
+			time.Sleep(100 * time.Microsecond)
 			ids := map[string]bool{}
 			for _, tag := range tagsOf(r) {
 				ids[strings.SplitN(tag, "/", 2)[0]] = true

@@ -67,6 +67,10 @@ type Options struct {
 	// finds none idle runs on a goroutine of its own, which joins the
 	// workers if there are fewer than NumWorkers. Zero means 256.
 	NumWorkers int
+	// WorkerIdle is how long a worker waits for a call before it exits,
+	// so that the pool, grown to the calls in flight under load, shrinks
+	// back once the load is gone. Zero means 10 seconds.
+	WorkerIdle time.Duration
 	// MinPingInterval is the keepalive enforcement: a client PING that
 	// comes sooner than this after the previous one, with no HEADERS or
 	// DATA sent by the server in between, is a strike; a PING that comes
@@ -89,6 +93,7 @@ const (
 	defaultMaxHeaderListSize = 16 << 20
 	defaultConnectionTimeout = 120 * time.Second
 	defaultNumWorkers        = 256
+	defaultWorkerIdle        = 10 * time.Second
 	defaultMinPingInterval   = 10 * time.Second
 	minReadBufferSize        = 32 << 10
 )
@@ -113,6 +118,9 @@ func (o Options) withDefaults() Options {
 	o.InitialConnWindowSize = max(o.InitialConnWindowSize, defaultWindow)
 	if o.NumWorkers <= 0 {
 		o.NumWorkers = defaultNumWorkers
+	}
+	if o.WorkerIdle <= 0 {
+		o.WorkerIdle = defaultWorkerIdle
 	}
 	if o.MinPingInterval == 0 {
 		o.MinPingInterval = defaultMinPingInterval
@@ -428,7 +436,18 @@ func (s *Server) dispatch(st *stream) {
 func (s *Server) worker(st *stream) {
 	defer s.workers.Add(-1)
 	st.run()
-	for st := range s.work {
-		st.run()
+	idle := time.NewTimer(s.opts.WorkerIdle)
+	defer idle.Stop()
+	for {
+		select {
+		case st, ok := <-s.work:
+			if !ok {
+				return
+			}
+			st.run()
+			idle.Reset(s.opts.WorkerIdle)
+		case <-idle.C:
+			return
+		}
 	}
 }

@@ -727,3 +727,30 @@ func TestNextMessageSize(t *testing.T) {
 		t.Error("a call with no message was answered OK")
 	}
 }
+
+// TestWorkersShrinkWhenIdle: the goroutines that ran calls under load
+// exit once no call has come for a while, so that a gateway's goroutines
+// go back to their idle count after a burst.
+func TestWorkersShrinkWhenIdle(t *testing.T) {
+	s, addr := serve(t, Options{WorkerIdle: 20 * time.Millisecond}, &inferService{infer: echoInfer})
+	cc := dial(t, addr)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			if _, err := inferRaw(testContext(t), cc, &pb.ModelInferRequest{ModelName: "m"}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if s.workers.Load() == 0 {
+		t.Fatal("no worker ran the calls")
+	}
+	deadline := time.Now().Add(testWait)
+	for s.workers.Load() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d workers still wait for calls %v after the last one", s.workers.Load(), testWait)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

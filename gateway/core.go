@@ -10,35 +10,27 @@ import (
 
 // The inference core: what every inference request goes through,
 // whatever its front door. A front door reads its request into a
-// router.Request and resolves it, hands an exchange (its own way of
-// sending the request and keeping the answer) to send, records the
-// answer with record, and writes answers and errors in its protocol's
-// form (writeRESTError; oip.GRPCStatus). Capabilities of the replica's
-// client (runtimes.Forwarder, runtimes.RawInferer) are the front doors'
-// fast paths.
+// router.Request and resolves it, hands send its own way of sending the
+// request (attempt), records the answer with record, and writes answers
+// and errors in its protocol's form (writeRESTError; oip.GRPCStatus).
+// Capabilities of the replica's client (runtimes.Forwarder,
+// runtimes.RawInferer) are the front doors' fast paths.
 
-// exchange is one inference request in its front door's terms.
-type exchange interface {
-	// attempt sends the request to a replica of r, under r's activator,
-	// batcher and the pool's retries, and keeps the answer. It reports
-	// whether r was retired while the request waited for it.
-	attempt(r *route) (retired bool)
-}
-
-// send runs x on r, counted in flight on r meanwhile, and once more on
-// the revision the current table resolves req to when r was retired
-// while the request waited for it. It returns the revision that answered
-// and the one to mirror to (nil for none), or the error of a request
-// that then reached no revision.
+// send runs attempt on r, counted in flight on r meanwhile, and once more
+// on the revision the current table resolves req to when attempt reports
+// that r was retired while the request waited for it. attempt sends the
+// request to a replica of r, under r's activator, batcher and the pool's
+// retries, and keeps the answer where its front door wants it. send
+// returns the revision that answered and the one to mirror to (nil for
+// none), or the error of a request that then reached no revision.
 //
-// X is a type parameter, not an interface value, so that each front
-// door's exchange (a small struct) is passed without being boxed: the
-// REST pass-through allocates nothing.
-func send[X exchange](g *Gateway, req router.Request, r, mirror *route, x X) (*route, *route, error) {
+// attempt does not escape, so a closure over the caller's locals stays
+// on its stack: the REST pass-through allocates nothing.
+func (g *Gateway) send(req router.Request, r, mirror *route, attempt func(r *route) (retired bool)) (*route, *route, error) {
 	for try := 1; ; try++ {
 		r.stats.Begin()
 		r.inFlight.Inc()
-		retired := x.attempt(r)
+		retired := attempt(r)
 		r.inFlight.Dec()
 		r.stats.End()
 		if !retired || try > 1 {

@@ -120,13 +120,20 @@ func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame) (*oip.
 		return nil, oip.GRPCStatus(err)
 	}
 	_, clientDeadline := ctx.Deadline()
-	var out grpcAnswer
-	if r, mirror, err = send(s.g, req, r, mirror, grpcExchange{s: s, ctx: ctx, req: req, in: in, out: &out}); err != nil {
+	var (
+		resp    *oip.RawFrame
+		callErr error
+	)
+	r, mirror, err = s.g.send(req, r, mirror, func(r *route) bool {
+		resp, callErr = s.infer(ctx, r, req, in)
+		return errors.Is(callErr, ErrRevisionRetired)
+	})
+	if err != nil {
 		s.g.countUnrouted("grpc", status.Code(oip.GRPCStatus(err)).String())
 		return nil, oip.GRPCStatus(err)
 	}
 	_ = grpc.SetHeader(ctx, r.grpcHeader)
-	resp, err := out.resp, out.err
+	err = callErr
 	code := codes.OK
 	if err != nil {
 		err = oip.GRPCStatus(s.g.drainError(err))
@@ -137,26 +144,6 @@ func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame) (*oip.
 		s.g.mirror.grpc(r.name, mirror, in, resp)
 	}
 	return resp, err
-}
-
-// grpcExchange is a ModelInfer call for the core (send): its answer, or
-// the error to answer with, goes into out.
-type grpcExchange struct {
-	s   grpcService
-	ctx context.Context
-	req router.Request
-	in  *oip.RawFrame
-	out *grpcAnswer
-}
-
-type grpcAnswer struct {
-	resp *oip.RawFrame
-	err  error
-}
-
-func (x grpcExchange) attempt(r *route) bool {
-	x.out.resp, x.out.err = x.s.infer(x.ctx, r, x.req, x.in)
-	return errors.Is(x.out.err, ErrRevisionRetired)
 }
 
 // grpcRouting reads the router's inputs from a gRPC request: the model,

@@ -105,32 +105,21 @@ func (g *Gateway) HandleREST(ctx *fasthttp.RequestCtx) {
 		if keyFromHeader {
 			h.Del(HeaderSessionKey)
 		}
-		x := restExchange{g: g, ctx: ctx, req: req, start: start, timeoutHeader: h.Peek(HeaderRequestTimeout)}
-		if r, mirror, err = send(g, req, r, mirror, x); err != nil {
+		timeoutHeader := h.Peek(HeaderRequestTimeout)
+		r, mirror, err = g.send(req, r, mirror, func(r *route) bool {
+			return g.restInfer(ctx, r, req, start, timeoutHeader)
+		})
+		if err != nil {
 			g.restError(ctx, err)
 			return
 		}
 		ctx.Response.Header.Set(HeaderRevision, r.Revision)
 		code := ctx.Response.StatusCode()
-		r.record(r.restRequests, r.gatewayREST, statusLabel(code), start, httpOutcome(code, len(x.timeoutHeader) > 0))
+		r.record(r.restRequests, r.gatewayREST, statusLabel(code), start, httpOutcome(code, len(timeoutHeader) > 0))
 		if mirror != nil {
 			g.mirror.rest(ctx, r.name, mirror)
 		}
 	}
-}
-
-// restExchange is a REST inference request for the core (send): its
-// answer is written into ctx's response.
-type restExchange struct {
-	g             *Gateway
-	ctx           *fasthttp.RequestCtx
-	req           router.Request
-	start         time.Time
-	timeoutHeader []byte // the request's HeaderRequestTimeout, if any
-}
-
-func (x restExchange) attempt(r *route) bool {
-	return x.g.restInfer(x.ctx, r, x.req, x.start, x.timeoutHeader)
 }
 
 // sessionKey returns the request's sticky key, and whether it came from

@@ -63,18 +63,21 @@ const maxTimeoutDigits = 8
 // EncodeTimeout writes d as a grpc-timeout value: at most 8 digits, in
 // the finest unit that holds it, rounded up so that the peer never sees
 // less time than was left. A d of zero or less is one nanosecond.
-func EncodeTimeout(d time.Duration) string {
+func EncodeTimeout(d time.Duration) string { return string(AppendTimeout(nil, d)) }
+
+// AppendTimeout appends d to dst as EncodeTimeout writes it, allocating
+// nothing when dst has room.
+func AppendTimeout(dst []byte, d time.Duration) []byte {
 	if d <= 0 {
-		return "1n"
+		return append(dst, '1', 'n')
 	}
 	for i := len(timeoutUnits) - 1; i >= 0; i-- {
 		u := timeoutUnits[i]
-		v := (d + u.d - 1) / u.d
-		if v < 1e8 {
-			return strconv.FormatInt(int64(v), 10) + string(u.unit)
+		if v := (d + u.d - 1) / u.d; v < 1e8 {
+			return append(strconv.AppendInt(dst, int64(v), 10), u.unit)
 		}
 	}
-	return "99999999H"
+	return append(dst, "99999999H"...)
 }
 
 // DecodeTimeout reads a grpc-timeout value.

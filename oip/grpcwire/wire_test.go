@@ -19,6 +19,10 @@ func TestTimeoutRoundTrip(t *testing.T) {
 			t.Fatalf("EncodeTimeout(%v) = %q reads back as %v: less time than was left", d, s, got)
 		}
 	}
+	var buf [16]byte
+	if a := testing.AllocsPerRun(100, func() { _ = AppendTimeout(buf[:0], 250*time.Millisecond) }); a != 0 {
+		t.Errorf("AppendTimeout into a buffer with room allocates %v times", a)
+	}
 	if EncodeTimeout(0) != "1n" || EncodeTimeout(-time.Second) != "1n" {
 		t.Fatal("a spent deadline must still encode as a valid timeout")
 	}

@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"strconv"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -79,7 +78,7 @@ func (cc *conn) roundTrip(ctx context.Context, cs *call, method string, req []by
 			cc.release()
 			return nil, ctxError(context.DeadlineExceeded)
 		}
-		timeout = appendTimeout(cs.tbuf[:0], d)
+		timeout = grpcwire.AppendTimeout(cs.tbuf[:0], d)
 	}
 	cs.req = req
 	_ = grpcwire.AppendPrefix(cs.sendPre[:0], len(req), false)
@@ -338,24 +337,4 @@ func (cc *conn) writeData(cs *call, off, n, maxFrame int) error {
 		}
 	}
 	return nil
-}
-
-// timeoutUnits are grpc-timeout's units, finest first.
-var timeoutUnits = [...]struct {
-	d    time.Duration
-	unit byte
-}{{time.Nanosecond, 'n'}, {time.Microsecond, 'u'}, {time.Millisecond, 'm'}, {time.Second, 'S'}, {time.Minute, 'M'}, {time.Hour, 'H'}}
-
-// appendTimeout appends d as grpcwire.EncodeTimeout writes it, without
-// allocating.
-func appendTimeout(dst []byte, d time.Duration) []byte {
-	if d <= 0 {
-		return append(dst, '1', 'n')
-	}
-	for _, u := range timeoutUnits {
-		if v := (d + u.d - 1) / u.d; v < 1e8 {
-			return append(strconv.AppendInt(dst, int64(v), 10), u.unit)
-		}
-	}
-	return append(dst, "99999999H"...)
 }

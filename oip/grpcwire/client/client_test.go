@@ -346,14 +346,6 @@ func TestBadMetadata(t *testing.T) {
 	}
 }
 
-func TestAppendTimeout(t *testing.T) {
-	for _, d := range []time.Duration{-1, 0, 1, 999, time.Microsecond + 1, 250 * time.Millisecond, 2 * time.Second, 99 * time.Second, 90 * time.Minute, 1000 * time.Hour, 1 << 62} {
-		if got, want := string(appendTimeout(nil, d)), encodeTimeout(d); got != want {
-			t.Errorf("appendTimeout(%v) = %q, grpcwire.EncodeTimeout says %q", d, got, want)
-		}
-	}
-}
-
 func TestMetadataSent(t *testing.T) {
 	svc := &deadlineService{md: make(chan metadata.MD, 1)}
 	addr, _ := startGRPC(t, svc)

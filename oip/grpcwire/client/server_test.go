@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/infergate/infergate/oip/grpcwire"
 	pb "github.com/infergate/infergate/oip/inferencepb"
 )
 
@@ -203,5 +202,3 @@ func (s *deadlineService) ModelInfer(ctx context.Context, req *pb.ModelInferRequ
 	}
 	return &pb.ModelInferResponse{Id: req.Id}, nil
 }
-
-func encodeTimeout(d time.Duration) string { return grpcwire.EncodeTimeout(d) }

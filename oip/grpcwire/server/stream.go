@@ -413,15 +413,9 @@ var errUnexpectedEOF = status.Error(codes.Internal, io.ErrUnexpectedEOF.Error())
 // is in, and never before.
 func (st *stream) readMessage() (bool, []byte, error) {
 	st.mu.Lock()
-	for st.availLocked() < grpcwire.PrefixLen {
-		if err := st.endedLocked(); err != nil {
-			st.mu.Unlock()
-			return false, nil, err
-		}
-		if err := st.waitLocked(grpcwire.PrefixLen); err != nil {
-			st.mu.Unlock()
-			return false, nil, err
-		}
+	if err := st.waitPrefixLocked(); err != nil {
+		st.mu.Unlock()
+		return false, nil, err
 	}
 	hdr := st.rb.b[st.roff:]
 	flag, n := hdr[0], binary.BigEndian.Uint32(hdr[1:grpcwire.PrefixLen])
@@ -465,6 +459,21 @@ func (st *stream) readMessage() (bool, []byte, error) {
 	data := st.rb.b[st.roff+grpcwire.PrefixLen : st.roff+need]
 	st.mu.Unlock()
 	return flag == 1, data, nil
+}
+
+// waitPrefixLocked waits, with mu released meanwhile, until the next
+// message's prefix is buffered; it returns endedLocked's error when the
+// stream ends first, or the handler context's.
+func (st *stream) waitPrefixLocked() error {
+	for st.availLocked() < grpcwire.PrefixLen {
+		if err := st.endedLocked(); err != nil {
+			return err
+		}
+		if err := st.waitLocked(grpcwire.PrefixLen); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // endedLocked returns the error that ends reading when no whole message
@@ -511,13 +520,8 @@ func (st *stream) consume(n int) {
 func (st *stream) NextMessageSize() (int, bool, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	for st.availLocked() < grpcwire.PrefixLen {
-		if err := st.endedLocked(); err != nil {
-			return 0, false, err
-		}
-		if err := st.waitLocked(grpcwire.PrefixLen); err != nil {
-			return 0, false, err
-		}
+	if err := st.waitPrefixLocked(); err != nil {
+		return 0, false, err
 	}
 	compressed, n, err := grpcwire.ParsePrefix(st.rb.b[st.roff:])
 	if err != nil {

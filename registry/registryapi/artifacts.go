@@ -28,7 +28,7 @@ const (
 // upload streams a PUT body into the registry as one artifact of a
 // PENDING version. What the client announces (Content-Length, a digest
 // header) is checked against the bytes; whatever fails stores nothing.
-func (h *Handler) upload(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) upload(w http.ResponseWriter, r *http.Request) error {
 	n, err := versionParam(r)
 	var q url.Values
 	if err == nil {
@@ -42,14 +42,12 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) {
 		up.Digest, err = requestDigest(r.Header)
 	}
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	up.Name = r.PathValue("path")
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		if _, _, err := mime.ParseMediaType(ct); err != nil {
-			h.writeError(w, invalid("Content-Type %q: %v", ct, err))
-			return
+			return invalid("Content-Type %q: %v", ct, err)
 		}
 		up.ContentType = ct
 	}
@@ -61,18 +59,17 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > max {
 			// Refused before a byte is read (a client that sent
 			// Expect: 100-continue sends none).
-			h.writeError(w, &registry.Error{Code: registry.CodeTooLarge,
-				Msg: fmt.Sprintf("artifact %s: Content-Length %d is more than the %d-byte upload limit", up.Name, r.ContentLength, max)})
-			return
+			return &registry.Error{Code: registry.CodeTooLarge,
+				Msg: fmt.Sprintf("artifact %s: Content-Length %d is more than the %d-byte upload limit", up.Name, r.ContentLength, max)}
 		}
 		body = http.MaxBytesReader(w, r.Body, max)
 	}
 	a, err := h.reg.AddArtifact(actorContext(r), r.PathValue("model"), n, up, body)
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	writeTagged(w, http.StatusOK, a.Digest, a)
+	return nil
 }
 
 // requestDigest returns the body digest a request announces, as
@@ -148,19 +145,14 @@ func decodeB64Digest(s string) (string, error) {
 
 // download answers an artifact's bytes with their length, digest and a
 // file name; http.ServeContent adds If-None-Match, HEAD and Range.
-func (h *Handler) download(w http.ResponseWriter, r *http.Request) {
-	n, err := versionParam(r)
-	if err == nil {
-		err = h.noQuery(r)
-	}
+func (h *Handler) download(w http.ResponseWriter, r *http.Request) error {
+	n, err := versionNoQuery(r)
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	f, a, err := h.reg.OpenArtifact(r.Context(), r.PathValue("model"), n, r.PathValue("path"))
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	defer f.Close()
 	hd := w.Header()
@@ -176,22 +168,16 @@ func (h *Handler) download(w http.ResponseWriter, r *http.Request) {
 		hd.Set(ContentDigestHeader, "sha-256=:"+base64.StdEncoding.EncodeToString(b)+":")
 	}
 	hd.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": path.Base(a.Name)}))
+	// ServeContent answers its own errors (416, 304, a failed read).
 	http.ServeContent(w, r, "", a.CreateTime, f)
+	return nil
 }
 
-func (h *Handler) listArtifacts(w http.ResponseWriter, r *http.Request) {
-	n, err := versionParam(r)
-	if err == nil {
-		err = h.noQuery(r)
-	}
+func (h *Handler) listArtifacts(w http.ResponseWriter, r *http.Request) error {
+	v, err := h.version(r)
 	if err != nil {
-		h.writeError(w, err)
-		return
-	}
-	v, err := h.reg.GetVersion(r.Context(), r.PathValue("model"), n)
-	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, items[registry.Artifact]{Items: nonNil(v.Artifacts)})
+	return nil
 }

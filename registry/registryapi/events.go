@@ -54,21 +54,18 @@ func eventQuery(q url.Values) (registry.EventQuery, bool, error) {
 	return eq, since != "", nil
 }
 
-func (h *Handler) listEvents(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) listEvents(w http.ResponseWriter, r *http.Request) error {
 	q, err := query(r, "since", "model", "kind", "limit")
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	eq, _, err := eventQuery(q)
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	evs, err := h.reg.QueryEvents(r.Context(), eq)
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	page := eventPage{Items: nonNil(evs)}
 	limit := eq.Limit
@@ -79,29 +76,29 @@ func (h *Handler) listEvents(w http.ResponseWriter, r *http.Request) {
 		page.NextPageToken = strconv.FormatInt(evs[len(evs)-1].ID, 10)
 	}
 	writeJSON(w, http.StatusOK, page)
+	return nil
 }
 
 // stream serves the event log as server-sent events (see the package
 // doc). The log is the buffer: the registry's Subscribe only wakes the
 // stream, which reads what was committed after the last event it sent, so
-// a client that falls behind catches up rather than losing events.
-func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
+// a client that falls behind catches up rather than losing events. It
+// returns an error only before the stream's header is written; after, a
+// store failure is told in the stream as an "event: error".
+func (h *Handler) stream(w http.ResponseWriter, r *http.Request) error {
 	q, err := query(r, "since", "model", "kind")
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	eq, hasSince, err := eventQuery(q)
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	if last := r.Header.Get("Last-Event-ID"); last != "" {
 		// A reconnecting client: resume after what it has.
 		id, err := strconv.ParseInt(strings.TrimSpace(last), 10, 64)
 		if err != nil || id < 0 {
-			h.writeError(w, invalid("Last-Event-ID %q: want an event id", last))
-			return
+			return invalid("Last-Event-ID %q: want an event id", last)
 		}
 		eq.SinceID, eq.Since = id, time.Time{}
 	} else if !hasSince {
@@ -125,8 +122,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 	wake := h.reg.Subscribe(ctx)
 	first, err := h.reg.QueryEvents(ctx, eq)
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	hd := w.Header()
 	hd.Set("Content-Type", "text/event-stream")
@@ -136,7 +132,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 	s := &sseWriter{w: w, rc: http.NewResponseController(w), timeout: h.opts.StreamWriteTimeout}
 	// retry: how long an EventSource waits before it reconnects.
 	if s.write([]byte(": infergate event stream\nretry: 2000\n\n")) != nil {
-		return
+		return nil
 	}
 	// send writes a batch and moves the cursor past it; it reports
 	// whether the log may hold more right now.
@@ -179,11 +175,11 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 	for err == nil {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case e, ok := <-wake:
 			switch {
 			case !ok:
-				return
+				return nil
 			case e.Kind != registry.EventGap && (e.ID <= eq.SinceID || !eventMatches(eq, e)):
 				// Sent already, or filtered out: nothing to read.
 			default:
@@ -196,13 +192,14 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if ctx.Err() != nil || isWriteErr(err) {
-		return // the client went, or the server ends the stream
+		return nil // the client went, or the server ends the stream
 	}
 	// The store failed: say so in the stream; the client may resume.
 	status, code := statusOf(err)
 	h.log.Warn("registry API: event stream ended", "status", status, "code", code, "err", err)
 	data, _ := json.Marshal(errorBody{Error: err.Error(), Code: code})
 	_ = s.write(append(append([]byte("event: error\ndata: "), data...), "\n\n"...))
+	return nil
 }
 
 // eventMatches reports whether the query's model and kind filters keep e.

@@ -141,45 +141,61 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.Serv
 func (h *Handler) routes() {
 	const m = "/api/v1/registry/models"
 	const v = m + "/{model}/versions/{n}"
-	change := h.opts.Guard
+	read := h.handle
+	change := func(f handlerFunc) http.HandlerFunc { return h.opts.Guard(h.handle(f)) }
 	for _, rt := range []struct {
 		pattern string
 		h       http.HandlerFunc
 	}{
-		{"GET " + m, h.listModels},
+		{"GET " + m, read(h.listModels)},
 		{"POST " + m, change(h.createModel)},
-		{"GET " + m + "/{model}", h.getModel},
+		{"GET " + m + "/{model}", read(h.getModel)},
 		{"PATCH " + m + "/{model}", change(h.updateModel)},
 		{"POST " + m + "/{model}/archive", change(h.archiveModel)},
-		{"GET " + m + "/{model}/versions", h.listVersions},
+		{"GET " + m + "/{model}/versions", read(h.listVersions)},
 		{"POST " + m + "/{model}/versions", change(h.createVersion)},
-		{"GET " + v, h.getVersion},
+		{"GET " + v, read(h.getVersion)},
 		{"PATCH " + v, change(h.updateVersion)},
 		{"POST " + v + "/ready", change(h.markReady)},
 		{"POST " + v + "/failed", change(h.markFailed)},
 		{"POST " + v + "/archive", change(h.archiveVersion)},
-		{"GET " + v + "/artifacts", h.listArtifacts},
+		{"GET " + v + "/artifacts", read(h.listArtifacts)},
 		{"PUT " + v + "/artifacts/{path...}", change(h.upload)},
-		{"GET " + v + "/artifacts/{path...}", h.download},
-		{"GET " + m + "/{model}/aliases", h.listAliases},
-		{"GET " + m + "/{model}/aliases/{alias}", h.getAlias},
+		{"GET " + v + "/artifacts/{path...}", read(h.download)},
+		{"GET " + m + "/{model}/aliases", read(h.listAliases)},
+		{"GET " + m + "/{model}/aliases/{alias}", read(h.getAlias)},
 		{"PUT " + m + "/{model}/aliases/{alias}", change(h.setAlias)},
 		{"DELETE " + m + "/{model}/aliases/{alias}", change(h.deleteAlias)},
-		{"GET " + m + "/{model}/aliases/{alias}/history", h.aliasHistory},
-		{"GET /api/v1/registry/resolve", h.resolve},
-		{"GET " + eventsPath, h.listEvents},
-		{"GET " + eventsPrefix + "stream", h.stream},
+		{"GET " + m + "/{model}/aliases/{alias}/history", read(h.aliasHistory)},
+		{"GET /api/v1/registry/resolve", read(h.resolve)},
+		{"GET " + eventsPath, read(h.listEvents)},
+		{"GET " + eventsPrefix + "stream", read(h.stream)},
 	} {
 		h.mux.HandleFunc(rt.pattern, rt.h)
 	}
 	for _, p := range h.Patterns() {
-		h.mux.HandleFunc(p, h.noRoute)
+		h.mux.HandleFunc(p, h.handle(h.noRoute))
+	}
+}
+
+// handlerFunc is a route's handler: it answers success itself and returns
+// an error, having written no status, for handle to answer (headers it
+// set, such as Allow, are kept).
+type handlerFunc func(http.ResponseWriter, *http.Request) error
+
+// handle adapts f to net/http: the error f returns is answered by
+// writeError, the one place the API writes errors.
+func (h *Handler) handle(f handlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := f(w, r); err != nil {
+			h.writeError(w, err)
+		}
 	}
 }
 
 // noRoute answers a path no route takes: 405 with Allow when the path is a
 // route's for other methods, else 404.
-func (h *Handler) noRoute(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) noRoute(w http.ResponseWriter, r *http.Request) error {
 	var allow []string
 	for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
 		probe := r.Clone(r.Context())
@@ -189,13 +205,13 @@ func (h *Handler) noRoute(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(allow) > 0 {
+		// Set before the error is written, which keeps it.
 		w.Header().Set("Allow", strings.Join(allow, ", "))
-		h.writeError(w, &httpError{http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED",
-			fmt.Sprintf("%s %s: the method is not allowed; use %s", r.Method, r.URL.Path, strings.Join(allow, ", "))})
-		return
+		return &httpError{http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED",
+			fmt.Sprintf("%s %s: the method is not allowed; use %s", r.Method, r.URL.Path, strings.Join(allow, ", "))}
 	}
-	h.writeError(w, &httpError{http.StatusNotFound, "NOT_FOUND",
-		fmt.Sprintf("no registry API at %s %s; see /api/v1/registry/models, /api/v1/registry/resolve?ref=, /api/v1/events", r.Method, r.URL.Path)})
+	return &httpError{http.StatusNotFound, "NOT_FOUND",
+		fmt.Sprintf("no registry API at %s %s; see /api/v1/registry/models, /api/v1/registry/resolve?ref=, /api/v1/events", r.Method, r.URL.Path)}
 }
 
 // httpError is an error of the request itself that the registry never

@@ -26,53 +26,49 @@ func AliasPath(model, alias string) string {
 	return ModelPath(model) + "/aliases/" + url.PathEscape(alias)
 }
 
-func (h *Handler) listModels(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) listModels(w http.ResponseWriter, r *http.Request) error {
 	o, err := listOptions(r, "name")
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	page, err := h.reg.ListModels(r.Context(), o)
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, page)
+	return nil
 }
 
-func (h *Handler) createModel(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) createModel(w http.ResponseWriter, r *http.Request) error {
 	var c registry.ModelCreate
 	if err := h.noQuery(r); err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	if err := h.decodeBody(w, r, &c, true); err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	m, err := h.reg.CreateModel(actorContext(r), c)
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	w.Header().Set("Location", ModelPath(m.Name))
 	writeTagged(w, http.StatusCreated, m.ETag, m)
+	return nil
 }
 
-func (h *Handler) getModel(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) getModel(w http.ResponseWriter, r *http.Request) error {
 	if err := h.noQuery(r); err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	m, err := h.reg.GetModel(r.Context(), r.PathValue("model"))
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	writeTagged(w, http.StatusOK, m.ETag, m)
+	return nil
 }
 
-func (h *Handler) updateModel(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) updateModel(w http.ResponseWriter, r *http.Request) error {
 	var u registry.ModelUpdate
 	match, err := ifMatch(r)
 	if err == nil {
@@ -82,49 +78,46 @@ func (h *Handler) updateModel(w http.ResponseWriter, r *http.Request) {
 		err = h.decodeBody(w, r, &u, true)
 	}
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	m, err := h.reg.UpdateModel(actorContext(r), r.PathValue("model"), u, match)
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	writeTagged(w, http.StatusOK, m.ETag, m)
+	return nil
 }
 
 // archiveModel archives through UpdateModel, which honours If-Match (and
 // applies ArchiveModel's guard against versions in use).
-func (h *Handler) archiveModel(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) archiveModel(w http.ResponseWriter, r *http.Request) error {
 	match, err := h.emptyChange(w, r)
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	archived := registry.StateArchived
 	m, err := h.reg.UpdateModel(actorContext(r), r.PathValue("model"), registry.ModelUpdate{State: &archived}, match)
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	writeTagged(w, http.StatusOK, m.ETag, m)
+	return nil
 }
 
-func (h *Handler) listVersions(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) listVersions(w http.ResponseWriter, r *http.Request) error {
 	o, err := listOptions(r, "status")
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	page, err := h.reg.ListVersions(r.Context(), r.PathValue("model"), o)
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, page)
+	return nil
 }
 
-func (h *Handler) createVersion(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) createVersion(w http.ResponseWriter, r *http.Request) error {
 	var c registry.VersionCreate
 	err := h.noQuery(r)
 	if err == nil {
@@ -132,36 +125,27 @@ func (h *Handler) createVersion(w http.ResponseWriter, r *http.Request) {
 		err = h.decodeBody(w, r, &c, false)
 	}
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	v, err := h.reg.CreateVersion(actorContext(r), r.PathValue("model"), c)
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	w.Header().Set("Location", VersionPath(v.Model, v.Version))
 	writeTagged(w, http.StatusCreated, v.ETag, v)
+	return nil
 }
 
-func (h *Handler) getVersion(w http.ResponseWriter, r *http.Request) {
-	n, err := versionParam(r)
-	if err == nil {
-		err = h.noQuery(r)
-	}
+func (h *Handler) getVersion(w http.ResponseWriter, r *http.Request) error {
+	v, err := h.version(r)
 	if err != nil {
-		h.writeError(w, err)
-		return
-	}
-	v, err := h.reg.GetVersion(r.Context(), r.PathValue("model"), n)
-	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	writeTagged(w, http.StatusOK, v.ETag, v)
+	return nil
 }
 
-func (h *Handler) updateVersion(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) updateVersion(w http.ResponseWriter, r *http.Request) error {
 	var u registry.VersionUpdate
 	n, err := versionParam(r)
 	var match string
@@ -175,32 +159,30 @@ func (h *Handler) updateVersion(w http.ResponseWriter, r *http.Request) {
 		err = h.decodeBody(w, r, &u, true)
 	}
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	v, err := h.reg.UpdateVersion(actorContext(r), r.PathValue("model"), n, u, match)
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	writeTagged(w, http.StatusOK, v.ETag, v)
+	return nil
 }
 
-func (h *Handler) markReady(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) markReady(w http.ResponseWriter, r *http.Request) error {
 	n, err := versionParam(r)
 	if err == nil {
 		_, err = h.emptyChange(w, r)
 	}
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	v, err := h.reg.MarkReady(actorContext(r), r.PathValue("model"), n)
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	writeTagged(w, http.StatusOK, v.ETag, v)
+	return nil
 }
 
 // failedRequest is the body of POST .../failed.
@@ -208,46 +190,41 @@ type failedRequest struct {
 	Message string `json:"message"`
 }
 
-func (h *Handler) markFailed(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) markFailed(w http.ResponseWriter, r *http.Request) error {
 	var body failedRequest
-	n, err := versionParam(r)
-	if err == nil {
-		err = h.noQuery(r)
-	}
+	n, err := versionNoQuery(r)
 	if err == nil {
 		err = h.decodeBody(w, r, &body, false)
 	}
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	v, err := h.reg.MarkFailed(actorContext(r), r.PathValue("model"), n, body.Message)
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	writeTagged(w, http.StatusOK, v.ETag, v)
+	return nil
 }
 
 // archiveVersion archives through UpdateVersion, which honours If-Match
 // (and applies ArchiveVersion's guard against aliases and users).
-func (h *Handler) archiveVersion(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) archiveVersion(w http.ResponseWriter, r *http.Request) error {
 	n, err := versionParam(r)
 	var match string
 	if err == nil {
 		match, err = h.emptyChange(w, r)
 	}
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	archived := registry.StateArchived
 	v, err := h.reg.UpdateVersion(actorContext(r), r.PathValue("model"), n, registry.VersionUpdate{State: &archived}, match)
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	writeTagged(w, http.StatusOK, v.ETag, v)
+	return nil
 }
 
 // items is the answer of a list that has no pages.
@@ -255,30 +232,28 @@ type items[T any] struct {
 	Items []T `json:"items"`
 }
 
-func (h *Handler) listAliases(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) listAliases(w http.ResponseWriter, r *http.Request) error {
 	if err := h.noQuery(r); err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	as, err := h.reg.ListAliases(r.Context(), r.PathValue("model"))
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, items[registry.Alias]{Items: nonNil(as)})
+	return nil
 }
 
-func (h *Handler) getAlias(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) getAlias(w http.ResponseWriter, r *http.Request) error {
 	if err := h.noQuery(r); err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	a, err := h.reg.GetAlias(r.Context(), r.PathValue("model"), r.PathValue("alias"))
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, a)
+	return nil
 }
 
 // aliasRequest is the body of PUT (version and reason) and DELETE (reason)
@@ -288,7 +263,7 @@ type aliasRequest struct {
 	Reason  string `json:"reason,omitempty"`
 }
 
-func (h *Handler) setAlias(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) setAlias(w http.ResponseWriter, r *http.Request) error {
 	var body aliasRequest
 	err := h.noQuery(r)
 	if err == nil {
@@ -298,15 +273,14 @@ func (h *Handler) setAlias(w http.ResponseWriter, r *http.Request) {
 		err = invalid("body: field version: want the version number the alias points at (1, 2, ...), got %d", body.Version)
 	}
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	a, err := h.reg.SetAlias(actorContext(r), r.PathValue("model"), r.PathValue("alias"), body.Version, body.Reason)
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, a)
+	return nil
 }
 
 // deleteRequest is the optional body of DELETE .../aliases/{alias}.
@@ -314,7 +288,7 @@ type deleteRequest struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-func (h *Handler) deleteAlias(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) deleteAlias(w http.ResponseWriter, r *http.Request) error {
 	var body deleteRequest
 	q, err := query(r, "reason")
 	if err == nil {
@@ -328,26 +302,24 @@ func (h *Handler) deleteAlias(w http.ResponseWriter, r *http.Request) {
 		err = invalid("reason is given both in the query and in the body; give it once")
 	}
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	model, alias := r.PathValue("model"), r.PathValue("alias")
 	if err := h.reg.DeleteAlias(actorContext(r), model, alias, body.Reason); err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
-func (h *Handler) aliasHistory(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) aliasHistory(w http.ResponseWriter, r *http.Request) error {
 	q, err := query(r, "limit")
 	var limit int
 	if err == nil {
 		limit, err = intParam(q, "limit")
 	}
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	model, alias := r.PathValue("model"), r.PathValue("alias")
 	hist, err := h.reg.AliasHistory(r.Context(), model, alias, limit)
@@ -356,13 +328,13 @@ func (h *Handler) aliasHistory(w http.ResponseWriter, r *http.Request) {
 		_, err = h.reg.GetAlias(r.Context(), model, alias)
 	}
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, items[registry.AliasChange]{Items: nonNil(hist)})
+	return nil
 }
 
-func (h *Handler) resolve(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) resolve(w http.ResponseWriter, r *http.Request) error {
 	q, err := query(r, "ref")
 	var ref string
 	if err == nil {
@@ -372,15 +344,37 @@ func (h *Handler) resolve(w http.ResponseWriter, r *http.Request) {
 		err = invalid("query parameter ref is missing: want ref=registry://<model>[/<version>|@<alias>|@sha256:<hex>]")
 	}
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	v, err := h.reg.Resolve(r.Context(), ref)
 	if err != nil {
-		h.writeError(w, err)
-		return
+		return err
 	}
 	writeTagged(w, http.StatusOK, v.ETag, v)
+	return nil
+}
+
+// version loads the version a GET's path names ({model}, {n}), refusing
+// a bad {n} and then any query parameter, in that order.
+func (h *Handler) version(r *http.Request) (*registry.ModelVersion, error) {
+	n, err := versionNoQuery(r)
+	if err != nil {
+		return nil, err
+	}
+	return h.reg.GetVersion(r.Context(), r.PathValue("model"), n)
+}
+
+// versionNoQuery parses the path's {n} and refuses query parameters on a
+// version's route that takes none.
+func versionNoQuery(r *http.Request) (int64, error) {
+	n, err := versionParam(r)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := query(r); err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // noQuery refuses query parameters on a route that takes none.

@@ -110,18 +110,12 @@ spec:
 	te := newTestEnv(t, nil)
 	run := te.run(p, nil, SubmitOptions{})
 	wantState(t, run, RunSucceeded)
-	want := map[string]string{
+	wantSteps(t, run, map[string]string{
 		"eval":     "succeeded ",
 		"register": `skipped condition "steps.eval.outputs.accuracy >= params.threshold && !(params.threshold < 0)" is false`,
 		"deploy":   "skipped not run: step register was skipped",
 		"alert":    "succeeded ",
-	}
-	for name, w := range want {
-		s := step(t, run, name)
-		if got := string(s.State) + " " + s.Reason; got != w {
-			t.Errorf("step %s: %q, want %q", name, got, w)
-		}
-	}
+	})
 	run = te.run(p, map[string]string{"threshold": "0.5"}, SubmitOptions{})
 	// register and deploy may reuse alert's outputs of the first run: the
 	// same command with the same (no) inputs.
@@ -230,20 +224,14 @@ spec:
 	if want := "step bad failed: exit code 1: boom"; run.Reason != want {
 		t.Errorf("run reason %q, want %q", run.Reason, want)
 	}
-	want := map[string]string{
+	wantSteps(t, run, map[string]string{
 		"ok":          "succeeded ",
 		"bad":         "failed exit code 1: boom",
 		"never":       "skipped not run: step bad failed",
 		"cleanup":     "succeeded ",
 		"needs-never": "skipped not run: step never was skipped",
 		"last":        "succeeded ",
-	}
-	for name, w := range want {
-		s := step(t, run, name)
-		if got := string(s.State) + " " + s.Reason; got != w {
-			t.Errorf("step %s: %q, want %q", name, got, w)
-		}
-	}
+	})
 	if got := step(t, run, "cleanup").Outputs.Params["msg"]; got != "failed n=5" {
 		t.Errorf("cleanup wrote %q", got)
 	}

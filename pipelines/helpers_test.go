@@ -98,6 +98,18 @@ func step(t testing.TB, run *Run, name string) StepRun {
 	return StepRun{}
 }
 
+// wantSteps checks each named step's state and reason, given as
+// "STATE REASON" ("succeeded " for no reason).
+func wantSteps(t testing.TB, run *Run, want map[string]string) {
+	t.Helper()
+	for name, w := range want {
+		s := step(t, run, name)
+		if got := string(s.State) + " " + s.Reason; got != w {
+			t.Errorf("step %s: %q, want %q", name, got, w)
+		}
+	}
+}
+
 // describeRun prints a run's steps for a failure message.
 func describeRun(run *Run) string {
 	var b strings.Builder

@@ -106,29 +106,18 @@ func decodePipeline(data []byte, p *problems) *Pipeline {
 		return pl
 	}
 	d.known(sp, "spec", "params", "steps", "finally")
-	if raw, ok := sp["params"]; ok && raw != nil {
-		if pm, ok := d.object(raw, "spec.params"); ok {
-			pl.Spec.Params = make(map[string]ParamSpec, len(pm))
-			for _, name := range keys(pm) {
-				f := "spec.params." + name
-				d.boolKey(f, name)
-				o, ok := d.object(pm[name], f)
-				if !ok {
-					continue
+	pl.Spec.Params = namedObjects(d, sp["params"], "spec.params", []string{"type", "default", "description"},
+		func(f string, o map[string]any) ParamSpec {
+			ps := ParamSpec{Type: Type(d.str(o["type"], f+".type", true)), Description: d.str(o["description"], f+".description", false)}
+			if def, ok := o["default"]; ok && def != nil {
+				v, err := canonical(def)
+				if err != nil {
+					top.addf(f+".default", "%v", err)
 				}
-				d.known(o, f, "type", "default", "description")
-				ps := ParamSpec{Type: Type(d.str(o["type"], f+".type", true)), Description: d.str(o["description"], f+".description", false)}
-				if def, ok := o["default"]; ok && def != nil {
-					v, err := canonical(def)
-					if err != nil {
-						top.addf(f+".default", "%v", err)
-					}
-					ps.Default = v
-				}
-				pl.Spec.Params[name] = ps
+				ps.Default = v
 			}
-		}
-	}
+			return ps
+		})
 	pl.Spec.Steps = d.steps(sp["steps"], "spec.steps", false)
 	pl.Spec.Finally = d.steps(sp["finally"], "spec.finally", true)
 	if _, ok := sp["steps"]; !ok {
@@ -212,6 +201,35 @@ func (d decoder) strMap(v any, field string) map[string]string {
 	for _, k := range keys(m) {
 		d.boolKey(field+"."+k, k)
 		out[k] = d.str(m[k], field+"."+k, false)
+	}
+	return out
+}
+
+// namedObjects decodes a mapping of names to mappings (spec.params,
+// inputs, outputs.params) at field: each name in sorted order is checked
+// for a YAML boolean, its value must be a mapping with only the allowed
+// keys, and decode turns it into the entry, given the entry's field
+// path. An entry whose value is not a mapping is reported and left out.
+// A missing or null v is nil; a v that is not a mapping is reported and
+// nil.
+func namedObjects[T any](d decoder, v any, field string, allowed []string, decode func(f string, o map[string]any) T) map[string]T {
+	if v == nil {
+		return nil
+	}
+	m, ok := d.object(v, field)
+	if !ok {
+		return nil
+	}
+	out := make(map[string]T, len(m))
+	for _, name := range keys(m) {
+		f := field + "." + name
+		d.boolKey(f, name)
+		o, ok := d.object(m[name], f)
+		if !ok {
+			continue
+		}
+		d.known(o, f, allowed...)
+		out[name] = decode(f, o)
 	}
 	return out
 }
@@ -323,50 +341,28 @@ func (d decoder) step(m map[string]any) Step {
 	}
 	s.Command = d.strList(m["command"], "command")
 	s.Env = d.strMap(m["env"], "env")
-	if raw, ok := m["inputs"]; ok && raw != nil {
-		if im, ok := d.object(raw, "inputs"); ok {
-			s.Inputs = make(map[string]Input, len(im))
-			for _, name := range keys(im) {
-				f := "inputs." + name
-				d.boolKey(f, name)
-				o, ok := d.object(im[name], f)
-				if !ok {
-					continue
+	s.Inputs = namedObjects(d, m["inputs"], "inputs", []string{"from", "value", "file", "type"},
+		func(f string, o map[string]any) Input {
+			in := Input{From: d.str(o["from"], f+".from", false), File: d.str(o["file"], f+".file", false), Type: Type(d.str(o["type"], f+".type", false))}
+			if val, ok := o["value"]; ok {
+				if val == nil {
+					d.at.addf(f+".value", "null is not a value")
+				} else if c, err := canonical(val); err != nil {
+					d.at.addf(f+".value", "%v", err)
+				} else {
+					in.Value = c
 				}
-				d.known(o, f, "from", "value", "file", "type")
-				in := Input{From: d.str(o["from"], f+".from", false), File: d.str(o["file"], f+".file", false), Type: Type(d.str(o["type"], f+".type", false))}
-				if val, ok := o["value"]; ok {
-					if val == nil {
-						d.at.addf(f+".value", "null is not a value")
-					} else if c, err := canonical(val); err != nil {
-						d.at.addf(f+".value", "%v", err)
-					} else {
-						in.Value = c
-					}
-				}
-				s.Inputs[name] = in
 			}
-		}
-	}
+			return in
+		})
 	if raw, ok := m["outputs"]; ok && raw != nil {
 		if om, ok := d.object(raw, "outputs"); ok {
 			d.known(om, "outputs", "params", "artifacts")
-			if pr, ok := om["params"]; ok && pr != nil {
-				if pm, ok := d.object(pr, "outputs.params"); ok {
-					s.Outputs.Params = make(map[string]OutputParam, len(pm))
-					for _, name := range keys(pm) {
-						f := "outputs.params." + name
-						d.boolKey(f, name)
-						o, ok := d.object(pm[name], f)
-						if !ok {
-							continue
-						}
-						d.known(o, f, "type", "artifact", "key")
-						s.Outputs.Params[name] = OutputParam{Type: Type(d.str(o["type"], f+".type", true)),
-							Artifact: d.str(o["artifact"], f+".artifact", false), Key: d.str(o["key"], f+".key", false)}
-					}
-				}
-			}
+			s.Outputs.Params = namedObjects(d, om["params"], "outputs.params", []string{"type", "artifact", "key"},
+				func(f string, o map[string]any) OutputParam {
+					return OutputParam{Type: Type(d.str(o["type"], f+".type", true)),
+						Artifact: d.str(o["artifact"], f+".artifact", false), Key: d.str(o["key"], f+".key", false)}
+				})
 			s.Outputs.Artifacts = d.strList(om["artifacts"], "outputs.artifacts")
 		}
 	}

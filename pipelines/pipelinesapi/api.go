@@ -66,15 +66,15 @@ func New(opts Options) (http.Handler, error) {
 	}
 	a := &api{e: opts.Engine, guard: opts.Guard, max: opts.MaxBodyBytes}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /api/v1/runs", a.guard(withActor(a.submit)))
-	mux.HandleFunc("GET /api/v1/runs", a.list)
-	mux.HandleFunc("GET /api/v1/runs/{id}", a.get)
-	mux.HandleFunc("POST /api/v1/runs/{id}/cancel", a.guard(withActor(a.cancel)))
-	mux.HandleFunc("POST /api/v1/runs/{id}/retry", a.guard(withActor(a.retry)))
-	mux.HandleFunc("GET /api/v1/runs/{id}/steps/{step}/logs", a.logs)
-	notFound := func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, errNoRoute{r.Method + " " + r.URL.Path})
-	}
+	mux.HandleFunc("POST /api/v1/runs", a.guard(withActor(handle(a.submit))))
+	mux.HandleFunc("GET /api/v1/runs", handle(a.list))
+	mux.HandleFunc("GET /api/v1/runs/{id}", handle(a.get))
+	mux.HandleFunc("POST /api/v1/runs/{id}/cancel", a.guard(withActor(handle(a.cancel))))
+	mux.HandleFunc("POST /api/v1/runs/{id}/retry", a.guard(withActor(handle(a.retry))))
+	mux.HandleFunc("GET /api/v1/runs/{id}/steps/{step}/logs", handle(a.logs))
+	notFound := handle(func(w http.ResponseWriter, r *http.Request) error {
+		return errNoRoute{r.Method + " " + r.URL.Path}
+	})
 	mux.HandleFunc("/api/v1/runs", notFound)
 	mux.HandleFunc("/api/v1/runs/", notFound)
 	return mux, nil
@@ -144,6 +144,17 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v)
 }
 
+// handle adapts a handler that returns its error instead of writing it:
+// writeError is the one place an error is written. A handler returns an
+// error only before it has written anything.
+func handle(h func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			writeError(w, err)
+		}
+	}
+}
+
 func writeError(w http.ResponseWriter, err error) {
 	writeJSON(w, status(err), map[string]string{"error": err.Error()})
 }
@@ -153,7 +164,7 @@ func badRequest(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{pipelines.ErrInvalid}, args...)...)
 }
 
-func (a *api) submit(w http.ResponseWriter, r *http.Request) {
+func (a *api) submit(w http.ResponseWriter, r *http.Request) error {
 	var req SubmitRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, a.max))
 	dec.DisallowUnknownFields()
@@ -168,15 +179,12 @@ func (a *api) submit(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		if errors.As(err, new(*http.MaxBytesError)) {
-			writeError(w, errTooLarge{a.max})
-			return
+			return errTooLarge{a.max}
 		}
-		writeError(w, badRequest("the body is not a submit request: %v", err))
-		return
+		return badRequest("the body is not a submit request: %v", err)
 	}
 	if strings.TrimSpace(req.Pipeline) == "" {
-		writeError(w, badRequest("pipeline: missing (the pipeline's YAML)"))
-		return
+		return badRequest("pipeline: missing (the pipeline's YAML)")
 	}
 	params := make(map[string]string, len(req.Params))
 	for k, raw := range req.Params {
@@ -186,82 +194,76 @@ func (a *api) submit(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		if strings.TrimSpace(string(raw)) == "null" {
-			writeError(w, badRequest("params.%s: null is not a value", k))
-			return
+			return badRequest("params.%s: null is not a value", k)
 		}
 		params[k] = string(raw)
 	}
 	p, err := pipelines.ParseSource(req.Source, []byte(req.Pipeline), req.BaseDir)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	id, err := a.e.Submit(r.Context(), p, params, pipelines.SubmitOptions{DisableCache: req.DisableCache})
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
-	a.answerRun(w, r, http.StatusCreated, id)
+	return a.answerRun(w, r, http.StatusCreated, id)
 }
 
 // answerRun answers with the run as stored now.
-func (a *api) answerRun(w http.ResponseWriter, r *http.Request, code int, id pipelines.RunID) {
+func (a *api) answerRun(w http.ResponseWriter, r *http.Request, code int, id pipelines.RunID) error {
 	run, err := a.e.Get(r.Context(), id)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	w.Header().Set("Location", "/api/v1/runs/"+string(id))
 	writeJSON(w, code, run)
+	return nil
 }
 
-func (a *api) list(w http.ResponseWriter, r *http.Request) {
+func (a *api) list(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	o := pipelines.ListOptions{Pipeline: q.Get("pipeline"), State: pipelines.RunState(q.Get("state")), PageToken: q.Get("pageToken")}
 	if s := q.Get("pageSize"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil {
-			writeError(w, badRequest("pageSize %q is not a number", s))
-			return
+			return badRequest("pageSize %q is not a number", s)
 		}
 		o.PageSize = n
 	}
 	page, err := a.e.List(r.Context(), o)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, page)
+	return nil
 }
 
-func (a *api) get(w http.ResponseWriter, r *http.Request) {
+func (a *api) get(w http.ResponseWriter, r *http.Request) error {
 	run, err := a.e.Get(r.Context(), pipelines.RunID(r.PathValue("id")))
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, run)
+	return nil
 }
 
-func (a *api) cancel(w http.ResponseWriter, r *http.Request) {
+func (a *api) cancel(w http.ResponseWriter, r *http.Request) error {
 	id := pipelines.RunID(r.PathValue("id"))
 	if err := a.e.Cancel(r.Context(), id); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
-	a.answerRun(w, r, http.StatusAccepted, id)
+	return a.answerRun(w, r, http.StatusAccepted, id)
 }
 
-func (a *api) retry(w http.ResponseWriter, r *http.Request) {
+func (a *api) retry(w http.ResponseWriter, r *http.Request) error {
 	id := pipelines.RunID(r.PathValue("id"))
 	if err := a.e.Retry(r.Context(), id); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
-	a.answerRun(w, r, http.StatusAccepted, id)
+	return a.answerRun(w, r, http.StatusAccepted, id)
 }
 
-func (a *api) logs(w http.ResponseWriter, r *http.Request) {
+func (a *api) logs(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	o := pipelines.LogOptions{}
 	for _, f := range []struct {
@@ -271,8 +273,7 @@ func (a *api) logs(w http.ResponseWriter, r *http.Request) {
 		if s := q.Get(f.name); s != "" {
 			n, err := strconv.Atoi(s)
 			if err != nil {
-				writeError(w, badRequest("%s %q is not a number", f.name, s))
-				return
+				return badRequest("%s %q is not a number", f.name, s)
 			}
 			*f.dst = n
 		}
@@ -282,13 +283,11 @@ func (a *api) logs(w http.ResponseWriter, r *http.Request) {
 	case "1", "true":
 		o.Follow = true
 	default:
-		writeError(w, badRequest("follow %q: want 1 or 0", q.Get("follow")))
-		return
+		return badRequest("follow %q: want 1 or 0", q.Get("follow"))
 	}
 	rc, err := a.e.Logs(r.Context(), pipelines.RunID(r.PathValue("id")), r.PathValue("step"), o)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	defer rc.Close()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -300,7 +299,7 @@ func (a *api) logs(w http.ResponseWriter, r *http.Request) {
 		n, err := rc.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				return
+				return nil // the client left
 			}
 			if o.Follow {
 				_ = rcon.Flush()
@@ -309,7 +308,7 @@ func (a *api) logs(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			// The status is sent: an error past it (the client left, the
 			// engine closed) ends the stream.
-			return
+			return nil
 		}
 	}
 }

@@ -15,10 +15,11 @@
 // iteration or attempt, 409 for an action the run's state refuses
 // (cancelling an ended run, retrying a running or succeeded one), 413 for
 // a body over its bound, 429 past the engine's active runs, 503 when the
-// engine is closing; the status is chosen in one place (status). Changes
-// (the POSTs) go through Options.Guard, as the registry's API guards its
-// own (controlplane.Guard: JSON only, no Origin, loopback only unless
-// allowed).
+// engine is closing. Handlers return their errors, which are written in
+// one place (handle, writeError), the status chosen in one (status).
+// Changes (the POSTs) go through Options.Guard, as the registry's API
+// guards its own (controlplane.Guard: JSON only, no Origin, loopback only
+// unless allowed).
 //
 // A submitted pipeline runs its commands as the engine's user on the
 // engine's machine, and its file inputs and baseDir name that machine's

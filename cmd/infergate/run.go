@@ -134,9 +134,15 @@ type runCLI struct {
 // runRun runs `infergate run ...` (see runUsage). SIGINT and SIGTERM stop
 // a -wait or a logs -f (the run goes on).
 func runRun(args []string, stdout, stderr io.Writer) error {
+	return untilSignal(runRunContext, args, stdout, stderr)
+}
+
+// untilSignal runs a command with a context that SIGINT and SIGTERM
+// cancel, for the commands (run, step) whose work should stop on Ctrl-C.
+func untilSignal(cmd func(ctx context.Context, args []string, stdout, stderr io.Writer) error, args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	return runRunContext(ctx, args, stdout, stderr)
+	return cmd(ctx, args, stdout, stderr)
 }
 
 // runRunContext is runRun until ctx is done.

@@ -10,12 +10,10 @@ import (
 	"maps"
 	"math"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -42,9 +40,7 @@ Run "infergate step STEP -h" for a step's flags.
 // runStep runs `infergate step STEP`. SIGINT and SIGTERM cancel the step:
 // train stops between two batches, sweep stops its trials.
 func runStep(args []string, stdout, stderr io.Writer) error {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	return runStepContext(ctx, args, stdout, stderr)
+	return untilSignal(runStepContext, args, stdout, stderr)
 }
 
 func runStepContext(ctx context.Context, args []string, stdout, stderr io.Writer) error {

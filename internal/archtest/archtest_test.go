@@ -39,6 +39,9 @@ var rules = []rule{
 	{"serving", []string{"controlplane", "gateway", "router", "batcher", "autoscaler", "runtimes", "oip", "config"}, nil},
 	// The router picks revisions, not replicas: it shares only the
 	// hashing of sticky keys with the pools.
+	// Quotas and fair sharing know tenants by name, never how they were
+	// authenticated.
+	{"gateway/quota", []string{"oip"}, nil},
 	{"router", []string{"oip", "internal/keyhash"}, nil},
 	{"batcher", []string{"oip"}, nil},
 	{"autoscaler", nil, nil},

@@ -163,16 +163,17 @@ func TestParseValid(t *testing.T) {
 		},
 		{
 			name: "endpoints annotation",
-			yaml: doc(`name: iris, annotations: {infergate.io/endpoints: " http://127.0.0.1:8000/ ,grpc://localhost:8001, https://[::1]:8443,"}`,
+			yaml: doc(`name: iris, annotations: {infergate.io/endpoints: " http://127.0.0.1:8000/ ,grpc://localhost:8001, https://[::1]:8443, grpcs://rt.example:9443,"}`,
 				"", "modelFormat: {name: xgboost}"),
 			want: []config.Model{with(func(m *config.Model) {
 				m.Format, m.Path = "xgboost", ""
 				m.Endpoints = []config.Endpoint{
 					{URL: "http://127.0.0.1:8000", Protocol: config.ProtocolREST, Address: "127.0.0.1:8000"},
 					{URL: "grpc://localhost:8001", Protocol: config.ProtocolGRPC, Address: "localhost:8001"},
-					{URL: "https://[::1]:8443", Protocol: config.ProtocolREST, Address: "[::1]:8443"},
+					{URL: "https://[::1]:8443", Protocol: config.ProtocolREST, Address: "[::1]:8443", TLS: true},
+					{URL: "grpcs://rt.example:9443", Protocol: config.ProtocolGRPC, Address: "rt.example:9443", TLS: true},
 				}
-				m.Annotations = map[string]string{config.AnnotationEndpoints: " http://127.0.0.1:8000/ ,grpc://localhost:8001, https://[::1]:8443,"}
+				m.Annotations = map[string]string{config.AnnotationEndpoints: " http://127.0.0.1:8000/ ,grpc://localhost:8001, https://[::1]:8443, grpcs://rt.example:9443,"}
 			})},
 		},
 		{
@@ -399,7 +400,7 @@ func TestParseErrors(t *testing.T) {
 		// The endpoints annotation.
 		{name: "endpoints empty", yaml: doc(endpoints(" , "), "", onnxModel), want: ep + `" , " lists no URL`},
 		{name: "endpoint without scheme", yaml: doc(endpoints("127.0.0.1:8000"), "", onnxModel), want: ep + `"127.0.0.1:8000": want scheme://host:port`},
-		{name: "endpoint scheme", yaml: doc(endpoints("grpcs://h:1"), "", onnxModel), want: ep + `"grpcs://h:1": scheme "grpcs" is not http, https or grpc`},
+		{name: "endpoint scheme", yaml: doc(endpoints("h2c://h:1"), "", onnxModel), want: ep + `"h2c://h:1": scheme "h2c" is not http, https, grpc or grpcs`},
 		{name: "endpoint without port", yaml: doc(endpoints("http://localhost"), "", onnxModel), want: ep + `"http://localhost": no port`},
 		{name: "endpoint without host", yaml: doc(endpoints("http://:8000"), "", onnxModel), want: ep + `"http://:8000": no host`},
 		{name: "endpoint empty host", yaml: doc(endpoints("grpc://"), "", onnxModel), want: ep + `"grpc://": no host`},
@@ -412,7 +413,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "endpoint listed twice and a bad one",
 			yaml: doc(endpoints("http://h:1, http://h:1/, ftp://h:2"), "", onnxModel),
-			want: ep + `"http://h:1/" is listed twice` + "\n" + ep + `"ftp://h:2": scheme "ftp" is not http, https or grpc`,
+			want: ep + `"http://h:1/" is listed twice` + "\n" + ep + `"ftp://h:2": scheme "ftp" is not http, https, grpc or grpcs`,
 		},
 
 		// The command annotation.
@@ -892,6 +893,18 @@ func TestProtocolV1AndPipeline(t *testing.T) {
 			meta:  `name: iris, annotations: {infergate.io/endpoints: "http://127.0.0.1:9000"}`,
 			model: "modelFormat: {name: sklearn}, protocolVersion: v1",
 			want:  []config.Endpoint{{URL: "http://127.0.0.1:9000", Protocol: config.ProtocolKServeV1, Address: "127.0.0.1:9000"}},
+		},
+		{
+			name:  "v1 over https",
+			meta:  `name: iris, annotations: {infergate.io/endpoints: "https://127.0.0.1:9000"}`,
+			model: "modelFormat: {name: sklearn}, protocolVersion: v1",
+			want:  []config.Endpoint{{URL: "https://127.0.0.1:9000", Protocol: config.ProtocolKServeV1, Address: "127.0.0.1:9000", TLS: true}},
+		},
+		{
+			name:    "v1 over grpcs",
+			meta:    `name: iris, annotations: {infergate.io/endpoints: "grpcs://127.0.0.1:9000"}`,
+			model:   "modelFormat: {name: sklearn}, protocolVersion: v1",
+			wantErr: `metadata.annotations[infergate.io/endpoints]: "grpcs://127.0.0.1:9000": protocolVersion v1 runtimes are reached over http`,
 		},
 		{
 			name:    "v1 over grpc",

@@ -8,9 +8,11 @@ import "time"
 //	infergate.io/endpoints: "http://127.0.0.1:8000, grpc://127.0.0.1:8001"
 //
 // http:// and https:// speak the Open Inference Protocol over REST, grpc://
-// over gRPC (plaintext). Each URL is scheme://host:port with nothing after
-// the port. When the annotation is set infergate starts no runtime for the
-// model and spec.predictor.model.storageUri is optional and not read.
+// and grpcs:// over gRPC; https:// and grpcs:// over TLS, verified with the
+// CA the gateway is given for runtimes. Each URL is scheme://host:port with
+// nothing after the port. When the annotation is set infergate starts no
+// runtime for the model and spec.predictor.model.storageUri is optional and
+// not read.
 const AnnotationEndpoints = "infergate.io/endpoints"
 
 // annotationPrefix marks infergate's own annotations: an unknown one under
@@ -194,10 +196,12 @@ type Model struct {
 type Endpoint struct {
 	// URL is the URL as written, trimmed of spaces and of a trailing "/".
 	URL string
-	// Protocol is REST for http and https, gRPC for grpc.
+	// Protocol is REST for http and https, gRPC for grpc and grpcs.
 	Protocol Protocol
 	// Address is host:port from the URL.
 	Address string
+	// TLS is set for https and grpcs: the runtime is reached over TLS.
+	TLS bool
 	// Pipeline is set from AnnotationPipeline for REST endpoints.
 	Pipeline bool
 }

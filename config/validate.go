@@ -494,10 +494,10 @@ func parseEndpoint(s string) (Endpoint, string) {
 	switch u.Scheme {
 	case "http", "https":
 		proto = ProtocolREST
-	case "grpc":
+	case "grpc", "grpcs":
 		proto = ProtocolGRPC
 	default:
-		return Endpoint{}, fmt.Sprintf("scheme %s is not http, https or grpc", quote(u.Scheme))
+		return Endpoint{}, fmt.Sprintf("scheme %s is not http, https, grpc or grpcs", quote(u.Scheme))
 	}
 	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
 		return Endpoint{}, "want scheme://host:port with nothing after the port"
@@ -519,6 +519,7 @@ func parseEndpoint(s string) (Endpoint, string) {
 		URL:      strings.TrimSuffix(s, "/"),
 		Protocol: proto,
 		Address:  u.Host,
+		TLS:      u.Scheme == "https" || u.Scheme == "grpcs",
 	}, ""
 }
 

@@ -2,6 +2,8 @@ package runtimes
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -130,6 +132,9 @@ func Detail(err error) string {
 // transport's error, means.
 func transportCause(err error) string {
 	var op *net.OpError
+	if he, ok := errors.AsType[*tlsHandshakeError](err); ok {
+		return he.cause()
+	}
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "connection refused"
@@ -183,4 +188,81 @@ func httpOutcome(code int) outcome {
 		return outcomeOK
 	}
 	return classifyKind(oip.KindFromHTTPStatus(code))
+}
+
+// tlsHandshakeTimeout bounds a TLS handshake dialled without a deadline.
+const tlsHandshakeTimeout = 10 * time.Second
+
+// clientTLS returns the TLS configuration for dialling addr with ALPN
+// proto: a copy of cfg (nil: the system's roots), with ServerName set to
+// addr's host when empty.
+func clientTLS(cfg *tls.Config, addr, proto string) *tls.Config {
+	if cfg == nil {
+		cfg = &tls.Config{MinVersion: tls.VersionTLS12}
+	} else {
+		cfg = cfg.Clone()
+	}
+	if cfg.ServerName == "" {
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			cfg.ServerName = host
+		}
+	}
+	cfg.NextProtos = []string{proto}
+	return cfg
+}
+
+// handshakeTLS does the client's TLS handshake on conn, closing conn if it
+// fails, by deadline (tlsHandshakeTimeout from now if zero).
+func handshakeTLS(conn net.Conn, cfg *tls.Config, addr string, deadline time.Time) (net.Conn, error) {
+	if deadline.IsZero() {
+		deadline = time.Now().Add(tlsHandshakeTimeout)
+	}
+	tc := tls.Client(conn, cfg)
+	_ = tc.SetDeadline(deadline)
+	if err := tc.Handshake(); err != nil {
+		_ = conn.Close()
+		return nil, &tlsHandshakeError{addr: addr, err: err}
+	}
+	_ = tc.SetDeadline(time.Time{})
+	return tc, nil
+}
+
+// tlsHandshakeError is a TLS handshake with a runtime that failed: the
+// call was not sent.
+type tlsHandshakeError struct {
+	addr string
+	err  error
+}
+
+func (e *tlsHandshakeError) Error() string {
+	return "TLS handshake with " + e.addr + ": " + e.err.Error()
+}
+func (e *tlsHandshakeError) Unwrap() error { return e.err }
+
+// cause says what went wrong in a few words, naming no address or name
+// from the certificate.
+func (e *tlsHandshakeError) cause() string {
+	var (
+		ci x509.CertificateInvalidError
+		op *net.OpError
+	)
+	switch {
+	case errors.As(e.err, new(x509.UnknownAuthorityError)):
+		return "TLS handshake failed: the runtime's certificate is signed by an unknown authority"
+	case errors.As(e.err, new(x509.HostnameError)):
+		return "TLS handshake failed: the runtime's certificate is not valid for its address"
+	case errors.As(e.err, &ci) && ci.Reason == x509.Expired:
+		return "TLS handshake failed: the runtime's certificate has expired or is not yet valid"
+	case errors.As(e.err, &ci):
+		return "TLS handshake failed: the runtime's certificate is not valid"
+	case errors.As(e.err, new(tls.RecordHeaderError)):
+		return "TLS handshake failed: the runtime does not speak TLS"
+	case errors.Is(e.err, os.ErrDeadlineExceeded):
+		return "TLS handshake timed out"
+	case errors.As(e.err, &op) && op.Op == "remote error":
+		return "TLS handshake refused by the runtime"
+	case errors.Is(e.err, io.EOF), errors.Is(e.err, syscall.ECONNRESET):
+		return "TLS handshake failed: the runtime closed the connection"
+	}
+	return "TLS handshake failed"
 }

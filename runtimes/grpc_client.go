@@ -2,12 +2,15 @@ package runtimes
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -28,6 +31,13 @@ type GRPCOptions struct {
 	Name string
 	// MaxMessageSize bounds messages in both directions (default 64 MiB).
 	MaxMessageSize int
+	// TLS makes both of the client's connections (grpc-go's and the
+	// pass-through's) TLS, with ALPN h2: a grpcs:// endpoint.
+	TLS bool
+	// TLSConfig configures TLS when TLS is set, and is ignored otherwise.
+	// The client uses a copy, with ServerName set to Addr's host when
+	// empty. Nil means the system's roots.
+	TLSConfig *tls.Config
 }
 
 // GRPCClient is a Client for a runtime speaking OIP over gRPC. The
@@ -51,8 +61,14 @@ func NewGRPCClient(opts GRPCOptions) (*GRPCClient, error) {
 	if opts.MaxMessageSize <= 0 {
 		opts.MaxMessageSize = 64 << 20
 	}
+	creds := insecure.NewCredentials()
+	var wireTLS *tls.Config
+	if opts.TLS {
+		wireTLS = clientTLS(opts.TLSConfig, opts.Addr, "h2")
+		creds = credentials.NewTLS(wireTLS)
+	}
 	conn, err := grpc.NewClient("passthrough:///"+opts.Addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(opts.MaxMessageSize),
 			grpc.MaxCallSendMsgSize(opts.MaxMessageSize)),
@@ -60,7 +76,7 @@ func NewGRPCClient(opts GRPCOptions) (*GRPCClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("runtimes: grpc client for %s: %w", opts.Addr, err)
 	}
-	wire, err := wireclient.New(opts.Addr, wireclient.Options{MaxMessageSize: opts.MaxMessageSize})
+	wire, err := wireclient.New(opts.Addr, wireclient.Options{MaxMessageSize: opts.MaxMessageSize, TLSConfig: wireTLS})
 	if err != nil {
 		_ = conn.Close()
 		return nil, fmt.Errorf("runtimes: grpc client for %s: %w", opts.Addr, err)
@@ -117,8 +133,14 @@ func (c *GRPCClient) callError(err error) error {
 	k := oip.KindOf(err)
 	switch s.Code() {
 	case codes.Unavailable:
+		what := "unavailable"
+		if m := s.Message(); strings.Contains(m, "handshake failed") || strings.Contains(m, "TLS handshake") {
+			// grpc-go's "authentication handshake failed: ...", the
+			// pass-through's "TLS handshake: ...".
+			what = "TLS handshake failed"
+		}
 		return &oip.Error{Kind: oip.KindUnavailable, Msg: c.name + " could not be reached",
-			Err: &transportError{what: "unavailable", err: fmt.Errorf("%w: %s", ErrUnreachable, s.Message())}}
+			Err: &transportError{what: what, err: fmt.Errorf("%w: %s", ErrUnreachable, s.Message())}}
 	case codes.InvalidArgument, codes.NotFound, codes.AlreadyExists, codes.PermissionDenied,
 		codes.Unauthenticated, codes.FailedPrecondition, codes.OutOfRange, codes.Unimplemented, codes.Aborted:
 		return answered(k, s.Message(), outcomeOK)

@@ -3,6 +3,7 @@ package runtimes
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -44,6 +45,9 @@ type KServeV1Options struct {
 	// Name is how the client's errors, which may reach the gateway's
 	// clients, name the replica (default "runtime"); they never name Addr.
 	Name string
+	// TLS and TLSConfig make the client speak HTTPS, as RESTOptions's do.
+	TLS       bool
+	TLSConfig *tls.Config
 	// MaxConns bounds the open connections to the replica (default 1024).
 	MaxConns int
 	// MaxIdleConnDuration closes keep-alive connections idle this long
@@ -156,6 +160,8 @@ func NewKServeV1Client(opts KServeV1Options) (*KServeV1Client, error) {
 	rc, err := NewRESTClient(RESTOptions{
 		Addr:                opts.Addr,
 		Name:                opts.Name,
+		TLS:                 opts.TLS,
+		TLSConfig:           opts.TLSConfig,
 		MaxConns:            opts.MaxConns,
 		MaxIdleConnDuration: opts.MaxIdleConnDuration,
 		MaxResponseBodySize: opts.MaxResponseBodySize,

@@ -2,6 +2,7 @@ package runtimes
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,6 +52,16 @@ type RESTOptions struct {
 	Pipeline bool
 	// PipelineConns is the number of pipelined connections (default 2).
 	PipelineConns int
+	// TLS makes the client speak HTTPS: every connection is a TLS
+	// connection, its handshake done while dialling (so that a
+	// certificate the client does not trust is a failure to reach the
+	// replica, and the call is not sent).
+	TLS bool
+	// TLSConfig configures TLS when TLS is set, and is ignored otherwise
+	// (as http.Transport's TLSClientConfig is for http URLs). The client
+	// uses a copy, with ServerName set to Addr's host when empty and ALPN
+	// http/1.1. Nil means the system's roots.
+	TLSConfig *tls.Config
 }
 
 // RESTClient is a Client for a runtime speaking OIP over HTTP/1.1, with a
@@ -93,17 +104,35 @@ func NewRESTClient(opts RESTOptions) (*RESTClient, error) {
 		name:    opts.Name,
 		timeout: opts.DefaultTimeout,
 	}
+	var tlsConf *tls.Config
+	if opts.TLS {
+		tlsConf = clientTLS(opts.TLSConfig, opts.Addr, "http/1.1")
+	}
 	// Every connection is dialled through the set, so that CloseConns can
 	// reach those in use too; without opts.Dial, as fasthttp would, with
-	// the request's remaining time as the dial timeout.
+	// the request's remaining time as the dial timeout, which the TLS
+	// handshake shares.
 	dial := func(addr string, timeout time.Duration) (net.Conn, error) {
-		if opts.Dial != nil {
-			return c.conns.track(opts.Dial(addr))
-		}
+		var deadline time.Time
 		if timeout > 0 {
-			return c.conns.track(fasthttp.DialTimeout(addr, timeout))
+			deadline = time.Now().Add(timeout)
 		}
-		return c.conns.track(fasthttp.Dial(addr))
+		var (
+			conn net.Conn
+			err  error
+		)
+		switch {
+		case opts.Dial != nil:
+			conn, err = opts.Dial(addr)
+		case timeout > 0:
+			conn, err = fasthttp.DialTimeout(addr, timeout)
+		default:
+			conn, err = fasthttp.Dial(addr)
+		}
+		if err == nil && tlsConf != nil {
+			conn, err = handshakeTLS(conn, tlsConf, addr, deadline)
+		}
+		return c.conns.track(conn, err)
 	}
 	c.hc = &fasthttp.HostClient{
 		Addr:                     opts.Addr,
@@ -262,6 +291,9 @@ func (c *RESTClient) failed(err error) error {
 func isNotSent(err error) bool {
 	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, fasthttp.ErrDialTimeout) ||
 		errors.Is(err, fasthttp.ErrNoFreeConns) {
+		return true
+	}
+	if _, ok := errors.AsType[*tlsHandshakeError](err); ok {
 		return true
 	}
 	var op *net.OpError

@@ -2,11 +2,11 @@ package serving
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"strings"
 
 	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/config"
@@ -26,7 +26,7 @@ import (
 func CheckRuntimes(models []config.Model, localRuntimes bool) error {
 	var errs []error
 	for _, m := range models {
-		clients, err := checkRevision(m, localRuntimes)
+		clients, err := checkRevision(m, localRuntimes, nil)
 		for _, c := range clients {
 			c.Close()
 		}
@@ -37,8 +37,8 @@ func CheckRuntimes(models []config.Model, localRuntimes bool) error {
 
 // checkRevision checks a revision's runtime settings (see CheckRuntimes)
 // and returns clients for its endpoints, none when it names none.
-func checkRevision(spec config.Model, localRuntimes bool) ([]runtimes.Client, error) {
-	clients, err := endpointClients(spec)
+func checkRevision(spec config.Model, localRuntimes bool, runtimeTLS *tls.Config) ([]runtimes.Client, error) {
+	clients, err := endpointClients(spec, runtimeTLS)
 	if err != nil {
 		return nil, err
 	}
@@ -110,23 +110,22 @@ func checkModelFiles(spec config.Model) error {
 }
 
 // endpointClients returns clients for the runtimes at m's endpoints, none
-// when it names none.
-func endpointClients(m config.Model) ([]runtimes.Client, error) {
+// when it names none. https:// and grpcs:// endpoints are verified with
+// runtimeTLS (nil: the system's roots, against the endpoint's host).
+func endpointClients(m config.Model, runtimeTLS *tls.Config) ([]runtimes.Client, error) {
 	var clients []runtimes.Client
 	for _, e := range m.Endpoints {
 		var (
 			c   runtimes.Client
 			err error
 		)
-		switch {
-		case strings.HasPrefix(e.URL, "https://"):
-			err = fmt.Errorf("%s: model %q: endpoint %s: TLS to runtimes is not supported yet; use http:// or grpc:// on a trusted network", m.Source, m.Name, e.URL)
-		case e.Protocol == config.ProtocolGRPC:
-			c, err = runtimes.NewGRPCClient(runtimes.GRPCOptions{Addr: e.Address})
-		case e.Protocol == config.ProtocolKServeV1:
-			c, err = runtimes.NewKServeV1Client(runtimes.KServeV1Options{Addr: e.Address})
+		switch e.Protocol {
+		case config.ProtocolGRPC:
+			c, err = runtimes.NewGRPCClient(runtimes.GRPCOptions{Addr: e.Address, TLS: e.TLS, TLSConfig: runtimeTLS})
+		case config.ProtocolKServeV1:
+			c, err = runtimes.NewKServeV1Client(runtimes.KServeV1Options{Addr: e.Address, TLS: e.TLS, TLSConfig: runtimeTLS})
 		default:
-			c, err = runtimes.NewRESTClient(runtimes.RESTOptions{Addr: e.Address, Pipeline: e.Pipeline})
+			c, err = runtimes.NewRESTClient(runtimes.RESTOptions{Addr: e.Address, Pipeline: e.Pipeline, TLS: e.TLS, TLSConfig: runtimeTLS})
 		}
 		if err != nil {
 			return nil, err

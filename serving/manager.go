@@ -2,6 +2,7 @@ package serving
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -52,6 +53,10 @@ type ManagerOptions struct {
 	// processes under a supervisor (`infergate serve`); without it such a
 	// revision is refused (`infergate gateway`).
 	LocalRuntimes bool
+	// RuntimeTLS verifies the runtimes at https:// and grpcs:// endpoints
+	// (and carries a client certificate for those that ask for one); nil
+	// verifies with the system's roots.
+	RuntimeTLS *tls.Config
 	// DataDir holds the local runtimes' logs, under
 	// DATADIR/revisions/REVISION/logs/ (default DefaultDataDir).
 	DataDir string
@@ -197,7 +202,7 @@ func (m *Manager) Names() []string {
 // (a bad endpoint, a bad batcher setting) reject the new state before any
 // route changes.
 func (m *Manager) build(model, name string, spec config.Model, replicas int) (*revisionRuntime, error) {
-	clients, err := checkRevision(spec, m.opts.LocalRuntimes)
+	clients, err := checkRevision(spec, m.opts.LocalRuntimes, m.opts.RuntimeTLS)
 	if err != nil {
 		return nil, err
 	}

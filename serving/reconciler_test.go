@@ -104,11 +104,6 @@ func TestFailedApplyChangesNothing(t *testing.T) {
 		wantErr string
 	}{
 		{
-			name:    "an endpoint over TLS",
-			docs:    []string{revised, fresh, endpointModel("tls", "", "https://127.0.0.1:1")},
-			wantErr: "TLS to runtimes is not supported",
-		},
-		{
 			name: "a model file that is not there",
 			docs: []string{revised, fresh, `apiVersion: serving.kserve.io/v1beta1
 kind: InferenceService

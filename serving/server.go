@@ -2,6 +2,7 @@ package serving
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,6 +36,9 @@ type Options struct {
 	// processes (`infergate serve`); without it every model must name its
 	// runtimes' URLs (`infergate gateway`). See ManagerOptions.
 	LocalRuntimes bool
+	// RuntimeTLS verifies the runtimes at https:// and grpcs:// endpoints;
+	// see ManagerOptions.
+	RuntimeTLS *tls.Config
 	// DataDir holds the local runtimes' logs (default DefaultDataDir).
 	DataDir string
 	// Gateway configures the REST and gRPC front doors; its Routes must be
@@ -50,7 +54,12 @@ type Options struct {
 	PprofFromAnywhere bool
 	// ChangesFromAnywhere accepts apply and rollout actions on the admin
 	// API from non-loopback clients too (see controlplane.APIOptions).
+	// Without authentication it needs ExposeUnauthenticated as well.
 	ChangesFromAnywhere bool
+	// ExposeUnauthenticated lets the ports listen beyond loopback with no
+	// authentication configured (FlagExposeUnauthenticated); without it
+	// Serve refuses such listeners.
+	ExposeUnauthenticated bool
 	// ConfigPath, when set, is the config Models came from: Serve watches
 	// it and applies its changes (see controlplane.WatchConfig).
 	ConfigPath string
@@ -81,6 +90,9 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// authenticated reports whether requests are authenticated.
+func (o *Options) authenticated() bool { return false }
+
 // Server is the assembly of `infergate serve` and `infergate gateway`: the
 // gateway's front doors, the admin port with the control API, the
 // deployed state with its rollouts, and the revisions' runtimes. New
@@ -102,6 +114,9 @@ type Server struct {
 func New(opts Options) (*Server, error) {
 	if len(opts.Gateway.Routes) > 0 {
 		return nil, errors.New("serving: Options.Gateway.Routes must be empty: routes come from the deployed state")
+	}
+	if opts.ChangesFromAnywhere && !opts.ExposeUnauthenticated && !opts.authenticated() {
+		return nil, fmt.Errorf("serving: accepting changes from any client with no authentication configured lets anyone who reaches the admin port run programs here (infergate.io/command); configure API keys or JWT, or pass %s as well", FlagExposeUnauthenticated)
 	}
 	if opts.RolloutInterval < 0 {
 		return nil, fmt.Errorf("serving: Options.RolloutInterval %v is negative", opts.RolloutInterval)
@@ -140,6 +155,7 @@ func New(opts Options) (*Server, error) {
 		Activator:     s.act,
 		Status:        s.dep,
 		LocalRuntimes: opts.LocalRuntimes,
+		RuntimeTLS:    opts.RuntimeTLS,
 		DataDir:       opts.DataDir,
 		DrainTimeout:  opts.Gateway.DrainTimeout,
 		Registerer:    reg,
@@ -215,6 +231,11 @@ func (s *Server) Serve(ctx context.Context, rest, grpc, admin net.Listener) erro
 	if rest == nil || grpc == nil || admin == nil {
 		closeAll()
 		return errors.New("serving: Serve needs the REST, gRPC and admin listeners")
+	}
+	if err := checkExposure(s.opts.authenticated(), s.opts.ExposeUnauthenticated,
+		map[string]net.Addr{"REST": rest.Addr(), "gRPC": grpc.Addr(), "admin": admin.Addr()}); err != nil {
+		closeAll()
+		return err
 	}
 	// Revisions' runtimes and batchers run until the gateway has drained,
 	// so that requests in flight finish on them.

@@ -183,13 +183,19 @@ func TestServer(t *testing.T) {
 // TestServeRefusesBadModels: Serve fails at once when the models it
 // starts with are wrong, starts no runtime, and closes its listeners.
 func TestServeRefusesBadModels(t *testing.T) {
-	s, err := New(Options{Models: parse(t, endpointModel("tls", "", "https://127.0.0.1:1")), LocalRuntimes: true, DataDir: t.TempDir(), Logger: testLog(t)})
+	s, err := New(Options{Models: parse(t, `apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata: {name: files}
+spec:
+  predictor:
+    model: {modelFormat: {name: onnx}, storageUri: "file:///no/such/model"}
+`), LocalRuntimes: true, DataDir: t.TempDir(), Logger: testLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	restLn, grpcLn, adminLn := listen(t), listen(t), listen(t)
 	err = s.Serve(t.Context(), restLn, grpcLn, adminLn)
-	if err == nil || !strings.Contains(err.Error(), "TLS to runtimes") {
+	if err == nil || !strings.Contains(err.Error(), "/no/such/model does not exist") {
 		t.Fatalf("Serve: %v, want the model's error", err)
 	}
 	if names := s.manager.Names(); len(names) != 0 {

@@ -46,6 +46,7 @@ type serveFlags struct {
 	gcPercent                               int
 	pprofAnywhere                           bool
 	changesAnywhere                         bool
+	exposeUnauthenticated                   bool
 	logs                                    logFlags
 }
 
@@ -64,9 +65,10 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	fs.StringVar(&f.config, "config", "", "InferenceService YAML file or directory (default: the built-in sample models)")
 	fs.StringVar(&f.dataDir, "data-dir", "data", "directory for the store (infergate.db), the registry's artifacts, runtime logs and extracted sample models")
 	fs.StringVar(&f.store, "store", "", "where the control plane keeps the registry and the desired state: \"\" for <data-dir>/infergate.db (SQLite), sqlite:///PATH, or postgres://... (PostgreSQL, shared by several control planes)")
-	fs.StringVar(&f.restAddr, "rest-addr", ":8080", "OIP REST listen address")
-	fs.StringVar(&f.grpcAddr, "grpc-addr", ":8081", "OIP gRPC listen address")
-	fs.StringVar(&f.adminAddr, "admin-addr", ":8090", "admin listen address: /metrics, /debug/pprof (loopback clients only)")
+	fs.StringVar(&f.restAddr, "rest-addr", "", "OIP REST listen address (default 127.0.0.1:8080, or :8080 with authentication configured)")
+	fs.StringVar(&f.grpcAddr, "grpc-addr", "", "OIP gRPC listen address (default 127.0.0.1:8081, or :8081 with authentication configured)")
+	fs.StringVar(&f.adminAddr, "admin-addr", "", "admin listen address: the control API, /metrics, /debug/pprof (loopback clients only) (default 127.0.0.1:8090, or :8090 with authentication configured)")
+	fs.BoolVar(&f.exposeUnauthenticated, "insecure-listen-anywhere", false, "let the ports listen beyond loopback with no authentication configured: anyone who reaches them can call every model and read /metrics and the models' runtime logs")
 	fs.IntVar(&f.maxBody, "max-body-bytes", 64<<20, "largest REST body or gRPC message accepted")
 	fs.DurationVar(&f.drain, "drain-timeout", 30*time.Second, "on SIGTERM, how long in-flight requests may take to finish; then those still waiting get 503/UNAVAILABLE and, a second later at most, every connection still open is closed")
 	fs.IntVar(&f.maxConns, "max-conns", 0, "most open connections on each of the REST and gRPC ports; more wait in the listen backlog (0: a quarter of the open-file limit, at most 16384)")
@@ -128,6 +130,12 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 		defer signal.Stop(reload)
 	}
 
+	// Without authentication the ports listen on loopback unless told
+	// otherwise (serving refuses other addresses then).
+	authenticated := false
+	f.restAddr = listenAddr(f.restAddr, 8080, authenticated)
+	f.grpcAddr = listenAddr(f.grpcAddr, 8081, authenticated)
+	f.adminAddr = listenAddr(f.adminAddr, 8090, authenticated)
 	// Listen first, so that a busy port fails before any runtime starts.
 	// The servers close them when they stop; closing again on the way out
 	// covers the returns before they start.
@@ -222,17 +230,18 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 			DrainTimeout:     f.drain,
 			Version:          version,
 		},
-		AdminMaxConns:       f.adminMaxConns,
-		PprofFromAnywhere:   f.pprofAnywhere,
-		ChangesFromAnywhere: f.changesAnywhere,
-		ConfigPath:          f.config,
-		ConfigFingerprint:   configFP,
-		Reload:              reload,
-		Registry:            reg,
-		Logger:              log,
-		Store:               store,
-		ModelRegistry:       resolver,
-		AdminAPI:            adminAPI,
+		AdminMaxConns:         f.adminMaxConns,
+		PprofFromAnywhere:     f.pprofAnywhere,
+		ChangesFromAnywhere:   f.changesAnywhere,
+		ExposeUnauthenticated: f.exposeUnauthenticated,
+		ConfigPath:            f.config,
+		ConfigFingerprint:     configFP,
+		Reload:                reload,
+		Registry:              reg,
+		Logger:                log,
+		Store:                 store,
+		ModelRegistry:         resolver,
+		AdminAPI:              adminAPI,
 	})
 	if err != nil {
 		return err
@@ -274,6 +283,19 @@ func sampleModels(dataDir string) ([]config.Model, error) {
 		})
 	}
 	return models, nil
+}
+
+// listenAddr is the address a port listens on: addr, or when it is empty
+// port on loopback, or on every interface when requests are
+// authenticated.
+func listenAddr(addr string, port int, authenticated bool) string {
+	switch {
+	case addr != "":
+		return addr
+	case authenticated:
+		return ":" + strconv.Itoa(port)
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
 
 // loopbackAddr is addr as a client on this machine dials it: an

@@ -30,18 +30,23 @@ type rule struct {
 var rules = []rule{
 	{"cmd", []string{"*"}, nil},
 	{"examples", []string{"*"}, nil},
-	{"gateway", []string{"router", "batcher", "autoscaler", "runtimes", "oip", "internal/keyhash"}, nil},
+	{"gateway", []string{"router", "batcher", "autoscaler", "runtimes", "oip", "auth", "internal/keyhash", "internal/tlsconf"}, nil},
 	// The control plane decides; it never imports the data plane's
 	// request path (the gateway, the activator that holds requests).
-	{"controlplane", []string{"registry", "router", "runtimes", "autoscaler", "config"}, []string{"autoscaler/activator"}},
+	{"controlplane", []string{"registry", "router", "runtimes", "autoscaler", "config", "auth"}, []string{"autoscaler/activator"}},
 	// serving runs on one machine what the control plane decides: it
 	// wires controlplane to the data plane, and only cmd imports it.
-	{"serving", []string{"controlplane", "gateway", "router", "batcher", "autoscaler", "runtimes", "oip", "config"}, nil},
+	{"serving", []string{"controlplane", "gateway", "router", "batcher", "autoscaler", "runtimes", "oip", "config", "auth", "internal/tlsconf"}, nil},
 	// The router picks revisions, not replicas: it shares only the
 	// hashing of sticky keys with the pools.
 	// Quotas and fair sharing know tenants by name, never how they were
 	// authenticated.
 	{"gateway/quota", []string{"oip"}, nil},
+	// Who is calling: keys, tokens and grants, for the gateway and the
+	// admin API alike.
+	{"auth", []string{"oip"}, nil},
+	// Certificates from files, for every TLS listener and client.
+	{"internal/tlsconf", nil, nil},
 	{"router", []string{"oip", "internal/keyhash"}, nil},
 	{"batcher", []string{"oip"}, nil},
 	{"autoscaler", nil, nil},
@@ -305,7 +310,7 @@ func TestChecksFail(t *testing.T) {
 		{
 			name: "gateway imports config",
 			pkgs: []goPackage{pkg("gateway", "router", "config")},
-			want: []string{m + "gateway imports " + m + "config: gateway may import router, batcher, autoscaler, runtimes, oip, internal/keyhash"},
+			want: []string{m + "gateway imports " + m + "config: gateway may import router, batcher, autoscaler, runtimes, oip, auth, internal/keyhash, internal/tlsconf"},
 		},
 		{
 			name: "oip imports runtimes",
@@ -339,14 +344,14 @@ func TestChecksFail(t *testing.T) {
 			name: "only cmd imports serving",
 			pkgs: []goPackage{pkg("controlplane", "serving"), pkg("gateway", "serving"), pkg("cmd/infergate", "serving")},
 			want: []string{
-				m + "controlplane imports " + m + "serving: controlplane may import registry, router, runtimes, autoscaler, config",
-				m + "gateway imports " + m + "serving: gateway may import router, batcher, autoscaler, runtimes, oip, internal/keyhash",
+				m + "controlplane imports " + m + "serving: controlplane may import registry, router, runtimes, autoscaler, config, auth",
+				m + "gateway imports " + m + "serving: gateway may import router, batcher, autoscaler, runtimes, oip, auth, internal/keyhash, internal/tlsconf",
 			},
 		},
 		{
 			name: "serving imports registry",
 			pkgs: []goPackage{pkg("serving", "controlplane", "registry")},
-			want: []string{m + "serving imports " + m + "registry: serving may import controlplane, gateway, router, batcher, autoscaler, runtimes, oip, config"},
+			want: []string{m + "serving imports " + m + "registry: serving may import controlplane, gateway, router, batcher, autoscaler, runtimes, oip, config, auth, internal/tlsconf"},
 		},
 		{
 			name: "package without a rule",

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -45,6 +46,12 @@ type Options struct {
 	MaxHeaderListSize int
 	// UserAgent is the user-agent header (default "infergate-grpcwire").
 	UserAgent string
+	// TLSConfig, when set, makes every connection TLS: the handshake is
+	// part of dialling (within DialTimeout), on a copy of the config with
+	// ServerName set to the address's host when empty and ALPN h2, which
+	// the peer must agree to (as grpc-go requires). Nil means cleartext
+	// HTTP/2 with prior knowledge.
+	TLSConfig *tls.Config
 }
 
 const (
@@ -121,6 +128,14 @@ func New(addr string, opts Options) (*Client, error) {
 		return nil, fmt.Errorf("grpcwire/client: address %q: %w", addr, err)
 	}
 	opts.setDefaults()
+	if opts.TLSConfig != nil {
+		cfg := opts.TLSConfig.Clone()
+		if cfg.ServerName == "" {
+			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		cfg.NextProtos = []string{"h2"}
+		opts.TLSConfig = cfg
+	}
 	c := &Client{addr: addr, opts: opts}
 	c.dialCtx, c.cancelDial = context.WithCancel(context.Background())
 	c.calls.New = func() any {

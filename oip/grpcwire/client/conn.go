@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"runtime"
@@ -89,6 +90,21 @@ func dialConn(c *Client) (*conn, error) {
 		}
 		return nil, c.unavailable("dial: %v", err)
 	}
+	if c.opts.TLSConfig != nil {
+		tc := tls.Client(nc, c.opts.TLSConfig)
+		err := tc.HandshakeContext(ctx)
+		if err == nil && tc.ConnectionState().NegotiatedProtocol != "h2" {
+			err = errNoH2
+		}
+		if err != nil {
+			_ = nc.Close()
+			if c.dialCtx.Err() != nil {
+				return nil, errClientClosed
+			}
+			return nil, c.unavailable("TLS handshake: %v", err)
+		}
+		nc = tc
+	}
 	cc := newConn(c, nc)
 	dl, _ := ctx.Deadline()
 	if err := cc.handshake(dl); err != nil {
@@ -122,7 +138,10 @@ func newConn(c *Client, nc net.Conn) *conn {
 	return cc
 }
 
-var errNoSettings = errors.New("the peer did not start with SETTINGS")
+var (
+	errNoSettings = errors.New("the peer did not start with SETTINGS")
+	errNoH2       = errors.New("the peer did not agree to HTTP/2 (ALPN h2)")
+)
 
 func (cc *conn) handshake(deadline time.Time) error {
 	_ = cc.nc.SetDeadline(deadline)

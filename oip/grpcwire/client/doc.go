@@ -1,7 +1,7 @@
-// Package client is a lean unary gRPC client over cleartext HTTP/2 (h2c
-// with prior knowledge) for one runtime address: the gateway's hot
-// upstream call, ModelInfer forwarded as bytes, without grpc-go's
-// per-call stream machinery.
+// Package client is a lean unary gRPC client over HTTP/2 (cleartext with
+// prior knowledge, or TLS with ALPN h2) for one runtime address: the
+// gateway's hot upstream call, ModelInfer forwarded as bytes, without
+// grpc-go's per-call stream machinery.
 //
 // A Client multiplexes calls on HTTP/2 connections that it dials lazily.
 // It opens another connection when every open one is at the peer's
@@ -28,7 +28,8 @@
 // INTERNAL or RESOURCE_EXHAUSTED for answers the client cannot accept.
 // Messages of UNAVAILABLE errors name the address, for logs.
 //
-// It does unary calls only, with uncompressed messages, over cleartext
-// TCP. It has no metrics, logs nothing, and allocates per call only the
-// response message's bytes.
+// It does unary calls only, with uncompressed messages, over TCP, or TLS
+// when Options.TLSConfig is set (the handshake is part of dialling; a
+// failed one is UNAVAILABLE). It has no metrics, logs nothing, and
+// allocates per call only the response message's bytes.
 package client

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
@@ -142,6 +144,18 @@ func (c *conn) serve() {
 // and first SETTINGS frame, within ConnectionTimeout.
 func (c *conn) handshake() error {
 	_ = c.nc.SetDeadline(time.Now().Add(c.s.opts.ConnectionTimeout))
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		// A listener from tls.NewListener: the TLS handshake comes first,
+		// within the same ConnectionTimeout, and the peer's AuthInfo is
+		// what grpc-go's TLS credentials give handlers.
+		if err := tc.Handshake(); err != nil {
+			return err
+		}
+		c.peer.AuthInfo = credentials.TLSInfo{
+			State:          tc.ConnectionState(),
+			CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity},
+		}
+	}
 	c.wmu.Lock()
 	c.wbuf = append(c.wbuf, c.s.settings...)
 	c.flushLocked()

@@ -1,5 +1,5 @@
-// Package server is a gRPC server transport on HTTP/2 (cleartext, prior
-// knowledge) for the part of *grpc.Server's API that infergate's gateway
+// Package server is a gRPC server transport on HTTP/2 (prior knowledge,
+// on cleartext or TLS connections) for the part of *grpc.Server's API that infergate's gateway
 // uses: services registered with RegisterService (generated Register
 // functions, grpc's health and reflection services), Serve, GracefulStop
 // and Stop, with the options the gateway passes to grpc.NewServer
@@ -23,7 +23,13 @@
 // whose flushes combine (see writer). A unary call through oip.Codec costs
 // about 7 allocations in the transport (BenchmarkRawClient).
 //
-// It never does TLS, HTTP/1.1 or h2c upgrade, server push, interceptors,
+// It serves any net.Conn: for TLS, serve a tls.NewListener (with ALPN
+// "h2"). A *tls.Conn's handshake is then part of the connection's start,
+// within ConnectionTimeout, and handlers find the client's certificates in
+// peer.FromContext's AuthInfo, a credentials.TLSInfo as grpc-go's TLS
+// credentials make it.
+//
+// It never does HTTP/1.1 or h2c upgrade, server push, interceptors,
 // stats handlers, channelz, binary logging, or compression of answers
 // (gzip requests are read); it has no metrics and logs nothing.
 package server

@@ -129,10 +129,11 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Server is a gRPC server on HTTP/2 (cleartext, prior knowledge), for the
-// part of *grpc.Server's API that infergate's gateway uses: services
-// registered with RegisterService (the generated Register functions, the
-// health and reflection services), Serve, GracefulStop and Stop.
+// Server is a gRPC server on HTTP/2 (prior knowledge, on cleartext or TLS
+// connections: see the package comment), for the part of *grpc.Server's
+// API that infergate's gateway uses: services registered with
+// RegisterService (the generated Register functions, the health and
+// reflection services), Serve, GracefulStop and Stop.
 //
 // Each connection has one goroutine, which reads its frames; handlers run
 // on a pool of worker goroutines (see Options.NumWorkers), and write their

@@ -25,6 +25,12 @@ const (
 	KindTooLarge
 	KindCanceled
 	KindUnimplemented
+	// KindUnauthenticated is a request without valid credentials: none,
+	// malformed, unknown, expired or revoked.
+	KindUnauthenticated
+	// KindPermissionDenied is an authenticated caller asking for what it
+	// was not granted.
+	KindPermissionDenied
 )
 
 var kindNames = [...]string{
@@ -37,6 +43,8 @@ var kindNames = [...]string{
 	KindTooLarge:          "too large",
 	KindCanceled:          "canceled",
 	KindUnimplemented:     "unimplemented",
+	KindUnauthenticated:   "unauthenticated",
+	KindPermissionDenied:  "permission denied",
 }
 
 func (k Kind) String() string {
@@ -133,12 +141,18 @@ func HTTPStatus(err error) int {
 		return 499 // client closed request, as nginx counts it
 	case KindUnimplemented:
 		return http.StatusNotImplemented
+	case KindUnauthenticated:
+		return http.StatusUnauthorized
+	case KindPermissionDenied:
+		return http.StatusForbidden
 	}
 	return http.StatusInternalServerError
 }
 
 // KindFromHTTPStatus classifies an HTTP status received from an upstream
-// runtime, so that its error keeps its meaning through the gateway.
+// runtime, so that its error keeps its meaning through the gateway. A
+// runtime's 401 or 403 is internal: it refused the gateway, not the
+// client, whose credentials the gateway has already accepted.
 func KindFromHTTPStatus(code int) Kind {
 	switch code {
 	case http.StatusBadRequest, http.StatusUnprocessableEntity:
@@ -178,6 +192,10 @@ func GRPCCode(err error) codes.Code {
 		return codes.Canceled
 	case KindUnimplemented:
 		return codes.Unimplemented
+	case KindUnauthenticated:
+		return codes.Unauthenticated
+	case KindPermissionDenied:
+		return codes.PermissionDenied
 	}
 	return codes.Internal
 }
@@ -190,6 +208,9 @@ func GRPCStatus(err error) error {
 	return status.Error(GRPCCode(err), Message(err))
 }
 
+// kindFromCode classifies a gRPC code received from upstream, as
+// KindFromHTTPStatus does an HTTP status: UNAUTHENTICATED and
+// PERMISSION_DENIED from a runtime are internal.
 func kindFromCode(c codes.Code) Kind {
 	switch c {
 	case codes.InvalidArgument, codes.OutOfRange, codes.FailedPrecondition:

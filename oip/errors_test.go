@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -50,6 +51,11 @@ func TestStatusMapping(t *testing.T) {
 		{"too large", Errorf(KindTooLarge, "x"), http.StatusRequestEntityTooLarge, codes.ResourceExhausted},
 		{"internal", Errorf(KindInternal, "x"), http.StatusInternalServerError, codes.Internal},
 		{"unimplemented", Errorf(KindUnimplemented, "x"), http.StatusNotImplemented, codes.Unimplemented},
+		{"unauthenticated", Errorf(KindUnauthenticated, "x"), http.StatusUnauthorized, codes.Unauthenticated},
+		{"permission denied", Errorf(KindPermissionDenied, "x"), http.StatusForbidden, codes.PermissionDenied},
+		// An upstream's refusal is the gateway's problem, not the client's.
+		{"grpc unauthenticated from upstream", status.Error(codes.Unauthenticated, "x"), http.StatusInternalServerError, codes.Internal},
+		{"grpc permission denied from upstream", status.Error(codes.PermissionDenied, "x"), http.StatusInternalServerError, codes.Internal},
 		{"plain error", errors.New("x"), http.StatusInternalServerError, codes.Internal},
 		{"context deadline", fmt.Errorf("call: %w", context.DeadlineExceeded), http.StatusGatewayTimeout, codes.DeadlineExceeded},
 		{"grpc status", status.Error(codes.NotFound, "nope"), http.StatusNotFound, codes.NotFound},
@@ -75,5 +81,34 @@ func TestAppendErrorJSON(t *testing.T) {
 	}
 	if s := status.Convert(GRPCStatus(Errorf(KindNotFound, "gone"))); s.Code() != codes.NotFound || s.Message() != "gone" {
 		t.Errorf("GRPCStatus = %v %q", s.Code(), s.Message())
+	}
+}
+
+// TestKindRoundTrip checks that every kind survives a trip through its HTTP
+// status and its gRPC code and back, so a kind added to one switch and
+// forgotten in another fails here. The authentication kinds are the
+// exception: from upstream they mean the runtime refused the gateway.
+func TestKindRoundTrip(t *testing.T) {
+	for k := KindInternal; k <= KindPermissionDenied; k++ {
+		t.Run(k.String(), func(t *testing.T) {
+			err := Errorf(k, "x")
+			back := k
+			if k == KindUnauthenticated || k == KindPermissionDenied {
+				back = KindInternal
+			}
+			if got := KindFromHTTPStatus(HTTPStatus(err)); got != back {
+				t.Errorf("KindFromHTTPStatus(HTTPStatus) = %v, want %v", got, back)
+			}
+			want := back
+			if k == KindTooLarge {
+				want = KindResourceExhausted // one gRPC code serves both
+			}
+			if got := KindOf(GRPCStatus(err)); got != want {
+				t.Errorf("KindOf(GRPCStatus) = %v, want %v", got, want)
+			}
+			if strings.HasPrefix(k.String(), "Kind(") {
+				t.Errorf("kind %d has no name", uint8(k))
+			}
+		})
 	}
 }

@@ -3,11 +3,13 @@ package gateway
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/infergate/infergate/autoscaler/activator"
+	"github.com/infergate/infergate/gateway/quota"
 	"github.com/infergate/infergate/oip"
 )
 
@@ -113,7 +115,9 @@ func activationError(model string, err error) error {
 // setRetryAfter tells a REST client held back by a full activator queue
 // when to try again.
 func setRetryAfter(ctx *fasthttp.RequestCtx, err error) {
-	if errors.Is(err, activator.ErrQueueFull) {
+	if d, ok := quota.RetryAfter(err); ok {
+		ctx.Response.Header.Set("Retry-After", strconv.Itoa(quota.RetryAfterSeconds(d)))
+	} else if errors.Is(err, activator.ErrQueueFull) {
 		ctx.Response.Header.Set("Retry-After", "1")
 	}
 }

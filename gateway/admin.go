@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -87,6 +88,8 @@ type AdminServerOptions struct {
 	// DrainTimeout bounds the drain at shutdown (default 30s): once it is
 	// over, the connections still open are closed.
 	DrainTimeout time.Duration
+	// TLS, when set, serves the port over TLS (ALPN http/1.1).
+	TLS *tls.Config
 	// Registerer receives the listener's metrics (default: none kept).
 	Registerer prometheus.Registerer
 	// Logger receives the server's errors (default slog.Default()).
@@ -152,10 +155,14 @@ func ServeAdmin(ctx context.Context, ln net.Listener, opts AdminServerOptions) e
 		MaxHeaderBytes: opts.MaxHeaderBytes,
 		ErrorLog:       slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
 	}
+	serve := srv.Serve
+	if opts.TLS != nil {
+		serve = func(ln net.Listener) error { return srv.Serve(tls.NewListener(ln, opts.TLS)) }
+	}
 	return serveFronts(ctx, opts.DrainTimeout, []front{{
 		name:  "admin",
 		ln:    l,
-		serve: srv.Serve,
+		serve: serve,
 		drain: func(ctx context.Context) bool {
 			_ = srv.Shutdown(ctx)
 			return ctx.Err() == nil

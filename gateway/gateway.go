@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,15 +15,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/infergate/infergate/auth"
 	"github.com/infergate/infergate/autoscaler/activator"
 	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/gateway/netlimit"
+	"github.com/infergate/infergate/gateway/quota"
 	"github.com/infergate/infergate/oip"
 	grpcserver "github.com/infergate/infergate/oip/grpcwire/server"
 	pb "github.com/infergate/infergate/oip/inferencepb"
@@ -79,6 +84,17 @@ type Route struct {
 	// ready replica with room (scale from zero, containerConcurrency) and
 	// counts its load for the autoscaler.
 	Activator *activator.Activator
+	// Labels are the model's labels (its InferenceService's), which
+	// grants may select models by (auth.Grant.Selector).
+	Labels map[string]string
+	// Limit bounds the model's requests across all tenants (requests/s,
+	// burst, in flight); the first revision of a model with one sets it.
+	Limit quota.Limit
+	// Fair, when set, holds the revision's requests while it is saturated
+	// and gives freed places to tenants by weighted fair queuing (see
+	// quota.FairQueue): its owner sets its capacity to what the ready
+	// replicas take at once.
+	Fair *quota.FairQueue
 	// Serving, when set, reports whether the model is as ready as it is
 	// meant to be for the gateway to count as ready: its owner (a
 	// supervisor) knows when replicas are wanted but not up yet. Without
@@ -129,6 +145,17 @@ type Options struct {
 	// or GRPCServerGRPCGo (grpc-go's), for a client that needs what only
 	// grpc-go's does (see oip/grpcwire/server's doc).
 	GRPCServer string
+	// RESTTLS and GRPCTLS, when set, serve the REST and gRPC front doors
+	// over TLS with these configurations (see internal/tlsconf: ALPN
+	// http/1.1 for REST, h2 for gRPC; a client CA there requires client
+	// certificates). The handshake is bounded by HeaderTimeout.
+	RESTTLS, GRPCTLS *tls.Config
+	// Auth, when set, authenticates every model request (REST
+	// Authorization: Bearer, gRPC authorization metadata) and checks the
+	// caller's grants; UpdateAccess gives it the tenants, keys and
+	// grants. nil: requests are not authenticated (health and server
+	// metadata never are).
+	Auth *auth.Authenticator
 	// MaxInFlightBytes bounds the request bytes the gateway holds at once,
 	// REST bodies and gRPC inference messages, from their arrival to
 	// their answer (default 1 GiB, or MaxBodyBytes when that is larger;
@@ -171,6 +198,12 @@ type Gateway struct {
 	budget    *byteBudget
 	health    *health.Server
 	mirror    *mirrorer
+	// limiter admits requests under the tenants' and models' quotas;
+	// limits are its inputs; quotaMetrics are shared with the routes'
+	// fair queues.
+	limiter      *quota.Limiter
+	limits       accessLimits
+	quotaMetrics *quota.Metrics
 	// drain is cancelled at Serve's drain deadline (see abortInFlight):
 	// every wait of a request for its runtime is derived from it or
 	// checks it. It is never reset: a Gateway is served once.
@@ -217,6 +250,12 @@ func New(opts Options) (*Gateway, error) {
 	g.budget = newByteBudget(opts.MaxInFlightBytes, opts.InFlightWait, m.inFlightBytes)
 	m.inFlightLimit.Set(float64(opts.MaxInFlightBytes))
 	g.mirror = newMirrorer(g, opts.MirrorConcurrency)
+	if g.quotaMetrics, err = quota.NewMetrics(opts.Registerer); err != nil {
+		return nil, fmt.Errorf("gateway: metrics: %w", err)
+	}
+	if g.limiter, err = quota.NewLimiter(quota.LimiterOptions{Metrics: g.quotaMetrics}); err != nil {
+		return nil, err
+	}
 	if err := opts.Registerer.Register(newPoolCollector(g)); err != nil {
 		return nil, fmt.Errorf("gateway: metrics: %w", err)
 	}
@@ -351,9 +390,31 @@ func (g *Gateway) SetModels(models []router.Model[Route]) error {
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
+	if err := g.setModelLimits(modelLimits(models)); err != nil {
+		return fmt.Errorf("gateway: models' quotas: %w", err)
+	}
 	g.router.Store(t)
 	return nil
 }
+
+// modelLimits are the quotas of models: each one's first revision with a
+// Limit.
+func modelLimits(models []router.Model[Route]) []quota.ModelLimit {
+	var out []quota.ModelLimit
+	for _, m := range models {
+		for _, rev := range m.Revisions {
+			if rev != nil && rev.Backend.Limit != (quota.Limit{}) {
+				out = append(out, quota.ModelLimit{Model: m.Name, Limit: rev.Backend.Limit})
+				break
+			}
+		}
+	}
+	return out
+}
+
+// QuotaMetrics returns the quota metrics the routes' fair queues report
+// to (quota.FairQueueOptions.Metrics).
+func (g *Gateway) QuotaMetrics() *quota.Metrics { return g.quotaMetrics }
 
 // Forget deletes the metrics of a revision no longer routed. Call it once
 // the requests that chose the revision are done (its Stats.InFlight is 0):
@@ -469,10 +530,14 @@ func (g *Gateway) Serve(ctx context.Context, restLn, grpcLn net.Listener) error 
 			return err
 		}
 		srv := g.restServer()
+		serve := srv.Serve
+		if cfg := g.opts.RESTTLS; cfg != nil {
+			serve = func(ln net.Listener) error { return srv.Serve(tls.NewListener(ln, cfg)) }
+		}
 		fronts = append(fronts, front{
 			name:  "REST",
 			ln:    ln,
-			serve: srv.Serve,
+			serve: serve,
 			drain: func(ctx context.Context) bool {
 				// Closed first, so that a Serve not started yet returns at
 				// once: fasthttp's Shutdown knows only listeners Serve has
@@ -494,6 +559,9 @@ func (g *Gateway) Serve(ctx context.Context, restLn, grpcLn net.Listener) error 
 			name: "gRPC",
 			ln:   ln,
 			serve: func(ln net.Listener) error {
+				if cfg := g.opts.GRPCTLS; cfg != nil && g.opts.GRPCServer != GRPCServerGRPCGo {
+					ln = tls.NewListener(ln, cfg)
+				}
 				// A Serve that starts after the drain began has nothing to do.
 				if err := srv.Serve(ln); !errors.Is(err, grpc.ErrServerStopped) {
 					return err
@@ -596,7 +664,14 @@ type grpcFrontDoor interface {
 func (g *Gateway) grpcServer() grpcFrontDoor {
 	var srv grpcFrontDoor
 	if g.opts.GRPCServer == GRPCServerGRPCGo {
+		creds := insecure.NewCredentials()
+		if g.opts.GRPCTLS != nil {
+			// grpc-go does its own handshake, so that its handlers see
+			// the peer's TLSInfo.
+			creds = credentials.NewTLS(g.opts.GRPCTLS)
+		}
 		srv = grpc.NewServer(
+			grpc.Creds(creds),
 			grpc.MaxRecvMsgSize(g.opts.MaxBodyBytes),
 			grpc.MaxSendMsgSize(g.opts.MaxBodyBytes),
 			grpc.ForceServerCodecV2(oip.Codec{}),

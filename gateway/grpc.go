@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/infergate/infergate/auth"
+	"github.com/infergate/infergate/gateway/quota"
 	"github.com/infergate/infergate/internal/keyhash"
 	"github.com/infergate/infergate/oip"
 	pb "github.com/infergate/infergate/oip/inferencepb"
@@ -39,18 +41,20 @@ func (s grpcService) ServerMetadata(context.Context, *pb.ServerMetadataRequest) 
 }
 
 func (s grpcService) ModelReady(ctx context.Context, req *pb.ModelReadyRequest) (*pb.ModelReadyResponse, error) {
-	r, _, err := s.g.resolve(grpcRouting(ctx, []byte(req.GetName()), []byte(req.GetVersion())))
+	r, ticket, err := s.g.grpcModel(ctx, []byte(req.GetName()), []byte(req.GetVersion()))
 	if err != nil {
 		return nil, oip.GRPCStatus(err)
 	}
+	defer ticket.Release()
 	return &pb.ModelReadyResponse{Ready: r.Pool.Ready()}, nil
 }
 
 func (s grpcService) ModelMetadata(ctx context.Context, req *pb.ModelMetadataRequest) (*pb.ModelMetadataResponse, error) {
-	r, _, err := s.g.resolve(grpcRouting(ctx, []byte(req.GetName()), []byte(req.GetVersion())))
+	r, ticket, err := s.g.grpcModel(ctx, []byte(req.GetName()), []byte(req.GetVersion()))
 	if err != nil {
 		return nil, oip.GRPCStatus(err)
 	}
+	defer ticket.Release()
 	ctx, cancel := s.g.callContext(ctx, r.Timeout)
 	defer cancel()
 	_ = grpc.SetHeader(ctx, r.grpcHeader)
@@ -105,8 +109,18 @@ func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame) (*oip.
 		s.g.countUnrouted("grpc", oip.GRPCCode(err).String())
 		return nil, oip.GRPCStatus(err)
 	}
+	principal, err := s.g.authenticateGRPC(ctx)
+	if err != nil {
+		s.g.countUnrouted("grpc", oip.GRPCCode(err).String())
+		return nil, oip.GRPCStatus(err)
+	}
 	req := grpcRouting(ctx, name, version)
 	r, mirror, err := s.g.resolve(req)
+	var ticket quota.Ticket
+	if err == nil {
+		ticket, err = s.g.admit(principal, r, auth.ActionInfer)
+		defer ticket.Release()
+	}
 	if err == nil && len(version) > 0 {
 		// The version chose the revision; the runtime serves the model
 		// under versions of its own.
@@ -125,7 +139,7 @@ func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame) (*oip.
 		callErr error
 	)
 	r, mirror, err = s.g.send(req, r, mirror, func(r *route) bool {
-		resp, callErr = s.infer(ctx, r, req, in)
+		resp, callErr = s.infer(ctx, principal, r, req, in)
 		return errors.Is(callErr, ErrRevisionRetired)
 	})
 	if err != nil {
@@ -144,6 +158,22 @@ func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame) (*oip.
 		s.g.mirror.grpc(r.name, mirror, in, resp)
 	}
 	return resp, err
+}
+
+// grpcModel authenticates a gRPC call about a model (metadata,
+// readiness), resolves its revision and admits it under the caller's
+// grants and quotas; the caller releases the Ticket.
+func (g *Gateway) grpcModel(ctx context.Context, name, version []byte) (*route, quota.Ticket, error) {
+	p, err := g.authenticateGRPC(ctx)
+	if err != nil {
+		return nil, quota.Ticket{}, err
+	}
+	r, _, err := g.resolve(grpcRouting(ctx, name, version))
+	if err != nil {
+		return nil, quota.Ticket{}, err
+	}
+	t, err := g.admit(p, r, auth.ActionMetadata)
+	return r, t, err
 }
 
 // grpcRouting reads the router's inputs from a gRPC request: the model,
@@ -189,10 +219,15 @@ func grpcOutcome(c codes.Code, clientDeadline bool) router.Outcome {
 	return router.OutcomeServerError
 }
 
-func (s grpcService) infer(ctx context.Context, r *route, req router.Request, in *oip.RawFrame) (*oip.RawFrame, error) {
+func (s grpcService) infer(ctx context.Context, p *auth.Principal, r *route, req router.Request, in *oip.RawFrame) (*oip.RawFrame, error) {
 	ctx, cancel := s.g.callContext(ctx, r.Timeout)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
+	slot, err := s.g.fairShare(ctx, p, r, time.Time{})
+	if err != nil {
+		return nil, err
+	}
+	defer slot.Release()
 	for try := 1; ; try++ {
 		release, err := r.activateCtx(ctx)
 		if err != nil {

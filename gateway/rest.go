@@ -9,6 +9,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/infergate/infergate/auth"
 	"github.com/infergate/infergate/internal/keyhash"
 	"github.com/infergate/infergate/oip"
 	"github.com/infergate/infergate/oip/rest"
@@ -51,6 +52,13 @@ func (g *Gateway) HandleREST(ctx *fasthttp.RequestCtx) {
 		rest.WriteJSON(ctx, g.serverMetadata())
 		return
 	}
+	// Who asks, before anything of the model is told (a caller with no
+	// credential learns nothing, not even whether the model exists).
+	principal, err := g.authenticate(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization))
+	if err != nil {
+		g.restError(ctx, err)
+		return
+	}
 	req := router.Request{Model: p.Model, Pin: p.Version}
 	if len(req.Pin) == 0 {
 		req.Pin = ctx.Request.Header.Peek(HeaderRevision)
@@ -64,6 +72,16 @@ func (g *Gateway) HandleREST(ctx *fasthttp.RequestCtx) {
 		g.restError(ctx, err)
 		return
 	}
+	action := auth.ActionMetadata
+	if p.Endpoint == oip.EndpointModelInfer {
+		action = auth.ActionInfer
+	}
+	ticket, err := g.admit(principal, r, action)
+	if err != nil {
+		g.restError(ctx, err)
+		return
+	}
+	defer ticket.Release()
 	switch p.Endpoint {
 	case oip.EndpointModelReady:
 		if !r.Pool.Ready() {
@@ -99,6 +117,9 @@ func (g *Gateway) HandleREST(ctx *fasthttp.RequestCtx) {
 		h := &ctx.Request.Header
 		h.Del("Connection")
 		h.Del("Keep-Alive")
+		// The caller's credential is for this gateway, never for the
+		// runtime (or a mirror).
+		h.Del(fasthttp.HeaderAuthorization)
 		if len(req.Pin) > 0 {
 			h.Del(HeaderRevision)
 		}
@@ -107,7 +128,7 @@ func (g *Gateway) HandleREST(ctx *fasthttp.RequestCtx) {
 		}
 		timeoutHeader := h.Peek(HeaderRequestTimeout)
 		r, mirror, err = g.send(req, r, mirror, func(r *route) bool {
-			return g.restInfer(ctx, r, req, start, timeoutHeader)
+			return g.restInfer(ctx, principal, r, req, start, timeoutHeader)
 		})
 		if err != nil {
 			g.restError(ctx, err)
@@ -207,10 +228,14 @@ func (e *methodError) Unwrap() error { return e.error }
 func writeRESTError(ctx *fasthttp.RequestCtx, err error) {
 	rest.WriteError(ctx, err)
 	var me *methodError
-	if errors.As(err, &me) {
+	switch {
+	case errors.As(err, &me):
 		ctx.Response.Header.Set("Allow", me.allow)
 		ctx.SetStatusCode(fasthttp.StatusMethodNotAllowed)
+	case ctx.Response.StatusCode() == fasthttp.StatusUnauthorized:
+		ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="infergate"`)
 	}
+	setRetryAfter(ctx, err)
 }
 
 // restFailed answers a request's failure to get its runtime's answer in
@@ -230,7 +255,7 @@ func (g *Gateway) restFailed(ctx *fasthttp.RequestCtx, err error) {
 // It reports whether the revision was retired while the request waited
 // in its activator, so that the caller routes it again.
 // timeoutHeader is the request's HeaderRequestTimeout, if any.
-func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, r *route, req router.Request, start time.Time, timeoutHeader []byte) (retired bool) {
+func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, p *auth.Principal, r *route, req router.Request, start time.Time, timeoutHeader []byte) (retired bool) {
 	timeout := r.Timeout
 	if v := timeoutHeader; len(v) > 0 {
 		d, err := parseTimeout(v)
@@ -241,6 +266,12 @@ func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, r *route, req router.Reque
 		timeout = d
 	}
 	deadline := start.Add(timeout)
+	slot, err := g.fairShare(g.drain, p, r, deadline)
+	if err != nil {
+		g.restFailed(ctx, err)
+		return false
+	}
+	defer slot.Release()
 	for try := 1; ; try++ {
 		release, err := r.activate(g.drain, deadline)
 		if err != nil {

@@ -404,9 +404,25 @@ func (c *conn) speak() {
 // Options.UntilServed). It costs an atomic load once done, and nothing for
 // another connection.
 func MarkServed(c net.Conn) {
-	if tc, ok := c.(*conn); ok {
+	if tc, ok := own(c); ok {
 		tc.speak()
 	}
+}
+
+// own returns c as a connection of a Listener, looking through the
+// wrappers that expose the connection they carry (*tls.Conn's NetConn).
+func own(c net.Conn) (*conn, bool) {
+	for range 4 {
+		switch w := c.(type) {
+		case *conn:
+			return w, true
+		case interface{ NetConn() net.Conn }:
+			c = w.NetConn()
+		default:
+			return nil, false
+		}
+	}
+	return nil, false
 }
 
 // Close closes the connection, after the lingering close a Linger asked
@@ -464,7 +480,7 @@ func (c *conn) CloseWrite() error {
 // does not linger. Linger reports false, and does nothing, when c is not
 // a Listener's connection, maxBytes or d is not positive, or c is closed.
 func Linger(c net.Conn, maxBytes int64, d time.Duration) bool {
-	tc, ok := c.(*conn)
+	tc, ok := own(c)
 	if !ok || maxBytes <= 0 || d <= 0 || tc.closed.Load() {
 		return false
 	}

@@ -1,0 +1,320 @@
+package gateway
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttputil"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/infergate/infergate/auth"
+	pb "github.com/infergate/infergate/oip/inferencepb"
+	"github.com/infergate/infergate/runtimes"
+)
+
+// credentialRuntime is a REST runtime that remembers whether a request
+// reached it carrying an Authorization header.
+type credentialRuntime struct {
+	ln       *fasthttputil.InmemoryListener
+	calls    atomic.Int64
+	leaked   atomic.Int64
+	released chan struct{} // when set, infer waits for it (a held runtime)
+}
+
+func newCredentialRuntime(t testing.TB) *credentialRuntime {
+	f := &credentialRuntime{ln: fasthttputil.NewInmemoryListener()}
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if len(ctx.Request.Header.Peek("Authorization")) > 0 {
+			f.leaked.Add(1)
+		}
+		if strings.HasSuffix(string(ctx.Path()), "/infer") {
+			f.calls.Add(1)
+			if f.released != nil {
+				<-f.released
+			}
+			ctx.SetContentType("application/json")
+			ctx.SetBodyString(fakeResponse)
+			return
+		}
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(`{"name":"m","platform":"fake","inputs":[{"name":"x","datatype":"FP32","shape":[-1,1]}],"outputs":[{"name":"y","datatype":"FP32","shape":[-1,1]}]}`)
+	}}
+	go srv.Serve(f.ln) //nolint:errcheck // ends when the listener closes
+	t.Cleanup(func() { f.ln.Close() })
+	return f
+}
+
+func (f *credentialRuntime) client(t testing.TB) runtimes.Client {
+	c, err := runtimes.NewRESTClient(runtimes.RESTOptions{Addr: "127.0.0.1:1", Dial: func(string) (net.Conn, error) { return f.ln.Dial() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// tenantsFixture is a snapshot with tenant "search" allowed to infer on
+// iris (by name) and read metadata of models labelled team=search, tenant
+// "other" allowed nothing, and their keys.
+type tenantsFixture struct {
+	snap                auth.Snapshot
+	searchKey, otherKey string
+	searchID            string
+	authn               *auth.Authenticator
+}
+
+func newTenants(t testing.TB) *tenantsFixture {
+	t.Helper()
+	f := &tenantsFixture{}
+	var sk, ok auth.Key
+	var err error
+	if f.searchKey, sk, err = auth.NewKey("search", "ci", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if f.otherKey, ok, err = auth.NewKey("other", "ci", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	f.searchID = sk.ID
+	f.snap = auth.Snapshot{
+		Tenants: []auth.Tenant{{Name: "search"}, {Name: "other"}},
+		Keys:    []auth.Key{sk, ok},
+		Grants: []auth.Grant{
+			{ID: 1, Tenant: "search", Actions: auth.ActionInfer, Models: []string{"iris"}},
+			{ID: 2, Tenant: "search", Actions: auth.ActionMetadata, Selector: map[string]string{"team": "search"}},
+		},
+	}
+	if f.authn, err = auth.New(auth.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// restInfer posts an inference request with the given Authorization
+// (none when empty) and returns the answer and its body.
+func restCall(t *testing.T, addr, path, authorization string) (*http.Response, string) {
+	t.Helper()
+	method, body := http.MethodGet, ""
+	if strings.HasSuffix(path, "/infer") {
+		method, body = http.MethodPost, `{"inputs":[{"name":"x","datatype":"FP32","shape":[1,1],"data":[1]}]}`
+	}
+	req, err := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// TestAccessREST: every denial path of the REST front door, and that the
+// caller's credential never reaches the runtime.
+func TestAccessREST(t *testing.T) {
+	rt := newCredentialRuntime(t)
+	ten := newTenants(t)
+	s := serve(t, Options{Auth: ten.authn, Routes: []Route{
+		{Model: "iris", Pool: readyPool(t, "iris", rt.client(t)), Labels: map[string]string{"team": "search"}},
+		{Model: "digits", Pool: readyPool(t, "digits", rt.client(t))},
+	}}, nil)
+	if err := s.g.UpdateAccess(ten.snap); err != nil {
+		t.Fatal(err)
+	}
+	bearer := func(k string) string { return "Bearer " + k }
+	for _, tc := range []struct {
+		name, path, authorization string
+		want                      int
+		wantMsg                   string
+	}{
+		{"no credential", "/v2/models/iris/infer", "", 401, "credential"},
+		{"no credential, unknown model", "/v2/models/nosuch/infer", "", 401, ""},
+		{"not bearer", "/v2/models/iris/infer", "Basic dXNlcjpwYXNz", 401, ""},
+		{"unknown key", "/v2/models/iris/infer", bearer("igk_0123456789abcdef_" + strings.Repeat("A", 43)), 401, "igk_0123456789abcdef"},
+		{"wrong secret", "/v2/models/iris/infer", bearer("igk_" + ten.searchID + "_" + strings.Repeat("B", 43)), 401, ""},
+		{"not granted this model", "/v2/models/digits/infer", bearer(ten.searchKey), 403, "digits"},
+		{"not granted anything", "/v2/models/iris/infer", bearer(ten.otherKey), 403, "other"},
+		{"granted", "/v2/models/iris/infer", bearer(ten.searchKey), 200, ""},
+		{"metadata by label", "/v2/models/iris", bearer(ten.searchKey), 200, ""},
+		{"metadata not granted", "/v2/models/digits", bearer(ten.searchKey), 403, ""},
+		{"unknown model, authenticated", "/v2/models/nosuch/infer", bearer(ten.searchKey), 404, ""},
+		{"health needs none", "/v2/health/ready", "", 200, ""},
+		{"server metadata needs none", "/v2", "", 200, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := restCall(t, s.rest, tc.path, tc.authorization)
+			if resp.StatusCode != tc.want {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.want, body)
+			}
+			if tc.want == 401 && resp.Header.Get("WWW-Authenticate") == "" {
+				t.Error("a 401 without WWW-Authenticate")
+			}
+			if tc.want >= 400 && !strings.Contains(body, `"error"`) {
+				t.Errorf("not an OIP error: %s", body)
+			}
+			if !strings.Contains(body, tc.wantMsg) {
+				t.Errorf("body %s does not say %q", body, tc.wantMsg)
+			}
+			for _, secret := range []string{ten.searchKey, ten.otherKey, strings.Repeat("B", 43)} {
+				if strings.Contains(body, secret) || strings.Contains(body, secret[len(secret)-43:]) {
+					t.Errorf("the answer carries a secret: %s", body)
+				}
+			}
+		})
+	}
+	if n := rt.leaked.Load(); n != 0 {
+		t.Errorf("%d requests reached the runtime with the caller's Authorization header", n)
+	}
+	// A revoked key is refused from the next request on.
+	snap := ten.snap
+	snap.Keys = append([]auth.Key(nil), snap.Keys...)
+	snap.Keys[0].Revoked = time.Now()
+	if err := s.g.UpdateAccess(snap); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := restCall(t, s.rest, "/v2/models/iris/infer", bearer(ten.searchKey)); resp.StatusCode != 401 || !strings.Contains(body, "revoked") {
+		t.Errorf("revoked key: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestAccessGRPC: the same denials over gRPC, with the credential in the
+// authorization metadata.
+func TestAccessGRPC(t *testing.T) { forEachGRPCServer(t, testAccessGRPC) }
+
+func testAccessGRPC(t *testing.T, server string) {
+	rt := newCredentialRuntime(t)
+	ten := newTenants(t)
+	s := serve(t, Options{GRPCServer: server, Auth: ten.authn, Routes: []Route{
+		{Model: "iris", Pool: readyPool(t, "iris", rt.client(t)), Labels: map[string]string{"team": "search"}},
+		{Model: "digits", Pool: readyPool(t, "digits", rt.client(t))},
+	}}, nil)
+	if err := s.g.UpdateAccess(ten.snap); err != nil {
+		t.Fatal(err)
+	}
+	c := grpcClient(t, s.grpc)
+	infer := &pb.ModelInferRequest{Inputs: []*pb.ModelInferRequest_InferInputTensor{{
+		Name: "x", Datatype: "FP32", Shape: []int64{1, 1}, Contents: &pb.InferTensorContents{Fp32Contents: []float32{1}}}}}
+	for _, tc := range []struct {
+		name, model, authorization string
+		metadataCall               bool
+		want                       codes.Code
+	}{
+		{"no credential", "iris", "", false, codes.Unauthenticated},
+		{"unknown key", "iris", "Bearer igk_0123456789abcdef_" + strings.Repeat("A", 43), false, codes.Unauthenticated},
+		{"not granted this model", "digits", "Bearer " + ten.searchKey, false, codes.PermissionDenied},
+		{"not granted anything", "iris", "Bearer " + ten.otherKey, false, codes.PermissionDenied},
+		{"granted", "iris", "Bearer " + ten.searchKey, false, codes.OK},
+		{"metadata, no credential", "iris", "", true, codes.Unauthenticated},
+		{"metadata not granted", "digits", "Bearer " + ten.searchKey, true, codes.PermissionDenied},
+		{"metadata by label", "iris", "Bearer " + ten.searchKey, true, codes.OK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+			defer cancel()
+			if tc.authorization != "" {
+				ctx = metadata.AppendToOutgoingContext(ctx, "authorization", tc.authorization)
+			}
+			var err error
+			if tc.metadataCall {
+				_, err = c.ModelMetadata(ctx, &pb.ModelMetadataRequest{Name: tc.model})
+			} else {
+				req := infer
+				req.ModelName = tc.model
+				_, err = c.ModelInfer(ctx, req)
+			}
+			if got := status.Code(err); got != tc.want {
+				t.Fatalf("code %v, want %v (%v)", got, tc.want, err)
+			}
+			if err != nil && strings.Contains(err.Error(), ten.searchKey[len(ten.searchKey)-43:]) {
+				t.Errorf("the status carries a secret: %v", err)
+			}
+		})
+	}
+	if n := rt.leaked.Load(); n != 0 {
+		t.Errorf("%d requests reached the runtime with an Authorization header", n)
+	}
+}
+
+// TestQuotaREST: a tenant over its rate gets 429 with Retry-After, over
+// REST and gRPC, while another tenant is unaffected.
+func TestQuotaREST(t *testing.T) {
+	rt := newCredentialRuntime(t)
+	ten := newTenants(t)
+	s := serve(t, Options{Auth: ten.authn, Routes: []Route{
+		{Model: "iris", Pool: readyPool(t, "iris", rt.client(t)), Labels: map[string]string{"team": "search"}},
+	}}, nil)
+	snap := ten.snap
+	snap.Tenants = []auth.Tenant{{Name: "search", RatePerSecond: 0.001, Burst: 1}, {Name: "other"}}
+	snap.Grants = append(snap.Grants, auth.Grant{ID: 3, Tenant: "other", Actions: auth.ActionInfer, Models: []string{"*"}})
+	if err := s.g.UpdateAccess(snap); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := restCall(t, s.rest, "/v2/models/iris/infer", "Bearer "+ten.searchKey); resp.StatusCode != 200 {
+		t.Fatalf("first request: %d %s", resp.StatusCode, body)
+	}
+	resp, body := restCall(t, s.rest, "/v2/models/iris/infer", "Bearer "+ten.searchKey)
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || !strings.Contains(body, "rate limit") {
+		t.Fatalf("over the rate: %d Retry-After %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	if resp, body := restCall(t, s.rest, "/v2/models/iris/infer", "Bearer "+ten.otherKey); resp.StatusCode != 200 {
+		t.Fatalf("another tenant: %d %s", resp.StatusCode, body)
+	}
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+ten.searchKey)
+	_, err := grpcClient(t, s.grpc).ModelInfer(ctx, &pb.ModelInferRequest{ModelName: "iris", Inputs: []*pb.ModelInferRequest_InferInputTensor{{
+		Name: "x", Datatype: "FP32", Shape: []int64{1, 1}, Contents: &pb.InferTensorContents{Fp32Contents: []float32{1}}}}})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("gRPC over the rate: %v", err)
+	}
+}
+
+// BenchmarkRESTPassThroughAuth is the pass-through with and without an
+// API key to check: their difference is authentication and authorization
+// with a cached key.
+func BenchmarkRESTPassThroughAuth(b *testing.B) {
+	b.Run("off", func(b *testing.B) { benchmarkRESTAuth(b, false) })
+	b.Run("key", func(b *testing.B) { benchmarkRESTAuth(b, true) })
+}
+
+func benchmarkRESTAuth(b *testing.B, on bool) {
+	rt := newFakeRuntime(b, "a")
+	ten := newTenants(b)
+	authn := ten.authn
+	if !on {
+		authn = nil
+	}
+	g, err := New(Options{Auth: authn, Routes: []Route{{Model: "iris", Pool: readyPool(b, "iris", rt.client(b))}}, Registerer: nil})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := g.UpdateAccess(ten.snap); err != nil {
+		b.Fatal(err)
+	}
+	body := []byte(`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,1],"data":[1]}]}`)
+	authz := []byte("Bearer " + ten.searchKey)
+	var ctx fasthttp.RequestCtx
+	b.ReportAllocs()
+	for b.Loop() {
+		ctx.Request.Reset()
+		ctx.Response.Reset()
+		ctx.Request.Header.SetMethod("POST")
+		ctx.Request.SetRequestURI("/v2/models/iris/infer")
+		ctx.Request.Header.SetBytesV("Authorization", authz)
+		ctx.Request.SetBody(body)
+		g.HandleREST(&ctx)
+		if ctx.Response.StatusCode() != 200 {
+			b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+		}
+	}
+}

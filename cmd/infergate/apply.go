@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/infergate/infergate/config"
@@ -108,6 +109,10 @@ func adminFlag(fs *flag.FlagSet) *string {
 	return fs.String("admin", "127.0.0.1:8090", "the gateway's admin address")
 }
 
+// envKey names the environment variable holding the API key (or JWT)
+// the CLI sends to an admin port that authenticates.
+const envKey = "INFERGATE_KEY"
+
 // adminCall calls the admin API and decodes a 2xx answer into out; an
 // error answer becomes an error with the API's message.
 func adminCall(admin, method, path string, body []byte, out any) error {
@@ -117,9 +122,16 @@ func adminCall(admin, method, path string, body []byte, out any) error {
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+admin+path, rd)
+	base := admin
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(base, "/")+path, rd)
 	if err != nil {
 		return err
+	}
+	if key := os.Getenv(envKey); key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")

@@ -38,6 +38,10 @@ Usage:
                                  pipeline runs: submit a pipeline file, follow it, its steps and logs
   infergate step mlp|train|evaluate|sweep|register|deploy [flags]
                                  the pipelines' built-in steps
+  infergate tenants create|update|list|get|delete|grant|revoke-grant ...
+                                 tenants: weights, quotas and grants (who may do what on which models)
+  infergate keys create|list|revoke ...
+                                 tenants' API keys: a token is shown once, at creation
   infergate version              print the version
 
 Run "infergate <command> -h" for a command's flags.
@@ -79,6 +83,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runEvents(ctx, rest, stdout, stderr)
 	case "run":
 		return runRun(rest, stdout, stderr)
+	case "tenants", "keys":
+		return runTenants(context.Background(), cmd, rest, stdout, stderr)
 	case "step":
 		return runStep(rest, stdout, stderr)
 	case "modelserver":

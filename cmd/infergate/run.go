@@ -606,11 +606,11 @@ func (c *runCLI) logs(pos []string) error {
 	if c.set["attempt"] {
 		q.Set("attempt", strconv.Itoa(c.f.attempt))
 	}
-	u := c.api.Base() + runPath(pos[0]) + "/steps/" + url.PathEscape(pos[1]) + "/logs"
+	u := runPath(pos[0]) + "/steps/" + url.PathEscape(pos[1]) + "/logs"
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
-	req, err := http.NewRequestWithContext(c.ctx, http.MethodGet, u, nil)
+	req, err := c.api.NewRequest(c.ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return err
 	}

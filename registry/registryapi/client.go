@@ -39,6 +39,10 @@ type ClientOptions struct {
 	// the changes (the CLI's OS user). "" sends none: the server records
 	// the client's address.
 	Actor string
+	// Token, when set, is sent as "Authorization: Bearer <Token>" with
+	// every request: an API key or a JWT, for an admin port that
+	// authenticates.
+	Token string
 	// CallTimeout bounds a JSON call (not an upload or a stream). 0 means
 	// 30s.
 	CallTimeout time.Duration
@@ -106,7 +110,7 @@ func (c *Client) Call(ctx context.Context, method, path string, body, out any) e
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := c.request(ctx, method, path, rd)
+	req, err := c.NewRequest(ctx, method, path, rd)
 	if err != nil {
 		return err
 	}
@@ -121,13 +125,19 @@ func (c *Client) Call(ctx context.Context, method, path string, body, out any) e
 	return c.answer(resp, out)
 }
 
-func (c *Client) request(ctx context.Context, method, path string, body io.Reader) (*http.Request, error) {
+// NewRequest makes a request of the admin port's path (with its query)
+// carrying the client's actor and token, for calls Call does not fit (a
+// stream read as it comes).
+func (c *Client) NewRequest(ctx context.Context, method, path string, body io.Reader) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
 		return nil, err
 	}
 	if c.opts.Actor != "" {
 		req.Header.Set(ActorHeader, c.opts.Actor)
+	}
+	if c.opts.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.opts.Token)
 	}
 	return req, nil
 }
@@ -251,7 +261,7 @@ func (c *Client) UploadFile(ctx context.Context, model string, version int64, up
 	if up.Format != "" {
 		path += "?" + url.Values{"format": {up.Format}}.Encode()
 	}
-	req, err := c.request(ctx, http.MethodPut, path, io.LimitReader(f, up.Size))
+	req, err := c.NewRequest(ctx, http.MethodPut, path, io.LimitReader(f, up.Size))
 	if err != nil {
 		return nil, err
 	}
@@ -331,7 +341,7 @@ func (c *Client) streamOnce(ctx context.Context, q url.Values, lastID string, em
 	if len(q) > 0 {
 		path += "?" + q.Encode()
 	}
-	req, err := c.request(ctx, http.MethodGet, path, nil)
+	req, err := c.NewRequest(ctx, http.MethodGet, path, nil)
 	if err != nil {
 		return false, err
 	}

@@ -1,0 +1,524 @@
+package tenants
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/infergate/infergate/auth"
+	"github.com/infergate/infergate/registry"
+)
+
+// DefaultMaxBodyBytes bounds a request body of the API when
+// HandlerOptions.MaxBodyBytes is 0.
+const DefaultMaxBodyBytes = 64 << 10
+
+// ActorHeader names who makes a change, as the registry's API reads it.
+const ActorHeader = "X-Infergate-Actor"
+
+// HandlerOptions configure NewHandler. Every zero value has a documented
+// default.
+type HandlerOptions struct {
+	// Guard wraps every handler that changes something (POST, PATCH,
+	// DELETE): the admin API's change guard (controlplane.Guard) and, with
+	// authentication, the check of an admin grant. nil admits every
+	// change. Reads are not wrapped: whoever mounts the handler decides
+	// who may read it (key ids, never secrets, are in the answers).
+	Guard func(http.HandlerFunc) http.HandlerFunc
+	// MaxBodyBytes bounds a request body (413 past it). 0 means
+	// DefaultMaxBodyBytes (64 KiB).
+	MaxBodyBytes int64
+	// Logger gets the errors answered with a 5xx status. nil discards
+	// them.
+	Logger *slog.Logger
+}
+
+// Handler serves the tenants, keys and grants of a Store over HTTP:
+//
+//	GET    /api/v1/tenants                  {"items": [TenantInfo]}
+//	POST   /api/v1/tenants                  TenantCreate → 201 TenantInfo
+//	GET    /api/v1/tenants/{name}           TenantDetail (with its keys and grants)
+//	PATCH  /api/v1/tenants/{name}           TenantUpdate → TenantInfo
+//	DELETE /api/v1/tenants/{name}           DeleteResult (its keys and grants go with it)
+//	GET    /api/v1/tenants/{name}/keys      {"items": [KeyInfo]}
+//	POST   /api/v1/tenants/{name}/keys      KeyCreate → 201 KeyCreated (the token, shown once)
+//	GET    /api/v1/tenants/{name}/grants    {"items": [GrantInfo]}
+//	POST   /api/v1/tenants/{name}/grants    GrantCreate → 201 GrantInfo
+//	GET    /api/v1/keys?tenant=             {"items": [KeyInfo]}, every tenant's without tenant
+//	DELETE /api/v1/keys/{id}                revoke → KeyInfo
+//	GET    /api/v1/grants?tenant=           {"items": [GrantInfo]}
+//	DELETE /api/v1/grants/{id}              remove → GrantInfo
+//
+// Bodies are JSON, decoded strictly (an unknown field is an error).
+// Errors are {"error": "...", "code": "..."}: 400 INVALID_ARGUMENT, 404
+// NOT_FOUND, 405 METHOD_NOT_ALLOWED (with Allow), 409 CONFLICT, 413
+// TOO_LARGE, 415 UNSUPPORTED_MEDIA_TYPE, 503 UNAVAILABLE (the store is
+// busy or closing), 500 INTERNAL. Handlers return their errors, which are
+// written in one place (writeError) with the status chosen in one
+// (statusOf). It is safe for concurrent use.
+type Handler struct {
+	s    *Store
+	opts HandlerOptions
+	mux  *http.ServeMux
+	log  *slog.Logger
+}
+
+// The paths Handler answers, as Patterns returns them.
+const (
+	tenantsPath = "/api/v1/tenants"
+	keysPath    = "/api/v1/keys"
+	grantsPath  = "/api/v1/grants"
+)
+
+// NewHandler returns the API of s; it starts no goroutine.
+func NewHandler(s *Store, opts HandlerOptions) (*Handler, error) {
+	if s == nil {
+		return nil, errors.New("tenants: NewHandler needs a Store")
+	}
+	if opts.MaxBodyBytes < 0 {
+		return nil, fmt.Errorf("tenants: HandlerOptions.MaxBodyBytes %d is negative", opts.MaxBodyBytes)
+	}
+	if opts.MaxBodyBytes == 0 {
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if opts.Guard == nil {
+		opts.Guard = func(h http.HandlerFunc) http.HandlerFunc { return h }
+	}
+	h := &Handler{s: s, opts: opts, mux: http.NewServeMux(), log: opts.Logger}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	h.routes()
+	return h, nil
+}
+
+// Patterns returns the ServeMux patterns to mount the Handler at on the
+// admin port (serving.Options.AdminAPI, controlplane.APIOptions.Extra):
+// /api/v1/tenants, /api/v1/keys, /api/v1/grants and every path under
+// them.
+func (h *Handler) Patterns() []string {
+	return []string{tenantsPath, tenantsPath + "/", keysPath, keysPath + "/", grantsPath, grantsPath + "/"}
+}
+
+// ServeHTTP answers the routes of the type's doc; any other path under
+// its patterns is a JSON 404, or 405 naming the methods the path takes.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+func (h *Handler) routes() {
+	const t = tenantsPath + "/{name}"
+	read := h.handle
+	change := func(f handlerFunc) http.HandlerFunc { return h.opts.Guard(withActor(h.handle(f))) }
+	for _, rt := range []struct {
+		pattern string
+		h       http.HandlerFunc
+	}{
+		{"GET " + tenantsPath, read(h.listTenants)},
+		{"POST " + tenantsPath, change(h.createTenant)},
+		{"GET " + t, read(h.getTenant)},
+		{"PATCH " + t, change(h.updateTenant)},
+		{"DELETE " + t, change(h.deleteTenant)},
+		{"GET " + t + "/keys", read(h.listTenantKeys)},
+		{"POST " + t + "/keys", change(h.createKey)},
+		{"GET " + t + "/grants", read(h.listTenantGrants)},
+		{"POST " + t + "/grants", change(h.addGrant)},
+		{"GET " + keysPath, read(h.listKeys)},
+		{"DELETE " + keysPath + "/{id}", change(h.revokeKey)},
+		{"GET " + grantsPath, read(h.listGrants)},
+		{"DELETE " + grantsPath + "/{id}", change(h.removeGrant)},
+	} {
+		h.mux.HandleFunc(rt.pattern, rt.h)
+	}
+	for _, p := range h.Patterns() {
+		h.mux.HandleFunc(p, h.handle(h.noRoute))
+	}
+}
+
+// TenantCreate is the body of POST /api/v1/tenants.
+type TenantCreate struct {
+	Name          string  `json:"name"`
+	Weight        int     `json:"weight,omitempty"`
+	RatePerSecond float64 `json:"ratePerSecond,omitempty"`
+	Burst         int     `json:"burst,omitempty"`
+	MaxInFlight   int     `json:"maxInFlight,omitempty"`
+}
+
+// TenantDetail is a tenant with its keys and grants.
+type TenantDetail struct {
+	TenantInfo
+	Keys   []KeyInfo   `json:"keys"`
+	Grants []GrantInfo `json:"grants"`
+}
+
+// KeyCreate is the body of POST /api/v1/tenants/{name}/keys. Expires (an
+// RFC 3339 time) or ExpiresIn (a Go duration from now, "720h") sets the
+// expiry; neither means none.
+type KeyCreate struct {
+	Name      string    `json:"name,omitempty"`
+	Expires   time.Time `json:"expires,omitzero"`
+	ExpiresIn string    `json:"expiresIn,omitempty"`
+}
+
+// KeyCreated answers a key's creation: Token is the key itself, shown
+// this once.
+type KeyCreated struct {
+	Token string  `json:"token"`
+	Key   KeyInfo `json:"key"`
+}
+
+// GrantCreate is the body of POST /api/v1/tenants/{name}/grants: actions
+// by name ("infer", "metadata", "admin", "command", "metrics") and the
+// models they apply to, by name ("*" for every model) or label selector.
+type GrantCreate struct {
+	Actions  []string          `json:"actions"`
+	Models   []string          `json:"models,omitempty"`
+	Selector map[string]string `json:"selector,omitempty"`
+}
+
+// GrantInfo is a grant as the API shows it.
+type GrantInfo struct {
+	ID       int64             `json:"id"`
+	Tenant   string            `json:"tenant"`
+	Actions  []string          `json:"actions"`
+	Models   []string          `json:"models,omitempty"`
+	Selector map[string]string `json:"selector,omitempty"`
+	// Description says it in words: "infer,metadata on models iris".
+	Description string `json:"description"`
+}
+
+// NewGrantInfo shows g.
+func NewGrantInfo(g auth.Grant) GrantInfo {
+	return GrantInfo{ID: g.ID, Tenant: g.Tenant, Actions: nonNil(ActionNames(g.Actions)), Models: g.Models, Selector: g.Selector, Description: DescribeGrant(g)}
+}
+
+// List is the answer of a list: its items.
+type List[T any] struct {
+	Items []T `json:"items"`
+}
+
+func (h *Handler) listTenants(w http.ResponseWriter, r *http.Request) error {
+	ts, err := h.s.ListTenants(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, List[TenantInfo]{nonNil(ts)})
+	return nil
+}
+
+func (h *Handler) createTenant(w http.ResponseWriter, r *http.Request) error {
+	var req TenantCreate
+	if err := h.decode(w, r, "a tenant (name, weight, ratePerSecond, burst, maxInFlight)", &req); err != nil {
+		return err
+	}
+	t, err := h.s.CreateTenant(r.Context(), auth.Tenant{Name: req.Name, Weight: req.Weight, RatePerSecond: req.RatePerSecond, Burst: req.Burst, MaxInFlight: req.MaxInFlight})
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", tenantsPath+"/"+t.Name)
+	writeJSON(w, http.StatusCreated, t)
+	return nil
+}
+
+func (h *Handler) getTenant(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("name")
+	t, err := h.s.GetTenant(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	keys, err := h.s.ListKeys(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	grants, err := h.s.ListGrants(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, TenantDetail{TenantInfo: t, Keys: nonNil(keys), Grants: grantInfos(grants)})
+	return nil
+}
+
+func (h *Handler) updateTenant(w http.ResponseWriter, r *http.Request) error {
+	var req TenantUpdate
+	if err := h.decode(w, r, "a tenant update (weight, ratePerSecond, burst, maxInFlight)", &req); err != nil {
+		return err
+	}
+	t, err := h.s.UpdateTenant(r.Context(), r.PathValue("name"), req)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, t)
+	return nil
+}
+
+func (h *Handler) deleteTenant(w http.ResponseWriter, r *http.Request) error {
+	res, err := h.s.DeleteTenant(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+func (h *Handler) listTenantKeys(w http.ResponseWriter, r *http.Request) error {
+	return h.answerKeys(w, r, r.PathValue("name"))
+}
+
+func (h *Handler) listKeys(w http.ResponseWriter, r *http.Request) error {
+	return h.answerKeys(w, r, r.URL.Query().Get("tenant"))
+}
+
+func (h *Handler) answerKeys(w http.ResponseWriter, r *http.Request, tenant string) error {
+	keys, err := h.s.ListKeys(r.Context(), tenant)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, List[KeyInfo]{nonNil(keys)})
+	return nil
+}
+
+func (h *Handler) createKey(w http.ResponseWriter, r *http.Request) error {
+	var req KeyCreate
+	if err := h.decode(w, r, "a key (name, expires or expiresIn)", &req); err != nil {
+		return err
+	}
+	expires := req.Expires
+	if req.ExpiresIn != "" {
+		if !expires.IsZero() {
+			return errorf(ErrInvalid, "give expires or expiresIn, not both")
+		}
+		d, err := time.ParseDuration(req.ExpiresIn)
+		if err != nil || d <= 0 {
+			return errorf(ErrInvalid, "expiresIn %q: want a positive duration such as 720h", req.ExpiresIn)
+		}
+		expires = h.s.now().Add(d)
+	}
+	token, k, err := h.s.CreateKey(r.Context(), r.PathValue("name"), req.Name, expires)
+	if err != nil {
+		return err
+	}
+	// The token is in this answer alone: no cache may keep it.
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Location", keysPath+"/"+k.ID)
+	writeJSON(w, http.StatusCreated, KeyCreated{Token: token, Key: k})
+	return nil
+}
+
+func (h *Handler) revokeKey(w http.ResponseWriter, r *http.Request) error {
+	k, err := h.s.RevokeKey(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, k)
+	return nil
+}
+
+func (h *Handler) listTenantGrants(w http.ResponseWriter, r *http.Request) error {
+	return h.answerGrants(w, r, r.PathValue("name"))
+}
+
+func (h *Handler) listGrants(w http.ResponseWriter, r *http.Request) error {
+	return h.answerGrants(w, r, r.URL.Query().Get("tenant"))
+}
+
+func (h *Handler) answerGrants(w http.ResponseWriter, r *http.Request, tenant string) error {
+	gs, err := h.s.ListGrants(r.Context(), tenant)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, List[GrantInfo]{grantInfos(gs)})
+	return nil
+}
+
+func (h *Handler) addGrant(w http.ResponseWriter, r *http.Request) error {
+	var req GrantCreate
+	if err := h.decode(w, r, "a grant (actions, models or selector)", &req); err != nil {
+		return err
+	}
+	actions, err := ParseActions(strings.Join(req.Actions, ","))
+	if err != nil {
+		return err
+	}
+	g, err := h.s.AddGrant(r.Context(), auth.Grant{Tenant: r.PathValue("name"), Actions: actions, Models: req.Models, Selector: req.Selector})
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", grantsPath+"/"+strconv.FormatInt(g.ID, 10))
+	writeJSON(w, http.StatusCreated, NewGrantInfo(g))
+	return nil
+}
+
+func (h *Handler) removeGrant(w http.ResponseWriter, r *http.Request) error {
+	s := r.PathValue("id")
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return errorf(ErrInvalid, "grant id %q: want a number, as grants are listed", s)
+	}
+	g, err := h.s.RemoveGrant(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, NewGrantInfo(g))
+	return nil
+}
+
+func grantInfos(gs []auth.Grant) []GrantInfo {
+	out := make([]GrantInfo, 0, len(gs))
+	for _, g := range gs {
+		out = append(out, NewGrantInfo(g))
+	}
+	return out
+}
+
+// decode reads a request's JSON body into v strictly: a media type other
+// than JSON, an unknown field, a second value or a body over the bound is
+// an error.
+func (h *Handler) decode(w http.ResponseWriter, r *http.Request, what string, v any) error {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || (mt != "application/json" && mt != "application/merge-patch+json") {
+		return &httpError{http.StatusUnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE", "send the body as Content-Type: application/json"}
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	err = dec.Decode(v)
+	if err == nil {
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = errors.New("data after the request object")
+			if errors.As(terr, new(*http.MaxBytesError)) {
+				err = terr
+			}
+		}
+	}
+	if err != nil {
+		if errors.As(err, new(*http.MaxBytesError)) {
+			return &httpError{http.StatusRequestEntityTooLarge, "TOO_LARGE", fmt.Sprintf("the request body is larger than %d bytes", h.opts.MaxBodyBytes)}
+		}
+		return errorf(ErrInvalid, "the body is not %s: %v", what, err)
+	}
+	return nil
+}
+
+// handlerFunc is a route's handler: it answers success itself and
+// returns an error, having written no status, for handle to answer.
+type handlerFunc func(http.ResponseWriter, *http.Request) error
+
+// handle adapts f to net/http: writeError answers the error f returns,
+// the one place the API writes errors.
+func (h *Handler) handle(f handlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := f(w, r); err != nil {
+			h.writeError(w, err)
+		}
+	}
+}
+
+// noRoute answers a path no route takes: 405 with Allow when the path is
+// a route's for other methods, else 404.
+func (h *Handler) noRoute(w http.ResponseWriter, r *http.Request) error {
+	var allow []string
+	for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodDelete} {
+		probe := r.Clone(r.Context())
+		probe.Method = method
+		if _, pattern := h.mux.Handler(probe); !slices.Contains(h.Patterns(), pattern) {
+			allow = append(allow, method)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		return &httpError{http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED",
+			fmt.Sprintf("%s %s: the method is not allowed; use %s", r.Method, r.URL.Path, strings.Join(allow, ", "))}
+	}
+	return &httpError{http.StatusNotFound, "NOT_FOUND",
+		fmt.Sprintf("no tenants API at %s %s; see /api/v1/tenants[/{name}[/keys|/grants]], /api/v1/keys[/{id}], /api/v1/grants[/{id}]", r.Method, r.URL.Path)}
+}
+
+// httpError is an error of the request itself that the store never sees
+// (a wrong path, method or media type), with its status and code.
+type httpError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+// statusOf maps an error to its HTTP status and code name: the one place
+// the API does.
+func statusOf(err error) (int, string) {
+	var he *httpError
+	if errors.As(err, &he) {
+		return he.status, he.code
+	}
+	switch {
+	case errors.Is(err, ErrInvalid):
+		return http.StatusBadRequest, "INVALID_ARGUMENT"
+	case errors.Is(err, ErrNotFound):
+		return http.StatusNotFound, "NOT_FOUND"
+	case errors.Is(err, ErrConflict):
+		return http.StatusConflict, "CONFLICT"
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable, "UNAVAILABLE"
+	}
+	var re *registry.Error
+	if errors.As(err, &re) {
+		switch re.Code {
+		case registry.CodeInvalidArgument:
+			// The event's actor (the X-Infergate-Actor header) refused.
+			return http.StatusBadRequest, "INVALID_ARGUMENT"
+		case registry.CodeUnavailable:
+			return http.StatusServiceUnavailable, "UNAVAILABLE"
+		case registry.CodeInsufficientStorage:
+			return http.StatusInsufficientStorage, "INSUFFICIENT_STORAGE"
+		}
+	}
+	return http.StatusInternalServerError, "INTERNAL"
+}
+
+// errorBody is every error answer.
+type errorBody struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}
+
+func (h *Handler) writeError(w http.ResponseWriter, err error) {
+	status, code := statusOf(err)
+	if status >= 500 {
+		h.log.Warn("tenants API: request failed", "status", status, "code", code, "err", err)
+	}
+	writeJSON(w, status, errorBody{Error: err.Error(), Code: code})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// withActor names who acts in the request's context, unless a handler
+// before it (authentication) did: the X-Infergate-Actor header, else the
+// client's address.
+func withActor(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if registry.ActorFrom(r.Context()) == "" {
+			actor := strings.TrimSpace(r.Header.Get(ActorHeader))
+			if actor == "" {
+				actor = r.RemoteAddr
+				if host, _, err := net.SplitHostPort(actor); err == nil {
+					actor = host
+				}
+			}
+			r = r.WithContext(registry.WithActor(r.Context(), actor))
+		}
+		h(w, r)
+	}
+}

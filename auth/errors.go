@@ -70,3 +70,14 @@ func jwtError(format string, args ...any) error {
 func unavailable(format string, args ...any) error {
 	return oip.Errorf(oip.KindUnavailable, format, args...)
 }
+
+// Denied is a refusal of an authenticated caller: 403, PERMISSION_DENIED.
+// Its text must name no secret.
+func Denied(format string, args ...any) error {
+	return oip.Errorf(oip.KindPermissionDenied, format, args...)
+}
+
+// HTTPStatus is the HTTP status that answers an error of this package
+// (401, 403 or 503; 500 for another error), for HTTP servers that do not
+// speak OIP (the admin port).
+func HTTPStatus(err error) int { return oip.HTTPStatus(err) }

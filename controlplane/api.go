@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/infergate/infergate/auth"
 	"github.com/infergate/infergate/autoscaler"
 	"github.com/infergate/infergate/config"
 )
@@ -243,7 +244,9 @@ func Guard(changesFromAnywhere bool, h http.HandlerFunc) http.HandlerFunc {
 			writeAPIError(w, http.StatusForbidden, errors.New("changes are not accepted from web pages (the request has an Origin header)"))
 			return
 		}
-		if !changesFromAnywhere && (!loopbackRemote(r.RemoteAddr) || !loopbackHost(r.Host)) {
+		// A caller AdminAccess authenticated is checked by its grants,
+		// wherever it is.
+		if !changesFromAnywhere && auth.FromContext(r.Context()) == nil && (!loopbackRemote(r.RemoteAddr) || !loopbackHost(r.Host)) {
 			writeAPIError(w, http.StatusForbidden, errors.New("changes are accepted from loopback clients only, addressed to a loopback host; start infergate with -api-changes-anywhere on a trusted network"))
 			return
 		}
@@ -300,6 +303,10 @@ func (a *API) apply(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(models) == 0 {
 		writeAPIError(w, http.StatusBadRequest, errors.New("apply: no InferenceService in the request"))
+		return
+	}
+	if err := checkCommands(r, models); err != nil {
+		writeAPIError(w, http.StatusForbidden, err)
 		return
 	}
 	var ch Changes

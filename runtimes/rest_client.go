@@ -75,6 +75,11 @@ type RESTClient struct {
 	conns   connSet // every connection open to the replica, for CloseConns
 }
 
+// httpScheme is the scheme of every request a RESTClient sends: TLS, when
+// the replica speaks it, is the dialler's, below fasthttp, which refuses
+// a request whose scheme differs from its own.
+var httpScheme = []byte("http")
+
 // NewRESTClient returns a client for the runtime at opts.Addr. It dials
 // lazily: a runtime that is not up yet is not an error here.
 func NewRESTClient(opts RESTOptions) (*RESTClient, error) {
@@ -254,6 +259,8 @@ func (c *RESTClient) mayHaveSent() bool { return c.pc != nil }
 // unreachable, so a pool does not resend a request that may have run.
 func (c *RESTClient) Forward(req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time) error {
 	req.SetHost(c.addr)
+	// The request may have come in over https (a TLS front door).
+	req.URI().SetSchemeBytes(httpScheme)
 	if c.pc != nil {
 		if err := c.pc.DoDeadline(req, resp, deadline); err != nil {
 			if errors.Is(err, fasthttp.ErrTimeout) {

@@ -400,3 +400,41 @@ func BenchmarkRESTForwardTLS(b *testing.B) {
 		})
 	}
 }
+
+// TestForwardSpeaksTheReplicasScheme: a request that reached the gateway
+// over https is forwarded in cleartext to an http:// replica, and one that
+// came in cleartext goes over TLS to an https:// replica: the scheme is
+// the replica's, not the client's hop's.
+func TestForwardSpeaksTheReplicasScheme(t *testing.T) {
+	rt := newRuntimeTLS(t)
+	tlsAddr := tlsRESTRuntime(t, rt.serverConfig(false, "http/1.1"))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString(`{"id":"x","outputs":[]}`) }}
+	go srv.Serve(ln) //nolint:errcheck // ends when the listener closes
+	t.Cleanup(func() { ln.Close() })
+	for _, tc := range []struct {
+		name, uri string
+		opts      RESTOptions
+	}{
+		{"https in, http replica", "https://gateway.example/v2/models/m/infer", RESTOptions{Addr: ln.Addr().String()}},
+		{"http in, https replica", "http://gateway.example/v2/models/m/infer", RESTOptions{Addr: tlsAddr, TLS: true, TLSConfig: &tls.Config{RootCAs: rt.pool}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := restClient(t, tc.opts)
+			req, res := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(res)
+			req.Header.SetMethod(fasthttp.MethodPost)
+			req.SetRequestURI(tc.uri)
+			if err := c.Forward(req, res, time.Now().Add(10*time.Second)); err != nil {
+				t.Fatalf("Forward: %v", err)
+			}
+			if res.StatusCode() != 200 {
+				t.Fatalf("status %d", res.StatusCode())
+			}
+		})
+	}
+}

@@ -9,15 +9,18 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/infergate/infergate/auth"
 	"github.com/infergate/infergate/autoscaler"
 	"github.com/infergate/infergate/autoscaler/activator"
 	"github.com/infergate/infergate/config"
 	"github.com/infergate/infergate/controlplane"
+	"github.com/infergate/infergate/controlplane/tenants"
 	"github.com/infergate/infergate/gateway"
 )
 
@@ -56,6 +59,28 @@ type Options struct {
 	// API from non-loopback clients too (see controlplane.APIOptions).
 	// Without authentication it needs ExposeUnauthenticated as well.
 	ChangesFromAnywhere bool
+	// Auth, when set, authenticates the front doors' model requests (it
+	// is also Gateway.Auth) and the admin port's API (see
+	// controlplane.AdminAccess). nil: nothing is authenticated, and the
+	// ports must listen on loopback (see ExposeUnauthenticated).
+	Auth *auth.Authenticator
+	// Tenants, when set, is where the tenants, keys and grants live:
+	// Serve loads them before it serves and follows their changes into
+	// Auth and the gateway's quotas. Required with Auth.
+	Tenants *tenants.Store
+	// PipelineKey, when set with Auth, is an API key of the tenant
+	// PipelineTenant, granted admin, added to the tenants' keys: the
+	// pipeline engine gives its token to steps (INFERGATE_KEY), which
+	// call the admin API. It lives in memory only.
+	PipelineKey *auth.Key
+	// MetricsNeedKey makes the admin port's /metrics answer only keys
+	// granted metrics (with Auth).
+	MetricsNeedKey bool
+	// AdminTLS, when set, serves the admin port over TLS.
+	AdminTLS *tls.Config
+	// Certificates are reloaded while Serve runs (their Run methods:
+	// internal/tlsconf's server and client configurations).
+	Certificates []interface{ Run(context.Context) error }
 	// ExposeUnauthenticated lets the ports listen beyond loopback with no
 	// authentication configured (FlagExposeUnauthenticated); without it
 	// Serve refuses such listeners.
@@ -91,7 +116,22 @@ type Options struct {
 }
 
 // authenticated reports whether requests are authenticated.
-func (o *Options) authenticated() bool { return false }
+func (o *Options) authenticated() bool { return o.Auth != nil }
+
+// PipelineTenant is the tenant of Options.PipelineKey.
+const PipelineTenant = "infergate-pipelines"
+
+// withPipelineKey adds the pipeline steps' tenant, key and admin grant
+// to s.
+func withPipelineKey(s auth.Snapshot, k *auth.Key) auth.Snapshot {
+	if k == nil {
+		return s
+	}
+	s.Tenants = append(slices.Clip(s.Tenants), auth.Tenant{Name: PipelineTenant})
+	s.Keys = append(slices.Clip(s.Keys), *k)
+	s.Grants = append(slices.Clip(s.Grants), auth.Grant{ID: -1, Tenant: PipelineTenant, Actions: auth.ActionAdmin})
+	return s
+}
 
 // Server is the assembly of `infergate serve` and `infergate gateway`: the
 // gateway's front doors, the admin port with the control API, the
@@ -117,6 +157,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.ChangesFromAnywhere && !opts.ExposeUnauthenticated && !opts.authenticated() {
 		return nil, fmt.Errorf("serving: accepting changes from any client with no authentication configured lets anyone who reaches the admin port run programs here (infergate.io/command); configure API keys or JWT, or pass %s as well", FlagExposeUnauthenticated)
+	}
+	if opts.Auth != nil && opts.Tenants == nil {
+		return nil, errors.New("serving: Options.Auth needs Options.Tenants, where the keys live")
 	}
 	if opts.RolloutInterval < 0 {
 		return nil, fmt.Errorf("serving: Options.RolloutInterval %v is negative", opts.RolloutInterval)
@@ -144,6 +187,7 @@ func New(opts Options) (*Server, error) {
 	}
 	gwOpts := opts.Gateway
 	gwOpts.Registerer, gwOpts.Logger = reg, log
+	gwOpts.Auth = opts.Auth
 	if s.gw, err = gateway.New(gwOpts); err != nil {
 		return nil, err
 	}
@@ -198,8 +242,15 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	var admin http.Handler = api
+	if opts.Auth != nil {
+		if admin, err = controlplane.AdminAccess(api, controlplane.AdminAccessOptions{Auth: opts.Auth, MetricsNeedKey: opts.MetricsNeedKey}); err != nil {
+			return nil, err
+		}
+	}
 	s.admin = gateway.AdminServerOptions{
-		Handler:        api,
+		Handler:        admin,
+		TLS:            opts.AdminTLS,
 		MaxConns:       opts.AdminMaxConns,
 		HeaderTimeout:  opts.Gateway.HeaderTimeout,
 		IdleTimeout:    opts.Gateway.IdleTimeout,
@@ -250,6 +301,18 @@ func (s *Server) Serve(ctx context.Context, rest, grpc, admin net.Listener) erro
 		closeAll()
 		return err
 	}
+	// The keys before the first request: a key made before the start
+	// works from the start.
+	if s.opts.Tenants != nil {
+		snap, _, err := s.opts.Tenants.Snapshot(ctx)
+		if err != nil {
+			closeAll()
+			return err
+		}
+		if err := s.gw.UpdateAccess(withPipelineKey(snap, s.opts.PipelineKey)); err != nil {
+			s.log.Warn("tenants: some entries were left out", "err", err)
+		}
+	}
 	s.log.Info("infergate listening", "rest", rest.Addr().String(), "grpc", grpc.Addr().String(), "admin", admin.Addr().String(), "models", len(s.opts.Models))
 	eg, gctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return s.scaler.Run(gctx) })
@@ -272,6 +335,21 @@ func (s *Server) Serve(ctx context.Context, rest, grpc, admin net.Listener) erro
 	}
 	if s.opts.ModelRegistry != nil {
 		eg.Go(func() error { return s.opts.ModelRegistry.Follow(gctx, s.dep, s.reconciler) })
+	}
+	if s.opts.Tenants != nil {
+		eg.Go(func() error {
+			return s.opts.Tenants.Watch(gctx, 0, func(snap auth.Snapshot) {
+				if err := s.gw.UpdateAccess(withPipelineKey(snap, s.opts.PipelineKey)); err != nil {
+					s.log.Warn("tenants: some entries were left out", "err", err)
+				}
+			})
+		})
+	}
+	if s.opts.Auth != nil {
+		eg.Go(func() error { return s.opts.Auth.Run(gctx) })
+	}
+	for _, c := range s.opts.Certificates {
+		eg.Go(func() error { return c.Run(gctx) })
 	}
 	eg.Go(func() error { return s.gw.Serve(gctx, rest, grpc) })
 	eg.Go(func() error { return gateway.ServeAdmin(gctx, admin, s.admin) })

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,11 +21,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/infergate/infergate/auth"
 	"github.com/infergate/infergate/config"
 	"github.com/infergate/infergate/controlplane"
+	"github.com/infergate/infergate/controlplane/tenants"
 	samples "github.com/infergate/infergate/examples/models"
 	"github.com/infergate/infergate/gateway"
 	"github.com/infergate/infergate/gateway/netlimit"
+	"github.com/infergate/infergate/internal/tlsconf"
 	"github.com/infergate/infergate/pipelines"
 	"github.com/infergate/infergate/pipelines/pipelinesapi"
 	"github.com/infergate/infergate/registry"
@@ -47,7 +51,12 @@ type serveFlags struct {
 	pprofAnywhere                           bool
 	changesAnywhere                         bool
 	exposeUnauthenticated                   bool
-	logs                                    logFlags
+	// Authentication and TLS.
+	auth, metricsNeedKey               bool
+	jwt                                auth.JWTOptions
+	tlsCert, tlsKey, tlsClientCA       string
+	runtimeCA, runtimeCert, runtimeKey string
+	logs                               logFlags
 }
 
 // runServe runs `infergate serve` (withRuntimes: models without endpoints
@@ -83,6 +92,19 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	fs.Int64Var(&f.memLimit, "memory-limit", 0, "Go soft memory limit in bytes, unless GOMEMLIMIT is set (0: 90% of the cgroup's memory limit if there is one, else none; -1: none)")
 	fs.BoolVar(&f.pprofAnywhere, "pprof-anywhere", false, "serve /debug/pprof to non-loopback clients too")
 	fs.BoolVar(&f.changesAnywhere, "api-changes-anywhere", false, "accept apply and rollout actions on the admin API from non-loopback clients too")
+	fs.BoolVar(&f.auth, "auth", false, "require an API key or a JWT (Authorization: Bearer) on every model request and on the admin API; tenants, keys and grants are managed with `infergate tenants|keys`")
+	fs.StringVar(&f.jwt.JWKS, "jwt-jwks", "", "accept JWT bearer tokens verified against this JWKS (an https:// URL or a file); implies -auth")
+	fs.StringVar(&f.jwt.Issuer, "jwt-issuer", "", "the iss a JWT must carry (required with -jwt-jwks)")
+	fs.StringVar(&f.jwt.Audience, "jwt-audience", "", "the aud a JWT must carry (required with -jwt-jwks)")
+	fs.StringVar(&f.jwt.TenantClaim, "jwt-tenant-claim", "tenant", "the JWT claim naming the caller's tenant")
+	fs.DurationVar(&f.jwt.Leeway, "jwt-leeway", time.Minute, "clock skew allowed on a JWT's exp and nbf")
+	fs.BoolVar(&f.metricsNeedKey, "metrics-need-key", false, "with -auth, the admin port's /metrics answers only keys granted metrics")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "serve the REST, gRPC and admin ports over TLS with this certificate (PEM; reloaded when it changes)")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "the private key of -tls-cert (PEM)")
+	fs.StringVar(&f.tlsClientCA, "tls-client-ca", "", "require client certificates signed by these CAs (PEM) on the REST and gRPC ports: mutual TLS")
+	fs.StringVar(&f.runtimeCA, "runtime-ca", "", "verify runtimes at https:// and grpcs:// endpoints with these CAs (PEM; default: the system's roots)")
+	fs.StringVar(&f.runtimeCert, "runtime-cert", "", "client certificate shown to runtimes that require one (PEM)")
+	fs.StringVar(&f.runtimeKey, "runtime-key", "", "the private key of -runtime-cert (PEM)")
 	f.logs.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -132,7 +154,7 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 
 	// Without authentication the ports listen on loopback unless told
 	// otherwise (serving refuses other addresses then).
-	authenticated := false
+	authenticated := f.auth || f.jwt.JWKS != ""
 	f.restAddr = listenAddr(f.restAddr, 8080, authenticated)
 	f.grpcAddr = listenAddr(f.grpcAddr, 8081, authenticated)
 	f.adminAddr = listenAddr(f.adminAddr, 8090, authenticated)
@@ -157,6 +179,47 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Certificates, reloaded as they change.
+	var (
+		certs            []interface{ Run(context.Context) error }
+		serverTLS        *tlsconf.ServerConfig
+		runtimeTLS       *tls.Config
+		restTLS, grpcTLS *tls.Config
+		adminTLS         *tls.Config
+	)
+	if f.tlsCert != "" || f.tlsKey != "" || f.tlsClientCA != "" {
+		if serverTLS, err = tlsconf.NewServerConfig(tlsconf.ServerOptions{CertFile: f.tlsCert, KeyFile: f.tlsKey, ClientCAFile: f.tlsClientCA, Logger: log}); err != nil {
+			return err
+		}
+		certs = append(certs, serverTLS)
+		restTLS, grpcTLS = serverTLS.TLSConfigFor("http/1.1"), serverTLS.TLSConfigFor("h2")
+		// The admin port asks for no client certificate: its callers (the
+		// CLI, scrapers, pipeline steps) show keys.
+		adminCerts, err := tlsconf.NewServerConfig(tlsconf.ServerOptions{CertFile: f.tlsCert, KeyFile: f.tlsKey, NextProtos: []string{"http/1.1"}, Logger: log})
+		if err != nil {
+			return err
+		}
+		certs = append(certs, adminCerts)
+		adminTLS = adminCerts.TLSConfig()
+	}
+	if f.runtimeCA != "" || f.runtimeCert != "" || f.runtimeKey != "" {
+		rt, err := tlsconf.NewClientConfig(tlsconf.ClientOptions{CAFile: f.runtimeCA, CertFile: f.runtimeCert, KeyFile: f.runtimeKey, Logger: log})
+		if err != nil {
+			return err
+		}
+		certs = append(certs, rt)
+		runtimeTLS = rt.TLSConfig()
+	}
+	var authn *auth.Authenticator
+	if authenticated {
+		opts := auth.Options{Logger: log, Registerer: reg}
+		if f.jwt.JWKS != "" {
+			opts.JWT = &f.jwt
+		}
+		if authn, err = auth.New(opts); err != nil {
+			return err
+		}
+	}
 	// The store: the model registry, and the desired state that survives
 	// restarts.
 	modelReg, err := registry.Open(ctx, registry.Options{DataDir: f.dataDir, Store: f.store, Logger: log})
@@ -168,11 +231,14 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	if err != nil {
 		return err
 	}
+	// Changes to the admin API: from loopback unless authenticated (then
+	// grants decide) or told otherwise.
+	guard := func(h http.HandlerFunc) http.HandlerFunc { return controlplane.Guard(f.changesAnywhere, h) }
 	resolver := controlplane.NewRegistryResolver(modelReg, filepath.Join(f.dataDir, "deployed"), log)
 	// The registry's API and the event log, on the admin port beside the
 	// control API, behind the same change guard.
 	regAPI, err := registryapi.New(modelReg, registryapi.Options{
-		Guard: func(h http.HandlerFunc) http.HandlerFunc { return controlplane.Guard(f.changesAnywhere, h) },
+		Guard: guard,
 		// Event streams end at SIGTERM rather than hold the drain.
 		Done:   ctx.Done(),
 		Logger: log,
@@ -184,6 +250,30 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	for _, p := range regAPI.Patterns() {
 		adminAPI[p] = regAPI
 	}
+	// Tenants, keys and grants, and their API.
+	tenantStore, err := tenants.Open(ctx, modelReg, tenants.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	tenantAPI, err := tenants.NewHandler(tenantStore, tenants.HandlerOptions{Guard: guard, Logger: log})
+	if err != nil {
+		return err
+	}
+	for _, p := range tenantAPI.Patterns() {
+		adminAPI[p] = tenantAPI
+	}
+	// Pipeline steps call the admin API with a key of their own, made
+	// anew at each start and kept in memory.
+	stepEnv := append(os.Environ(), "INFERGATE_ADMIN="+adminURL(adminLn.Addr(), adminTLS != nil))
+	var pipelineKey *auth.Key
+	if authenticated {
+		token, k, err := auth.NewKey(serving.PipelineTenant, "pipeline steps", time.Time{})
+		if err != nil {
+			return err
+		}
+		pipelineKey = &k
+		stepEnv = append(stepEnv, envKey+"="+token)
+	}
 	// The pipeline engine: runs a killed control plane left are recovered
 	// first.
 	self, err := os.Executable()
@@ -194,7 +284,7 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	// built-in register and deploy steps call it).
 	engine, err := pipelines.Open(ctx, pipelines.Options{
 		Registry: modelReg, DataDir: f.dataDir, Infergate: self, Logger: log, Registerer: reg,
-		Env: append(os.Environ(), "INFERGATE_ADMIN="+loopbackAddr(adminLn.Addr())),
+		Env: stepEnv,
 	})
 	if err != nil {
 		return err
@@ -207,7 +297,7 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	}
 	runsAPI, err := pipelinesapi.New(pipelinesapi.Options{
 		Engine: engine,
-		Guard:  func(h http.HandlerFunc) http.HandlerFunc { return controlplane.Guard(f.changesAnywhere, h) },
+		Guard:  guard,
 	})
 	if err != nil {
 		return err
@@ -215,9 +305,16 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	adminAPI["/api/v1/runs"], adminAPI["/api/v1/runs/"] = runsAPI, runsAPI
 
 	srv, err := serving.New(serving.Options{
-		Models:        models,
-		LocalRuntimes: withRuntimes,
-		DataDir:       f.dataDir,
+		Models:         models,
+		LocalRuntimes:  withRuntimes,
+		RuntimeTLS:     runtimeTLS,
+		Auth:           authn,
+		Tenants:        tenantStore,
+		PipelineKey:    pipelineKey,
+		MetricsNeedKey: f.metricsNeedKey,
+		AdminTLS:       adminTLS,
+		Certificates:   certs,
+		DataDir:        f.dataDir,
 		Gateway: gateway.Options{
 			MaxBodyBytes:     f.maxBody,
 			MaxConns:         f.maxConns,
@@ -226,6 +323,8 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 			IdleTimeout:      f.idleTimeout,
 			MaxHeaderBytes:   f.maxHeaderBytes,
 			GRPCServer:       f.grpcServer,
+			RESTTLS:          restTLS,
+			GRPCTLS:          grpcTLS,
 			MaxInFlightBytes: f.maxInFlightBytes,
 			DrainTimeout:     f.drain,
 			Version:          version,
@@ -296,6 +395,15 @@ func listenAddr(addr string, port int, authenticated bool) string {
 		return ":" + strconv.Itoa(port)
 	}
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+}
+
+// adminURL is the admin port's URL for a client on this machine: https
+// when it speaks TLS.
+func adminURL(addr net.Addr, tls bool) string {
+	if tls {
+		return "https://" + loopbackAddr(addr)
+	}
+	return loopbackAddr(addr)
 }
 
 // loopbackAddr is addr as a client on this machine dials it: an

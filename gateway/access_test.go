@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/infergate/infergate/auth"
+	"github.com/infergate/infergate/gateway/quota"
 	pb "github.com/infergate/infergate/oip/inferencepb"
 	"github.com/infergate/infergate/runtimes"
 )
@@ -317,4 +318,78 @@ func benchmarkRESTAuth(b *testing.B, on bool) {
 			b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
 		}
 	}
+}
+
+// TestFairShareUnderFlood: with a revision saturated (room for one
+// request) and one tenant's 20 requests waiting, another tenant's request
+// is answered after at most one more of the flooding tenant's, not after
+// all of them as in arrival order. Counted in answers, not time.
+func TestFairShareUnderFlood(t *testing.T) {
+	rt := newCredentialRuntime(t)
+	rt.released = make(chan struct{})
+	ten := newTenants(t)
+	fq, err := quota.NewFairQueue(quota.FairQueueOptions{Model: "iris", Capacity: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := serve(t, Options{Auth: ten.authn, Routes: []Route{
+		{Model: "iris", Pool: readyPool(t, "iris", rt.client(t)), Fair: fq},
+	}}, nil)
+	snap := ten.snap
+	snap.Grants = append(snap.Grants, auth.Grant{ID: 3, Tenant: "other", Actions: auth.ActionInfer, Models: []string{"*"}})
+	if err := s.g.UpdateAccess(snap); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan string, 32)
+	send := func(who, key string) {
+		go func() {
+			resp, body := restCallNoFatal(s.rest, "/v2/models/iris/infer", "Bearer "+key)
+			if resp != 200 {
+				who += " failed: " + body
+			}
+			done <- who
+		}()
+	}
+	defer close(rt.released) // whatever the test's end, let the runtime answer
+	send("flood", ten.otherKey)
+	eventually(t, "the first request at the runtime", func() bool { return rt.calls.Load() == 1 })
+	for range 19 {
+		send("flood", ten.otherKey)
+	}
+	eventually(t, "19 requests waiting", func() bool { return fq.Waiting() == 19 })
+	send("light", ten.searchKey)
+	eventually(t, "20 requests waiting", func() bool { return fq.Waiting() == 20 })
+	for answered := 1; ; answered++ {
+		rt.released <- struct{}{}
+		who := <-done
+		if who == "light" {
+			// The one in flight when it came, and at most one more.
+			if answered > 3 {
+				t.Fatalf("the light tenant's request was answered %dth, after %d of the flood", answered, answered-1)
+			}
+			return
+		}
+		if who != "flood" {
+			t.Fatal(who)
+		}
+		if answered > 21 {
+			t.Fatal("the light tenant's request was never answered")
+		}
+	}
+}
+
+// restCallNoFatal is restCall for goroutines other than the test's.
+func restCallNoFatal(addr, path, authorization string) (int, string) {
+	req, err := http.NewRequest(http.MethodPost, "http://"+addr+path, strings.NewReader(`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,1],"data":[1]}]}`))
+	if err != nil {
+		return 0, err.Error()
+	}
+	req.Header.Set("Authorization", authorization)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/infergate/infergate/config"
 	"github.com/infergate/infergate/controlplane"
 	"github.com/infergate/infergate/gateway"
+	"github.com/infergate/infergate/gateway/quota"
 	"github.com/infergate/infergate/router"
 	"github.com/infergate/infergate/runtimes"
 	"github.com/infergate/infergate/runtimes/supervisor"
@@ -30,6 +31,8 @@ import (
 type Dispatcher interface {
 	Dispatcher(model, revision string, pool *runtimes.Pool) batcher.DispatchFunc
 	Forget(model, revision string)
+	// QuotaMetrics are the metrics the revisions' fair queues report.
+	QuotaMetrics() *quota.Metrics
 }
 
 // Defaults of ManagerOptions.
@@ -219,6 +222,16 @@ func (m *Manager) build(model, name string, spec config.Model, replicas int) (*r
 		}
 		rr.sup = sup
 		rr.route.Activator = m.opts.Activator
+		// A revision that bounds the requests of each replica
+		// (containerConcurrency) is saturated when they are all taken:
+		// tenants then share it by weighted fair queuing.
+		if cc := int(spec.ContainerConcurrency); cc > 0 {
+			fq, err := quota.NewFairQueue(quota.FairQueueOptions{Model: model, Capacity: cc, Metrics: m.opts.Gateway.QuotaMetrics()})
+			if err != nil {
+				return nil, err
+			}
+			rr.route.Fair = fq
+		}
 		// Ready once a wanted replica is ready, or none is wanted, or the
 		// revision failed: not before its first replica is up.
 		rr.route.Serving = func() bool {
@@ -254,7 +267,11 @@ func (m *Manager) start(rr *revisionRuntime) {
 	var wg sync.WaitGroup
 	if rr.sup != nil {
 		wg.Go(func() { _ = rr.sup.Run(ctx) })
-		wg.Go(func() { controlplane.WatchSupervised(ctx, rr.name, rr.sup, act, m.opts.Status, m.log) })
+		var capacity controlplane.Capacity = act
+		if rr.route.Fair != nil {
+			capacity = fairCapacity{Capacity: act, q: rr.route.Fair, perReplica: int(rr.spec.ContainerConcurrency)}
+		}
+		wg.Go(func() { controlplane.WatchSupervised(ctx, rr.name, rr.sup, capacity, m.opts.Status, m.log) })
 	} else {
 		wg.Go(func() { _ = rr.pool.Run(ctx) })
 		wg.Go(func() { controlplane.WatchEndpoints(ctx, rr.name, rr.pool, 100*time.Millisecond, m.opts.Status, m.log) })
@@ -270,6 +287,21 @@ func (m *Manager) start(rr *revisionRuntime) {
 	m.mu.Lock()
 	m.revs[rr.name] = rr
 	m.mu.Unlock()
+}
+
+// fairCapacity tells a revision's fair queue, as well as its activator,
+// how many replicas are ready: the queue lets through what they take at
+// once, and one replica's worth while none is (the activator holds those
+// and wakes the revision).
+type fairCapacity struct {
+	controlplane.Capacity
+	q          *quota.FairQueue
+	perReplica int
+}
+
+func (c fairCapacity) SetCapacity(revision string, ready int) {
+	c.Capacity.SetCapacity(revision, ready)
+	c.q.SetCapacity(max(ready, 1) * c.perReplica)
 }
 
 // retire stops a revision that no route reaches any more. Requests the

@@ -73,7 +73,7 @@ fuzz-ci:
 # time: the load generator's own cost and its one-core rate against wrk,
 # then the gateway against nginx and haproxy.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem ./oip/... ./router/... ./gateway/... ./runtimes/...
+	$(GO) test -run '^$$' -bench . -benchmem ./oip/... ./router/... ./gateway/... ./runtimes/... ./auth/...
 	./scripts/bench.sh
 
 # Only the one-core rate of `infergate bench` against wrk.

@@ -183,6 +183,16 @@ func TestProduction(t *testing.T) {
 		// counts. The watcher waits 100ms for the files to settle.
 		time.Sleep(50 * time.Millisecond)
 	}
+	resp, err := httpc.Get(admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	metrics, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(metrics), `infergate_tls_reloads_total{files="server"} `) ||
+		strings.Contains(string(metrics), `infergate_tls_reloads_total{files="server"} 0`) {
+		t.Errorf("no reload counted:\n%s", grepLines(metrics, "infergate_tls_"))
+	}
 }
 
 // servedSerial is the serial number of the certificate a TLS server at

@@ -192,6 +192,11 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 			return err
 		}
 		certs = append(certs, serverTLS)
+		registerTLSMetrics(reg, "server", serverTLS)
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "infergate_tls_certificate_expiry_timestamp_seconds",
+			Help: "When the front doors' certificate in use expires (Unix time).",
+		}, func() float64 { return float64(serverTLS.Certificate().NotAfter.Unix()) }))
 		restTLS, grpcTLS = serverTLS.TLSConfigFor("http/1.1"), serverTLS.TLSConfigFor("h2")
 		// The admin port asks for no client certificate: its callers (the
 		// CLI, scrapers, pipeline steps) show keys.
@@ -208,6 +213,7 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 			return err
 		}
 		certs = append(certs, rt)
+		registerTLSMetrics(reg, "runtime", rt)
 		runtimeTLS = rt.TLSConfig()
 	}
 	var authn *auth.Authenticator
@@ -395,6 +401,21 @@ func listenAddr(addr string, port int, authenticated bool) string {
 		return ":" + strconv.Itoa(port)
 	}
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+}
+
+// registerTLSMetrics counts the reloads of a set of TLS files, and the
+// reloads that failed (the files in use then stay).
+func registerTLSMetrics(reg prometheus.Registerer, files string, c interface {
+	Reloads() uint64
+	Failures() uint64
+}) {
+	labels := prometheus.Labels{"files": files}
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "infergate_tls_reloads_total", Help: "TLS files reloaded after they changed on disk.", ConstLabels: labels},
+			func() float64 { return float64(c.Reloads()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "infergate_tls_reload_failures_total", Help: "Changed TLS files that did not load (the ones in use stayed).", ConstLabels: labels},
+			func() float64 { return float64(c.Failures()) }),
+	)
 }
 
 // adminURL is the admin port's URL for a client on this machine: https

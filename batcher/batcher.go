@@ -143,6 +143,30 @@ func New(opts Options) (*Batcher, error) {
 // upstream call is cancelled when no caller is left); for a request sent
 // unchanged, once Dispatch has returned from the cancelled call.
 func (b *Batcher) Submit(ctx context.Context, req *oip.InferRequest) (*oip.InferResponse, error) {
+	return b.SubmitTimed(ctx, req, nil)
+}
+
+// Timing is what SubmitTimed tells of a request's way through the
+// batcher, for the caller's tracing and Server-Timing: its wait for its
+// batch to leave is Enqueued to Sent, its batch's upstream call Sent to
+// Returned.
+type Timing struct {
+	// Enqueued is when the request was queued; zero when it was refused
+	// on arrival.
+	Enqueued time.Time
+	// Sent and Returned bound its batch's call of Options.Dispatch; both
+	// are zero when the caller did not get the batch's answer (the
+	// request was refused, expired or abandoned, or Run stopped).
+	Sent, Returned time.Time
+	// Requests is the number of callers' requests in its batch (1 for a
+	// request that went alone); 0 when Sent is zero.
+	Requests int
+}
+
+// SubmitTimed is Submit, filling t (when not nil) with the request's
+// Timing. t is written only by the calling goroutine, before SubmitTimed
+// returns.
+func (b *Batcher) SubmitTimed(ctx context.Context, req *oip.InferRequest, t *Timing) (*oip.InferResponse, error) {
 	if err := ctx.Err(); err != nil {
 		b.countExpired(err)
 		return nil, b.contextError(err, "on arrival for batching")
@@ -181,9 +205,12 @@ func (b *Batcher) Submit(ctx context.Context, req *oip.InferRequest) (*oip.Infer
 	b.arrivals++
 	it.seq = b.arrivals
 	b.enqueue(it, key)
+	if t != nil {
+		t.Enqueued = now
+	}
 	if bt := b.takeInline(ctx, it, now); bt != nil {
 		b.mu.Unlock()
-		return b.runInline(ctx, it, bt)
+		return b.runInline(ctx, it, bt, t)
 	}
 	it.done = make(chan struct{}, 1)
 	kick := b.scheduleNow(now)
@@ -194,9 +221,9 @@ func (b *Batcher) Submit(ctx context.Context, req *oip.InferRequest) (*oip.Infer
 
 	select {
 	case <-it.done:
-		return it.res.resp, it.res.err
+		return it.res.answer(t)
 	case <-ctx.Done():
-		return b.abandon(ctx, it)
+		return b.abandon(ctx, it, t)
 	}
 }
 
@@ -234,7 +261,7 @@ func (b *Batcher) takeInline(ctx context.Context, it *item, now time.Time) *batc
 // returns once the call has returned, as it does for any request sent
 // unchanged, and, when the caller gave up meanwhile, with the error it
 // would have had from the scheduler's goroutine.
-func (b *Batcher) runInline(ctx context.Context, it *item, bt *batch) (*oip.InferResponse, error) {
+func (b *Batcher) runInline(ctx context.Context, it *item, bt *batch, t *Timing) (*oip.InferResponse, error) {
 	b.execute(bt)
 	b.mu.Lock()
 	if err := ctx.Err(); err != nil {
@@ -247,8 +274,7 @@ func (b *Batcher) runInline(ctx context.Context, it *item, bt *batch) (*oip.Infe
 	}
 	if it.state == stateDone {
 		b.mu.Unlock()
-		r := bt.oneResult[0]
-		return r.resp, r.err
+		return bt.oneResult[0].answer(t)
 	}
 	// Held back for PreserveOrdering until the batches sent before it
 	// are delivered: wait like a queued caller.
@@ -256,9 +282,9 @@ func (b *Batcher) runInline(ctx context.Context, it *item, bt *batch) (*oip.Infe
 	b.mu.Unlock()
 	select {
 	case <-it.done:
-		return it.res.resp, it.res.err
+		return it.res.answer(t)
 	case <-ctx.Done():
-		return b.abandon(ctx, it)
+		return b.abandon(ctx, it, t)
 	}
 }
 
@@ -353,7 +379,7 @@ func (b *Batcher) queueTimeout(ps oip.Parameters) (time.Duration, error) {
 }
 
 // abandon handles a caller whose ctx ended while it waited.
-func (b *Batcher) abandon(ctx context.Context, it *item) (*oip.InferResponse, error) {
+func (b *Batcher) abandon(ctx context.Context, it *item, t *Timing) (*oip.InferResponse, error) {
 	err := ctx.Err()
 	b.mu.Lock()
 	switch it.state {
@@ -379,7 +405,7 @@ func (b *Batcher) abandon(ctx context.Context, it *item) (*oip.InferResponse, er
 		// Answered while we took the lock: the answer is in the channel.
 		b.mu.Unlock()
 		<-it.done
-		return it.res.resp, it.res.err
+		return it.res.answer(t)
 	}
 	b.mu.Unlock()
 	return nil, b.contextError(err, "while its batch was upstream")

@@ -235,6 +235,9 @@ func (b *Batcher) execute(bt *batch) {
 	if !single {
 		results = make([]result, len(bt.items))
 	}
+	for i := range results {
+		results[i].sent, results[i].elapsed, results[i].requests = start, elapsed, len(bt.items)
+	}
 	ok := err == nil && resp != nil
 	switch {
 	case err != nil:

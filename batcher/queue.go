@@ -17,10 +17,23 @@ const (
 	stateDone                // answered
 )
 
-// result is a caller's answer.
+// result is a caller's answer, with when its batch's upstream call began,
+// how long it took, and how many requests the batch held (see Timing).
 type result struct {
-	resp *oip.InferResponse
-	err  error
+	resp     *oip.InferResponse
+	err      error
+	sent     time.Time
+	elapsed  time.Duration
+	requests int
+}
+
+// answer returns r's answer, after filling t's upstream call (when t is
+// not nil and r came from a call).
+func (r *result) answer(t *Timing) (*oip.InferResponse, error) {
+	if t != nil && !r.sent.IsZero() {
+		t.Sent, t.Returned, t.Requests = r.sent, r.sent.Add(r.elapsed), r.requests
+	}
+	return r.resp, r.err
 }
 
 // item is one request known to the batcher. Its fields from done on are

@@ -187,6 +187,19 @@ func TestParseValid(t *testing.T) {
 			})},
 		},
 		{
+			name: "payload-log annotations kept for the gateway",
+			yaml: doc(`name: iris, annotations: {infergate.io/payload-log: "http://127.0.0.1:8080/", infergate.io/payload-log-mode: request, infergate.io/payload-log-sample: "0.5/id", infergate.io/payload-log-redact: "parameters.user_id"}`,
+				"", onnxModel),
+			want: []config.Model{with(func(m *config.Model) {
+				m.Annotations = map[string]string{
+					config.AnnotationPayloadLog:       "http://127.0.0.1:8080/",
+					config.AnnotationPayloadLogMode:   "request",
+					config.AnnotationPayloadLogSample: "0.5/id",
+					config.AnnotationPayloadLogRedact: "parameters.user_id",
+				}
+			})},
+		},
+		{
 			name: "runtime command",
 			yaml: doc(`name: iris, annotations: {infergate.io/command: "tritonserver --model-repository={{.ModelDir}} --http-port={{.HTTPPort}}\n  --grpc-port={{ .GRPCPort }}"}`,
 				"", "modelFormat: {name: tensorrt}, storageUri: ./models, protocolVersion: grpc-v2"),
@@ -394,7 +407,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown infergate annotation",
 			yaml: doc(`name: iris, annotations: {infergate.io/endpoint: "http://h:1"}`, "", onnxModel),
-			want: "m.yaml: document 1: metadata.annotations[infergate.io/endpoint]: unknown infergate annotation (known: infergate.io/command, infergate.io/endpoints, infergate.io/idempotent, infergate.io/mirror-percent, infergate.io/mirror-revision, infergate.io/pipeline, infergate.io/rollout, infergate.io/sticky-replicas)",
+			want: "m.yaml: document 1: metadata.annotations[infergate.io/endpoint]: unknown infergate annotation (known: infergate.io/command, infergate.io/endpoints, infergate.io/idempotent, infergate.io/mirror-percent, infergate.io/mirror-revision, infergate.io/payload-log, infergate.io/payload-log-mode, infergate.io/payload-log-redact, infergate.io/payload-log-sample, infergate.io/pipeline, infergate.io/rollout, infergate.io/sticky-replicas)",
 		},
 
 		// The endpoints annotation.

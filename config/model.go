@@ -30,7 +30,31 @@ var knownAnnotations = map[string]bool{
 
 	AnnotationMirrorPercent:  true,
 	AnnotationMirrorRevision: true,
+
+	AnnotationPayloadLog:       true,
+	AnnotationPayloadLogMode:   true,
+	AnnotationPayloadLogSample: true,
+	AnnotationPayloadLogRedact: true,
 }
+
+// The payload-log annotations turn on KServe-style logging of the model's
+// inference requests and responses, and shape it:
+//
+//	infergate.io/payload-log: "http://127.0.0.1:8080/"   # the sink: an http(s) URL or a file path
+//	infergate.io/payload-log-mode: "all"                # all (default), request or response
+//	infergate.io/payload-log-sample: "0.1"              # 0 to 1 (default 1); "0.1/id" samples by request id
+//	infergate.io/payload-log-redact: "parameters.user_id, inputs[name=ssn].data"
+//
+// config only accepts the names; package gateway/payloadlog reads and
+// validates the values (payloadlog.ParseAnnotations, whose Annotation
+// constants these equal) from Model.Annotations. They change no model
+// behaviour, only what is logged.
+const (
+	AnnotationPayloadLog       = "infergate.io/payload-log"
+	AnnotationPayloadLogMode   = "infergate.io/payload-log-mode"
+	AnnotationPayloadLogSample = "infergate.io/payload-log-sample"
+	AnnotationPayloadLogRedact = "infergate.io/payload-log-redact"
+)
 
 // AnnotationRollout declares a progressive rollout of the model's new
 // revisions: a JSON object of steps (canary weight, minimum duration and

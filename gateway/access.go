@@ -10,6 +10,7 @@ import (
 
 	"github.com/infergate/infergate/auth"
 	"github.com/infergate/infergate/gateway/quota"
+	"github.com/infergate/infergate/gateway/tracing"
 	"github.com/infergate/infergate/oip"
 )
 
@@ -71,14 +72,17 @@ func (g *Gateway) admit(p *auth.Principal, r *route, a auth.Action) (quota.Ticke
 // fairShare waits, when r is saturated, for r's fair queue to give the
 // request a place (see Route.Fair), until deadline or the drain; the
 // caller releases the Slot once the request is answered. It makes a
-// context only for a request that must wait.
-func (g *Gateway) fairShare(ctx context.Context, p *auth.Principal, r *route, deadline time.Time) (quota.Slot, error) {
+// context only for a request that must wait, and records the wait on tr
+// as the queue stage.
+func (g *Gateway) fairShare(ctx context.Context, p *auth.Principal, r *route, deadline time.Time, tr *tracing.Request) (quota.Slot, error) {
 	if r.Fair == nil {
 		return quota.Slot{}, nil
 	}
 	if s, ok := r.Fair.TryAcquire(); ok {
 		return s, nil
 	}
+	tr.Begin(tracing.StageQueue)
+	defer tr.End(tracing.StageQueue)
 	tenant, weight := "", 1
 	if p != nil {
 		tenant, weight = p.Tenant, p.TenantConfig().Weight

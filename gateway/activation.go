@@ -10,14 +10,15 @@ import (
 
 	"github.com/infergate/infergate/autoscaler/activator"
 	"github.com/infergate/infergate/gateway/quota"
+	"github.com/infergate/infergate/gateway/tracing"
 	"github.com/infergate/infergate/oip"
 )
 
 // activate waits, when the route has an activator, until the model may take
 // the request (a replica is ready and has room) or parent ends, and returns
 // the release to call once the request is answered. The error is in oip
-// form.
-func (r *route) activate(parent context.Context, deadline time.Time) (release func(), err error) {
+// form. A wait is recorded on tr as the activator stage.
+func (r *route) activate(parent context.Context, deadline time.Time, tr *tracing.Request) (release func(), err error) {
 	if r.Activator == nil {
 		return noRelease, nil
 	}
@@ -28,6 +29,21 @@ func (r *route) activate(parent context.Context, deadline time.Time) (release fu
 	}
 	ctx, cancel := context.WithDeadline(parent, deadline)
 	defer cancel()
+	tr.Begin(tracing.StageActivator)
+	defer tr.End(tracing.StageActivator)
+	return r.activateCtx(ctx)
+}
+
+// activateTraced is activate for a caller with a context of its own.
+func (r *route) activateTraced(ctx context.Context, tr *tracing.Request) (release func(), err error) {
+	if r.Activator == nil {
+		return noRelease, nil
+	}
+	if release, ok := r.Activator.TryAcquire(r.Revision); ok {
+		return release, nil
+	}
+	tr.Begin(tracing.StageActivator)
+	defer tr.End(tracing.StageActivator)
 	return r.activateCtx(ctx)
 }
 

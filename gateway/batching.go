@@ -21,7 +21,7 @@ func (g *Gateway) Dispatcher(model, revision string, pool *runtimes.Pool) batche
 			var err error
 			resp, err = cl.Infer(ctx, req)
 			if rev := g.router.Table().Lookup(model, revision); rev != nil {
-				g.countUpstream(rev.Backend, t0, err, 0)
+				g.countUpstream(rev.Backend, time.Since(t0), err, 0)
 			}
 			return err
 		})

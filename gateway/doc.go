@@ -24,6 +24,16 @@
 // for a runtime are answered (503, UNAVAILABLE), and every connection
 // still open is closed a second later at most. SetMemoryLimit sets the process's soft memory limit.
 //
+// Every inference request tells where its time went (observe.go): its
+// answer carries Server-Timing (REST header, gRPC trailing metadata) with
+// the stages that happened (fair queue, activator hold, batch wait,
+// upstream call); with Options.Tracer its W3C trace context is continued,
+// passed to the runtime and, when sampled, exported as OpenTelemetry
+// spans (package tracing); with Options.Payloads the models SetPayloadLogs
+// names have their payloads logged as KServe's logger does (package
+// payloadlog). With neither, the REST pass-through still allocates
+// nothing, Server-Timing included.
+//
 // gateway never loads models, reads config files or starts processes: cmd
 // wires those and hands it revisions with their routes.
 //

@@ -27,7 +27,9 @@ import (
 	"github.com/infergate/infergate/autoscaler/activator"
 	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/gateway/netlimit"
+	"github.com/infergate/infergate/gateway/payloadlog"
 	"github.com/infergate/infergate/gateway/quota"
+	"github.com/infergate/infergate/gateway/tracing"
 	"github.com/infergate/infergate/oip"
 	grpcserver "github.com/infergate/infergate/oip/grpcwire/server"
 	pb "github.com/infergate/infergate/oip/inferencepb"
@@ -185,6 +187,21 @@ type Options struct {
 	// MirrorConcurrency bounds the mirrored copies in flight at once
 	// (default 64); a copy that finds no room is dropped and counted.
 	MirrorConcurrency int
+	// Tracer, when set, traces inference requests (see tracing.New):
+	// the caller's W3C traceparent is continued (else a trace starts,
+	// sampled at the Tracer's ratio), the runtime receives the upstream
+	// call's traceparent (REST header, gRPC metadata), and a sampled
+	// request's spans (server, activator hold, queue wait, batch wait,
+	// upstream call) are exported by OTLP. Its Shutdown is the caller's.
+	// nil: tracing is off, the caller's trace headers reach a REST
+	// runtime unchanged, and nothing is allocated for it. Server-Timing
+	// is set on every inference answer either way (HeaderServerTiming).
+	Tracer *tracing.Tracer
+	// Payloads, when set, logs the request and response payloads of the
+	// models SetPayloadLogs configures, as KServe's logger does; its Run
+	// is the caller's to start. Mirrored copies are never logged. nil:
+	// nothing is logged.
+	Payloads *payloadlog.Logger
 }
 
 // Gateway is the OIP front door. Its route table is an immutable snapshot

@@ -13,7 +13,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/infergate/infergate/auth"
+	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/gateway/quota"
+	"github.com/infergate/infergate/gateway/tracing"
 	"github.com/infergate/infergate/internal/keyhash"
 	"github.com/infergate/infergate/oip"
 	pb "github.com/infergate/infergate/oip/inferencepb"
@@ -89,7 +91,11 @@ func modelInferStream(srv any, ss grpc.ServerStream) error {
 	if err != nil {
 		return err
 	}
-	out, err := s.modelInferRaw(ss.Context(), in)
+	var tr tracing.Request
+	out, err := s.modelInferRaw(ss.Context(), in, &tr)
+	if md := serverTimingTrailer(&tr); md != nil {
+		ss.SetTrailer(md)
+	}
 	if err != nil {
 		return err
 	}
@@ -98,8 +104,10 @@ func modelInferStream(srv any, ss grpc.ServerStream) error {
 
 // modelInferRaw routes an encoded ModelInferRequest: as bytes to a gRPC
 // replica, decoded and translated for any other, answering in the
-// request's form (raw or typed contents).
-func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame) (*oip.RawFrame, error) {
+// request's form (raw or typed contents). tr records the request's time
+// once its revision admitted it (see observe.go); it is finished when
+// modelInferRaw returns.
+func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame, tr *tracing.Request) (*oip.RawFrame, error) {
 	start := time.Now()
 	name, version, err := oip.PeekModel(in.Bytes)
 	if err == nil && len(name) == 0 {
@@ -121,6 +129,7 @@ func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame) (*oip.
 		ticket, err = s.g.admit(principal, r, auth.ActionInfer)
 		defer ticket.Release()
 	}
+	received := in
 	if err == nil && len(version) > 0 {
 		// The version chose the revision; the runtime serves the model
 		// under versions of its own.
@@ -133,18 +142,28 @@ func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame) (*oip.
 		s.g.countUnrouted("grpc", status.Code(oip.GRPCStatus(err)).String())
 		return nil, oip.GRPCStatus(err)
 	}
+	s.g.startGRPC(tr, ctx, start)
+	tr.Model = r.name
+	defer tr.Finish()
+	plog := s.g.beginPayloadGRPC(ctx, r)
+	logGRPCRequest(plog, received)
 	_, clientDeadline := ctx.Deadline()
 	var (
 		resp    *oip.RawFrame
 		callErr error
 	)
+	// Every try sends the same trace context: the upstream call's span
+	// covers them all.
+	upstreamCtx := traceContext(ctx, tr, grpcTraceState(ctx, tr))
 	r, mirror, err = s.g.send(req, r, mirror, func(r *route) bool {
-		resp, callErr = s.infer(ctx, principal, r, req, in)
+		resp, callErr = s.infer(upstreamCtx, principal, r, req, in, tr)
 		return errors.Is(callErr, ErrRevisionRetired)
 	})
 	if err != nil {
 		s.g.countUnrouted("grpc", status.Code(oip.GRPCStatus(err)).String())
-		return nil, oip.GRPCStatus(err)
+		err = oip.GRPCStatus(err)
+		tr.Status = int(status.Code(err))
+		return nil, err
 	}
 	_ = grpc.SetHeader(ctx, r.grpcHeader)
 	err = callErr
@@ -154,10 +173,23 @@ func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame) (*oip.
 		code = status.Code(err)
 	}
 	r.record(r.grpcRequests, r.gatewayGRPC, code.String(), start, grpcOutcome(code, clientDeadline))
+	tr.Revision, tr.Status = r.Revision, int(code)
+	if err == nil {
+		logGRPCResponse(plog, resp)
+	}
 	if mirror != nil && err == nil {
 		s.g.mirror.grpc(r.name, mirror, in, resp)
 	}
 	return resp, err
+}
+
+// grpcTraceState returns a gRPC call's tracestate metadata, for the
+// runtime, when tracing is on and the call's trace is continued.
+func grpcTraceState(ctx context.Context, tr *tracing.Request) string {
+	if !tr.Tracing() || !tr.Continued() {
+		return ""
+	}
+	return firstValue(ctx, tracing.HeaderTraceState)
 }
 
 // grpcModel authenticates a gRPC call about a model (metadata,
@@ -219,25 +251,25 @@ func grpcOutcome(c codes.Code, clientDeadline bool) router.Outcome {
 	return router.OutcomeServerError
 }
 
-func (s grpcService) infer(ctx context.Context, p *auth.Principal, r *route, req router.Request, in *oip.RawFrame) (*oip.RawFrame, error) {
+func (s grpcService) infer(ctx context.Context, p *auth.Principal, r *route, req router.Request, in *oip.RawFrame, tr *tracing.Request) (*oip.RawFrame, error) {
 	ctx, cancel := s.g.callContext(ctx, r.Timeout)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
-	slot, err := s.g.fairShare(ctx, p, r, time.Time{})
+	slot, err := s.g.fairShare(ctx, p, r, time.Time{}, tr)
 	if err != nil {
 		return nil, err
 	}
 	defer slot.Release()
 	for try := 1; ; try++ {
-		release, err := r.activateCtx(ctx)
+		release, err := r.activateTraced(ctx, tr)
 		if err != nil {
 			return nil, err
 		}
 		if r.Batcher != nil {
 			defer release()
-			return s.batched(ctx, r, in)
+			return s.batched(ctx, r, in, tr)
 		}
-		resp, err := s.call(ctx, r, req, in)
+		resp, err := s.call(ctx, r, req, in, tr)
 		release()
 		if err == nil || !r.awaitReplica(err, try, deadline, s.g.drain.Done()) {
 			return resp, err
@@ -247,7 +279,7 @@ func (s grpcService) infer(ctx context.Context, p *auth.Principal, r *route, req
 
 // call sends a ModelInferRequest to a replica of r: as bytes to a gRPC
 // replica, translated for any other.
-func (s grpcService) call(ctx context.Context, r *route, req router.Request, in *oip.RawFrame) (*oip.RawFrame, error) {
+func (s grpcService) call(ctx context.Context, r *route, req router.Request, in *oip.RawFrame, tr *tracing.Request) (*oip.RawFrame, error) {
 	var (
 		resp    *oip.RawFrame
 		decoded *decodedFrame
@@ -257,7 +289,10 @@ func (s grpcService) call(ctx context.Context, r *route, req router.Request, in 
 		var err error
 		if ri, ok := cl.(runtimes.RawInferer); ok {
 			resp, err = ri.ModelInferRaw(ctx, in)
-			s.g.countUpstream(r, t0, err, 0)
+			t1 := time.Now()
+			s.g.countUpstream(r, t1.Sub(t0), err, 0)
+			markUpstream(tr, cl, t0, t1)
+			tr.UpstreamStatus = upstreamStatus(tr, err)
 			return err
 		}
 		if decoded == nil {
@@ -266,7 +301,10 @@ func (s grpcService) call(ctx context.Context, r *route, req router.Request, in 
 			}
 		}
 		out, err := cl.Infer(ctx, &decoded.req)
-		s.g.countUpstream(r, t0, err, 0)
+		t1 := time.Now()
+		s.g.countUpstream(r, t1.Sub(t0), err, 0)
+		markUpstream(tr, cl, t0, t1)
+		tr.UpstreamStatus = upstreamStatus(tr, err)
 		if err != nil {
 			return err
 		}
@@ -310,12 +348,14 @@ func (d *decodedFrame) answer(resp *oip.InferResponse) (*oip.RawFrame, error) {
 
 // batched decodes a ModelInferRequest and hands it to the model's batcher,
 // answering in the request's form (raw or typed contents).
-func (s grpcService) batched(ctx context.Context, r *route, in *oip.RawFrame) (*oip.RawFrame, error) {
+func (s grpcService) batched(ctx context.Context, r *route, in *oip.RawFrame, tr *tracing.Request) (*oip.RawFrame, error) {
 	d, err := decodeFrame(in)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := r.Batcher.Submit(ctx, &d.req)
+	var timing batcher.Timing
+	resp, err := r.Batcher.SubmitTimed(ctx, &d.req, &timing)
+	markBatch(tr, &timing)
 	if err != nil {
 		return nil, err
 	}

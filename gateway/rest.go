@@ -10,6 +10,8 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/infergate/infergate/auth"
+	"github.com/infergate/infergate/batcher"
+	"github.com/infergate/infergate/gateway/tracing"
 	"github.com/infergate/infergate/internal/keyhash"
 	"github.com/infergate/infergate/oip"
 	"github.com/infergate/infergate/oip/rest"
@@ -127,20 +129,41 @@ func (g *Gateway) HandleREST(ctx *fasthttp.RequestCtx) {
 			h.Del(HeaderSessionKey)
 		}
 		timeoutHeader := h.Peek(HeaderRequestTimeout)
+		// The request's time, on the stack (see observe.go).
+		var tr tracing.Request
+		g.startREST(&tr, h, start)
+		tr.Model = r.name
+		setUpstreamTraceParent(h, &tr)
+		plog := g.beginPayloadREST(h, r)
+		logRESTRequest(plog, &ctx.Request)
 		r, mirror, err = g.send(req, r, mirror, func(r *route) bool {
-			return g.restInfer(ctx, principal, r, req, start, timeoutHeader)
+			return g.restInfer(ctx, principal, r, req, start, timeoutHeader, &tr)
 		})
 		if err != nil {
 			g.restError(ctx, err)
+			g.finishREST(ctx, &tr, nil)
 			return
 		}
 		ctx.Response.Header.Set(HeaderRevision, r.Revision)
 		code := ctx.Response.StatusCode()
 		r.record(r.restRequests, r.gatewayREST, statusLabel(code), start, httpOutcome(code, len(timeoutHeader) > 0))
+		g.finishREST(ctx, &tr, r)
+		logRESTResponse(plog, &ctx.Response)
 		if mirror != nil {
 			g.mirror.rest(ctx, r.name, mirror)
 		}
 	}
+}
+
+// finishREST sets a REST inference answer's Server-Timing and finishes
+// its trace; r is the revision that answered, nil for none.
+func (g *Gateway) finishREST(ctx *fasthttp.RequestCtx, tr *tracing.Request, r *route) {
+	setServerTiming(&ctx.Response.Header, tr)
+	if r != nil {
+		tr.Revision = r.Revision
+	}
+	tr.Status = ctx.Response.StatusCode()
+	tr.Finish()
 }
 
 // sessionKey returns the request's sticky key, and whether it came from
@@ -255,7 +278,7 @@ func (g *Gateway) restFailed(ctx *fasthttp.RequestCtx, err error) {
 // It reports whether the revision was retired while the request waited
 // in its activator, so that the caller routes it again.
 // timeoutHeader is the request's HeaderRequestTimeout, if any.
-func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, p *auth.Principal, r *route, req router.Request, start time.Time, timeoutHeader []byte) (retired bool) {
+func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, p *auth.Principal, r *route, req router.Request, start time.Time, timeoutHeader []byte, tr *tracing.Request) (retired bool) {
 	timeout := r.Timeout
 	if v := timeoutHeader; len(v) > 0 {
 		d, err := parseTimeout(v)
@@ -266,24 +289,24 @@ func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, p *auth.Principal, r *rout
 		timeout = d
 	}
 	deadline := start.Add(timeout)
-	slot, err := g.fairShare(g.drain, p, r, deadline)
+	slot, err := g.fairShare(g.drain, p, r, deadline, tr)
 	if err != nil {
 		g.restFailed(ctx, err)
 		return false
 	}
 	defer slot.Release()
 	for try := 1; ; try++ {
-		release, err := r.activate(g.drain, deadline)
+		release, err := r.activate(g.drain, deadline, tr)
 		if err != nil {
 			g.restFailed(ctx, err)
 			return errors.Is(err, ErrRevisionRetired)
 		}
 		if r.Batcher != nil {
-			g.restBatched(ctx, r, deadline)
+			g.restBatched(ctx, r, deadline, tr)
 			release()
 			return false
 		}
-		err = g.restCall(ctx, r, req, deadline)
+		err = g.restCall(ctx, r, req, deadline, tr)
 		release()
 		if err == nil {
 			break
@@ -306,7 +329,7 @@ func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, p *auth.Principal, r *rout
 // answer in ctx's response: as bytes from a REST replica (a runtime's
 // error answer included), translated from any other. It returns the error
 // of a call that got no answer, for the caller to retry or write.
-func (g *Gateway) restCall(ctx *fasthttp.RequestCtx, r *route, req router.Request, deadline time.Time) error {
+func (g *Gateway) restCall(ctx *fasthttp.RequestCtx, r *route, req router.Request, deadline time.Time, tr *tracing.Request) error {
 	var decoded *oip.InferRequest
 	defer func() { putRequest(decoded) }()
 	// The pass-through needs only the deadline; a context (two allocations
@@ -322,8 +345,14 @@ func (g *Gateway) restCall(ctx *fasthttp.RequestCtx, r *route, req router.Reques
 		var err error
 		if fw, ok := cl.(runtimes.Forwarder); ok {
 			err = fw.Forward(&ctx.Request, &ctx.Response, deadline)
+			t1 := time.Now()
 			code := ctx.Response.StatusCode()
-			g.countUpstream(r, t0, err, code)
+			g.countUpstream(r, t1.Sub(t0), err, code)
+			markUpstream(tr, cl, t0, t1)
+			tr.UpstreamStatus = 0
+			if err == nil {
+				tr.UpstreamStatus = code
+			}
 			if err == nil && code >= fasthttp.StatusInternalServerError {
 				// The pool's breaker, ejection and retries must see a
 				// runtime's 5xx; the client still gets the runtime's answer.
@@ -338,8 +367,11 @@ func (g *Gateway) restCall(ctx *fasthttp.RequestCtx, r *route, req router.Reques
 		}
 		c, cancel := context.WithDeadline(g.drain, deadline)
 		defer cancel()
-		resp, err := cl.Infer(c, decoded)
-		g.countUpstream(r, t0, err, 0)
+		resp, err := cl.Infer(traceContext(c, tr, restTraceState(ctx, tr)), decoded)
+		t1 := time.Now()
+		g.countUpstream(r, t1.Sub(t0), err, 0)
+		markUpstream(tr, cl, t0, t1)
+		tr.UpstreamStatus = upstreamStatus(tr, err)
 		if err != nil {
 			return err
 		}
@@ -356,10 +388,10 @@ func (g *Gateway) restCall(ctx *fasthttp.RequestCtx, r *route, req router.Reques
 // which is passed to the client as the runtime wrote it.
 var errRuntimeAnswered = errors.New("runtime answered with an error status")
 
-// countUpstream records one upstream call: by HTTP status when the call got
-// an answer, by error kind when it did not.
-func (g *Gateway) countUpstream(r *route, t0 time.Time, err error, status int) {
-	r.upstream.Observe(time.Since(t0).Seconds())
+// countUpstream records one upstream call that took d: by HTTP status when
+// the call got an answer, by error kind when it did not.
+func (g *Gateway) countUpstream(r *route, d time.Duration, err error, status int) {
+	r.upstream.Observe(d.Seconds())
 	code := "200"
 	switch {
 	case err != nil:
@@ -371,7 +403,7 @@ func (g *Gateway) countUpstream(r *route, t0 time.Time, err error, status int) {
 }
 
 // restBatched decodes a REST request and hands it to the model's batcher.
-func (g *Gateway) restBatched(ctx *fasthttp.RequestCtx, r *route, deadline time.Time) {
+func (g *Gateway) restBatched(ctx *fasthttp.RequestCtx, r *route, deadline time.Time, tr *tracing.Request) {
 	req, err := decodeREST(ctx, r)
 	defer putRequest(req)
 	if err != nil {
@@ -380,7 +412,11 @@ func (g *Gateway) restBatched(ctx *fasthttp.RequestCtx, r *route, deadline time.
 	}
 	c, cancel := context.WithDeadline(g.drain, deadline)
 	defer cancel()
-	resp, err := r.Batcher.Submit(c, req)
+	// A request that goes alone is sent under c: a gRPC runtime then
+	// receives its trace context.
+	var timing batcher.Timing
+	resp, err := r.Batcher.SubmitTimed(traceContext(c, tr, restTraceState(ctx, tr)), req, &timing)
+	markBatch(tr, &timing)
 	if err != nil {
 		g.restFailed(ctx, err)
 		return
@@ -416,4 +452,27 @@ func putRequest(req *oip.InferRequest) {
 		req.Reset()
 		requestPool.Put(req)
 	}
+}
+
+// restTraceState returns the REST request's tracestate, for a runtime
+// reached over gRPC metadata; "" when tracing is off.
+func restTraceState(ctx *fasthttp.RequestCtx, tr *tracing.Request) string {
+	if !tr.Tracing() || !tr.Continued() {
+		return ""
+	}
+	return string(ctx.Request.Header.Peek(tracing.HeaderTraceState))
+}
+
+// upstreamStatus is the status of a decoded upstream call's answer for a
+// sampled request's client span, in the runtime's protocol (markUpstream
+// set it): its error's gRPC code or HTTP status; 0 (OK, or unknown for
+// REST) with no error.
+func upstreamStatus(tr *tracing.Request, err error) int {
+	switch {
+	case err == nil || !tr.Sampled():
+		return 0
+	case tr.UpstreamProtocol == tracing.ProtocolGRPC:
+		return int(oip.GRPCCode(err))
+	}
+	return oip.HTTPStatus(err)
 }

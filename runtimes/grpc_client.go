@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/infergate/infergate/oip"
@@ -111,13 +112,33 @@ func (c *GRPCClient) modelInferProto(ctx context.Context, req *pb.ModelInferRequ
 const modelInferMethod = "/inference.GRPCInferenceService/ModelInfer"
 
 // ModelInferRaw sends an encoded ModelInferRequest and returns the encoded
-// response, decoding neither: the gateway's gRPC pass-through.
+// response, decoding neither: the gateway's gRPC pass-through. Of ctx's
+// outgoing metadata (metadata.AppendToOutgoingContext) it sends the W3C
+// trace context, traceparent and tracestate, and nothing else: the lean
+// client is not grpc-go, which would send all of it.
 func (c *GRPCClient) ModelInferRaw(ctx context.Context, req *oip.RawFrame) (*oip.RawFrame, error) {
-	b, err := c.wire.Invoke(ctx, modelInferMethod, req.Bytes, nil)
+	b, err := c.wire.Invoke(ctx, modelInferMethod, req.Bytes, traceMetadata(ctx))
 	if err != nil {
 		return nil, c.callError(err)
 	}
 	return &oip.RawFrame{Bytes: b}, nil
+}
+
+// traceMetadata returns the W3C trace context keys of ctx's outgoing
+// metadata as key, value pairs, nil when it has none (without
+// allocating).
+func traceMetadata(ctx context.Context) []string {
+	md, ok := metadata.FromOutgoingContext(ctx)
+	if !ok {
+		return nil
+	}
+	var kv []string
+	for _, k := range [...]string{"traceparent", "tracestate"} {
+		if v := md[k]; len(v) > 0 && v[0] != "" {
+			kv = append(kv, k, v[0])
+		}
+	}
+	return kv
 }
 
 // callError keeps the runtime's status message, with what its code says

@@ -407,8 +407,18 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown infergate annotation",
 			yaml: doc(`name: iris, annotations: {infergate.io/endpoint: "http://h:1"}`, "", onnxModel),
-			want: "m.yaml: document 1: metadata.annotations[infergate.io/endpoint]: unknown infergate annotation (known: infergate.io/command, infergate.io/endpoints, infergate.io/idempotent, infergate.io/mirror-percent, infergate.io/mirror-revision, infergate.io/payload-log, infergate.io/payload-log-mode, infergate.io/payload-log-redact, infergate.io/payload-log-sample, infergate.io/pipeline, infergate.io/rollout, infergate.io/sticky-replicas)",
+			want: "m.yaml: document 1: metadata.annotations[infergate.io/endpoint]: unknown infergate annotation (known: infergate.io/command, infergate.io/endpoints, infergate.io/idempotent, infergate.io/max-inflight, infergate.io/mirror-percent, infergate.io/mirror-revision, infergate.io/payload-log, infergate.io/payload-log-mode, infergate.io/payload-log-redact, infergate.io/payload-log-sample, infergate.io/pipeline, infergate.io/rate-burst, infergate.io/rate-limit, infergate.io/rollout, infergate.io/sticky-replicas)",
 		},
+
+		// The quota annotations.
+		{name: "rate not a number", yaml: doc(`name: iris, annotations: {infergate.io/rate-limit: "fast"}`, "", onnxModel),
+			want: `m.yaml: document 1: metadata.annotations[infergate.io/rate-limit]: "fast" is not a positive number of requests per second`},
+		{name: "rate zero", yaml: doc(`name: iris, annotations: {infergate.io/rate-limit: "0"}`, "", onnxModel),
+			want: `m.yaml: document 1: metadata.annotations[infergate.io/rate-limit]: "0" is not a positive number of requests per second`},
+		{name: "burst without a rate", yaml: doc(`name: iris, annotations: {infergate.io/rate-burst: "5"}`, "", onnxModel),
+			want: `m.yaml: document 1: metadata.annotations[infergate.io/rate-burst]: needs infergate.io/rate-limit: a burst bounds a rate`},
+		{name: "in flight not whole", yaml: doc(`name: iris, annotations: {infergate.io/max-inflight: "2.5"}`, "", onnxModel),
+			want: `m.yaml: document 1: metadata.annotations[infergate.io/max-inflight]: "2.5" is not a positive whole number`},
 
 		// The endpoints annotation.
 		{name: "endpoints empty", yaml: doc(endpoints(" , "), "", onnxModel), want: ep + `" , " lists no URL`},
@@ -982,5 +992,16 @@ func TestRegistryRef(t *testing.T) {
 	}
 	if ms[0].RegistryRef != "registry://iris@prod" {
 		t.Errorf("command runtime: RegistryRef %q", ms[0].RegistryRef)
+	}
+}
+
+// TestQuotaAnnotations: the quota annotations become the model's bounds.
+func TestQuotaAnnotations(t *testing.T) {
+	ms, err := config.Parse("m.yaml", []byte(doc(`name: iris, annotations: {infergate.io/rate-limit: "2.5", infergate.io/rate-burst: "10", infergate.io/max-inflight: " 64 "}`, "", onnxModel)), "/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := ms[0]; m.RatePerSecond != 2.5 || m.Burst != 10 || m.MaxInFlight != 64 {
+		t.Errorf("rate %v, burst %d, in flight %d; want 2.5, 10, 64", m.RatePerSecond, m.Burst, m.MaxInFlight)
 	}
 }

@@ -35,7 +35,24 @@ var knownAnnotations = map[string]bool{
 	AnnotationPayloadLogMode:   true,
 	AnnotationPayloadLogSample: true,
 	AnnotationPayloadLogRedact: true,
+
+	AnnotationRateLimit:   true,
+	AnnotationRateBurst:   true,
+	AnnotationMaxInFlight: true,
 }
+
+// The quota annotations bound the model's requests across all tenants
+// (each tenant's own quotas apply as well); a request over them gets 429
+// with Retry-After (gRPC RESOURCE_EXHAUSTED):
+//
+//	infergate.io/rate-limit: "200"   # requests per second (a token bucket)
+//	infergate.io/rate-burst: "400"   # the bucket's size (default: one second's worth)
+//	infergate.io/max-inflight: "64"  # requests admitted and not yet answered
+const (
+	AnnotationRateLimit   = "infergate.io/rate-limit"
+	AnnotationRateBurst   = "infergate.io/rate-burst"
+	AnnotationMaxInFlight = "infergate.io/max-inflight"
+)
 
 // The payload-log annotations turn on KServe-style logging of the model's
 // inference requests and responses, and shape it:
@@ -182,6 +199,11 @@ type Model struct {
 	Idempotent bool
 	// StickyReplicas is AnnotationStickyReplicas.
 	StickyReplicas bool
+	// RatePerSecond, Burst and MaxInFlight are the quota annotations
+	// (AnnotationRateLimit, AnnotationRateBurst, AnnotationMaxInFlight);
+	// 0: no bound.
+	RatePerSecond      float64
+	Burst, MaxInFlight int
 	// Pipeline is AnnotationPipeline: pipeline requests to REST runtimes.
 	Pipeline bool
 	// Command is the runtime command from the infergate.io/command

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net"
 	"net/url"
 	"path/filepath"
@@ -90,6 +91,35 @@ func readMetadata(m *Model, meta ObjectMeta, d *docProblems) {
 	m.Pipeline = boolAnnotation(meta.Annotations, AnnotationPipeline, false, d)
 	m.Idempotent = boolAnnotation(meta.Annotations, AnnotationIdempotent, true, d)
 	m.StickyReplicas = boolAnnotation(meta.Annotations, AnnotationStickyReplicas, false, d)
+	readQuotas(m, meta.Annotations, d)
+}
+
+// readQuotas reads the quota annotations.
+func readQuotas(m *Model, annotations map[string]string, d *docProblems) {
+	if raw, ok := annotations[AnnotationRateLimit]; ok {
+		v, err := strconv.ParseFloat(strings.TrimSpace(raw), 64)
+		if err != nil || v <= 0 || math.IsInf(v, 0) || math.IsNaN(v) {
+			d.addf(annotationField(AnnotationRateLimit), "%s is not a positive number of requests per second", quote(raw))
+		}
+		m.RatePerSecond = v
+	}
+	for _, a := range []struct {
+		key string
+		v   *int
+	}{{AnnotationRateBurst, &m.Burst}, {AnnotationMaxInFlight, &m.MaxInFlight}} {
+		raw, ok := annotations[a.key]
+		if !ok {
+			continue
+		}
+		v, err := strconv.Atoi(strings.TrimSpace(raw))
+		if err != nil || v <= 0 {
+			d.addf(annotationField(a.key), "%s is not a positive whole number", quote(raw))
+		}
+		*a.v = v
+	}
+	if m.Burst > 0 && m.RatePerSecond == 0 {
+		d.addf(annotationField(AnnotationRateBurst), "needs %s: a burst bounds a rate", AnnotationRateLimit)
+	}
 }
 
 // boolAnnotation reads a true/false annotation, def when it is absent.

@@ -12,6 +12,7 @@ import (
 	"github.com/infergate/infergate/config"
 	"github.com/infergate/infergate/controlplane"
 	"github.com/infergate/infergate/gateway"
+	"github.com/infergate/infergate/gateway/payloadlog"
 	"github.com/infergate/infergate/oip"
 	"github.com/infergate/infergate/runtimes"
 	"github.com/infergate/infergate/runtimes/modelserver"
@@ -49,6 +50,11 @@ func checkRevision(spec config.Model, localRuntimes bool, runtimeTLS *tls.Config
 	case len(clients) == 0:
 		if _, err = controlplane.ScaleSettings(spec, false); err == nil {
 			err = checkModelFiles(spec)
+		}
+	}
+	if err == nil {
+		if _, _, perr := payloadlog.ParseAnnotations(spec.Annotations); perr != nil {
+			err = fmt.Errorf("%s: model %q: %w", spec.Source, spec.Name, perr)
 		}
 	}
 	if err == nil && spec.Batcher != nil {
@@ -133,6 +139,26 @@ func endpointClients(m config.Model, runtimeTLS *tls.Config) ([]runtimes.Client,
 		clients = append(clients, c)
 	}
 	return clients, nil
+}
+
+// payloadLogs are the payload-log settings of each model that has them:
+// its latest revision's annotations (a change to them is a new
+// revision, as a change to KServe's logger is).
+func payloadLogs(st controlplane.State) map[string]payloadlog.ModelConfig {
+	out := make(map[string]payloadlog.ModelConfig)
+	for _, ms := range st.Models {
+		for _, rev := range ms.Revisions {
+			if rev.Name != ms.Latest {
+				continue
+			}
+			// Checked when the revision was built (checkRevision).
+			if c, ok, err := payloadlog.ParseAnnotations(rev.Spec.Annotations); ok && err == nil {
+				c.Namespace = rev.Spec.Namespace
+				out[ms.Name] = c
+			}
+		}
+	}
+	return out
 }
 
 // batcherOptions are the batcher settings of a revision whose

@@ -214,7 +214,8 @@ func (m *Manager) build(model, name string, spec config.Model, replicas int) (*r
 		return nil, err
 	}
 	rr := &revisionRuntime{model: model, name: name, spec: spec, pool: pool, stats: new(router.Stats), done: make(chan struct{})}
-	rr.route = gateway.Route{Model: model, Pool: pool, Timeout: spec.Timeout, StickyReplicas: spec.StickyReplicas}
+	rr.route = gateway.Route{Model: model, Pool: pool, Timeout: spec.Timeout, StickyReplicas: spec.StickyReplicas,
+		Labels: spec.Labels, Limit: quota.Limit{RatePerSecond: spec.RatePerSecond, Burst: spec.Burst, MaxInFlight: spec.MaxInFlight}}
 	if len(clients) == 0 {
 		sup, err := m.supervisor(name, spec, pool, replicas)
 		if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/infergate/infergate/config"
 	"github.com/infergate/infergate/controlplane"
 	"github.com/infergate/infergate/gateway"
+	"github.com/infergate/infergate/gateway/payloadlog"
 	"github.com/infergate/infergate/router"
 )
 
@@ -21,6 +22,7 @@ import (
 // swap in. *gateway.Gateway is one.
 type Router interface {
 	SetModels(models []router.Model[gateway.Route]) error
+	SetPayloadLogs(configs map[string]payloadlog.ModelConfig) error
 }
 
 // Scaling is what the Reconciler needs of the autoscaler: the settings of
@@ -231,6 +233,9 @@ func (r *Reconciler) Sync() error {
 			m.stop(rr)
 		}
 		return err
+	}
+	if err := r.opts.Gateway.SetPayloadLogs(payloadLogs(st)); err != nil {
+		r.log.Error("payload logs not changed", "err", err)
 	}
 	if err := r.opts.Autoscaler.SetModels(settings); err != nil {
 		r.log.Error("autoscaler settings not changed", "err", err)

@@ -22,6 +22,7 @@ import (
 	"github.com/infergate/infergate/controlplane"
 	"github.com/infergate/infergate/controlplane/tenants"
 	"github.com/infergate/infergate/gateway"
+	"github.com/infergate/infergate/gateway/payloadlog"
 )
 
 // DefaultRolloutInterval is how often, by default, the Server judges the
@@ -146,6 +147,7 @@ type Server struct {
 	dep        *controlplane.Deployments
 	manager    *Manager
 	reconciler *Reconciler
+	payloads   *payloadlog.Logger
 	admin      gateway.AdminServerOptions
 }
 
@@ -188,6 +190,15 @@ func New(opts Options) (*Server, error) {
 	gwOpts := opts.Gateway
 	gwOpts.Registerer, gwOpts.Logger = reg, log
 	gwOpts.Auth = opts.Auth
+	// Payload logs: nothing is logged until a model asks for it.
+	plm, err := payloadlog.NewMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("serving: payload-log metrics: %w", err)
+	}
+	if s.payloads, err = payloadlog.New(payloadlog.Options{Metrics: plm}); err != nil {
+		return nil, err
+	}
+	gwOpts.Payloads = s.payloads
 	if s.gw, err = gateway.New(gwOpts); err != nil {
 		return nil, err
 	}
@@ -348,12 +359,21 @@ func (s *Server) Serve(ctx context.Context, rest, grpc, admin net.Listener) erro
 	if s.opts.Auth != nil {
 		eg.Go(func() error { return s.opts.Auth.Run(gctx) })
 	}
+	eg.Go(func() error { return s.payloads.Run(gctx) })
 	for _, c := range s.opts.Certificates {
 		eg.Go(func() error { return c.Run(gctx) })
 	}
 	eg.Go(func() error { return s.gw.Serve(gctx, rest, grpc) })
 	eg.Go(func() error { return gateway.ServeAdmin(gctx, admin, s.admin) })
 	err := eg.Wait()
+	if t := s.opts.Gateway.Tracer; t != nil {
+		// The spans of the last requests.
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if serr := t.Shutdown(sctx); serr != nil {
+			s.log.Warn("tracing: spans not exported at shutdown", "err", serr)
+		}
+		cancel()
+	}
 	s.manager.Close() // before the last line, which says all has stopped
 	s.log.Info("infergate stopped")
 	return err

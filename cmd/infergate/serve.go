@@ -28,6 +28,7 @@ import (
 	samples "github.com/infergate/infergate/examples/models"
 	"github.com/infergate/infergate/gateway"
 	"github.com/infergate/infergate/gateway/netlimit"
+	"github.com/infergate/infergate/gateway/tracing"
 	"github.com/infergate/infergate/internal/tlsconf"
 	"github.com/infergate/infergate/pipelines"
 	"github.com/infergate/infergate/pipelines/pipelinesapi"
@@ -56,7 +57,10 @@ type serveFlags struct {
 	jwt                                auth.JWTOptions
 	tlsCert, tlsKey, tlsClientCA       string
 	runtimeCA, runtimeCert, runtimeKey string
-	logs                               logFlags
+	// Observability.
+	traceEndpoint string
+	traceRatio    float64
+	logs          logFlags
 }
 
 // runServe runs `infergate serve` (withRuntimes: models without endpoints
@@ -105,6 +109,8 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	fs.StringVar(&f.runtimeCA, "runtime-ca", "", "verify runtimes at https:// and grpcs:// endpoints with these CAs (PEM; default: the system's roots)")
 	fs.StringVar(&f.runtimeCert, "runtime-cert", "", "client certificate shown to runtimes that require one (PEM)")
 	fs.StringVar(&f.runtimeKey, "runtime-key", "", "the private key of -runtime-cert (PEM)")
+	fs.StringVar(&f.traceEndpoint, "trace-endpoint", "", "export OpenTelemetry spans by OTLP/HTTP to this collector URL (/v1/traces when it has no path); off when empty")
+	fs.Float64Var(&f.traceRatio, "trace-sample-ratio", 1, "share of new traces sampled (a caller's sampled flag is followed)")
 	f.logs.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -215,6 +221,10 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 		certs = append(certs, rt)
 		registerTLSMetrics(reg, "runtime", rt)
 		runtimeTLS = rt.TLSConfig()
+	}
+	tracer, err := tracing.New(tracing.Options{Endpoint: f.traceEndpoint, SampleRatio: f.traceRatio, ServiceVersion: version, Registerer: reg})
+	if err != nil {
+		return err
 	}
 	var authn *auth.Authenticator
 	if authenticated {
@@ -329,6 +339,7 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 			IdleTimeout:      f.idleTimeout,
 			MaxHeaderBytes:   f.maxHeaderBytes,
 			GRPCServer:       f.grpcServer,
+			Tracer:           tracer,
 			RESTTLS:          restTLS,
 			GRPCTLS:          grpcTLS,
 			MaxInFlightBytes: f.maxInFlightBytes,

@@ -393,3 +393,23 @@ func restCallNoFatal(addr, path, authorization string) (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// TestModelQuota: a model's own bound applies to every caller, with or
+// without authentication.
+func TestModelQuota(t *testing.T) {
+	rt := newCredentialRuntime(t)
+	s := serve(t, Options{Routes: []Route{
+		{Model: "iris", Pool: readyPool(t, "iris", rt.client(t)), Limit: quota.Limit{RatePerSecond: 0.001, Burst: 1}},
+		{Model: "digits", Pool: readyPool(t, "digits", rt.client(t))},
+	}}, nil)
+	if resp, body := restCall(t, s.rest, "/v2/models/iris/infer", ""); resp.StatusCode != 200 {
+		t.Fatalf("first: %d %s", resp.StatusCode, body)
+	}
+	resp, body := restCall(t, s.rest, "/v2/models/iris/infer", "")
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || !strings.Contains(body, "iris") {
+		t.Fatalf("over the model's rate: %d %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	if resp, body := restCall(t, s.rest, "/v2/models/digits/infer", ""); resp.StatusCode != 200 {
+		t.Fatalf("another model: %d %s", resp.StatusCode, body)
+	}
+}

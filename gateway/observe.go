@@ -14,6 +14,7 @@ import (
 	"github.com/infergate/infergate/gateway/tracing"
 	"github.com/infergate/infergate/oip"
 	pb "github.com/infergate/infergate/oip/inferencepb"
+	"github.com/infergate/infergate/oip/rest"
 	"github.com/infergate/infergate/runtimes"
 )
 
@@ -229,8 +230,21 @@ func identity(encoding []byte) bool {
 // compressed.
 func logRESTRequest(h payloadlog.Handle, req *fasthttp.Request) {
 	if h.Logged() && identity(req.Header.ContentEncoding()) {
-		h.Request(req.Header.ContentType(), req.Body())
+		h.Request(oipContentType(&req.Header), req.Body())
 	}
+}
+
+// jsonType is an OIP REST body's type.
+var jsonType = []byte(contentTypeJSON)
+
+// oipContentType is the type of an OIP inference request's body: JSON,
+// whatever the client called it (curl -d says form-urlencoded), unless
+// it carries binary tensors after its JSON header (Triton's extension).
+func oipContentType(h *fasthttp.RequestHeader) []byte {
+	if len(h.Peek(rest.HeaderInferenceHeaderContentLength)) > 0 {
+		return h.ContentType()
+	}
+	return jsonType
 }
 
 // logRESTResponse logs a REST answer's body when it is a success (200)

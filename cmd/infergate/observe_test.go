@@ -32,6 +32,7 @@ func TestObservability(t *testing.T) {
 	req, _ := http.NewRequest("POST", "http://"+p.rest+"/v2/models/fake/infer", strings.NewReader(`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]}`))
 	req.Header.Set("traceparent", "00-"+traceID+"-00f067aa0ba902b7-01") // sampled by the caller
 	req.Header.Set("Ce-Id", "order-1234")
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded") // as curl -d sends it
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -78,6 +79,9 @@ func TestObservability(t *testing.T) {
 			t.Errorf("event id %v, want the request's Ce-Id", e["id"])
 		}
 		types[e["type"].(string)] = true
+		if _, ok := e["data"].(map[string]any); !ok {
+			t.Errorf("%v: the payload is not logged as JSON: %v", e["type"], e)
+		}
 	}
 	if !types["org.kubeflow.serving.inference.request"] || !types["org.kubeflow.serving.inference.response"] {
 		t.Errorf("event types %v", types)

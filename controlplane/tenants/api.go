@@ -2,20 +2,16 @@ package tenants
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"mime"
-	"net"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/infergate/infergate/auth"
+	"github.com/infergate/infergate/internal/jsonhttp"
 	"github.com/infergate/infergate/registry"
 )
 
@@ -24,7 +20,7 @@ import (
 const DefaultMaxBodyBytes = 64 << 10
 
 // ActorHeader names who makes a change, as the registry's API reads it.
-const ActorHeader = "X-Infergate-Actor"
+const ActorHeader = jsonhttp.ActorHeader
 
 // HandlerOptions configure NewHandler. Every zero value has a documented
 // default.
@@ -64,13 +60,13 @@ type HandlerOptions struct {
 // NOT_FOUND, 405 METHOD_NOT_ALLOWED (with Allow), 409 CONFLICT, 413
 // TOO_LARGE, 415 UNSUPPORTED_MEDIA_TYPE, 503 UNAVAILABLE (the store is
 // busy or closing), 500 INTERNAL. Handlers return their errors, which are
-// written in one place (writeError) with the status chosen in one
-// (statusOf). It is safe for concurrent use.
+// written in one place (errs, a jsonhttp.ErrorWriter) with the status
+// chosen in one (statusOf). It is safe for concurrent use.
 type Handler struct {
 	s    *Store
 	opts HandlerOptions
 	mux  *http.ServeMux
-	log  *slog.Logger
+	errs jsonhttp.ErrorWriter
 }
 
 // The paths Handler answers, as Patterns returns them.
@@ -94,10 +90,8 @@ func NewHandler(s *Store, opts HandlerOptions) (*Handler, error) {
 	if opts.Guard == nil {
 		opts.Guard = func(h http.HandlerFunc) http.HandlerFunc { return h }
 	}
-	h := &Handler{s: s, opts: opts, mux: http.NewServeMux(), log: opts.Logger}
-	if h.log == nil {
-		h.log = slog.New(slog.DiscardHandler)
-	}
+	h := &Handler{s: s, opts: opts, mux: http.NewServeMux(),
+		errs: jsonhttp.ErrorWriter{Status: statusOf, Logger: opts.Logger, API: "tenants API"}}
 	h.routes()
 	return h, nil
 }
@@ -116,8 +110,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.Serv
 
 func (h *Handler) routes() {
 	const t = tenantsPath + "/{name}"
-	read := h.handle
-	change := func(f handlerFunc) http.HandlerFunc { return h.opts.Guard(withActor(h.handle(f))) }
+	read := h.errs.Handle
+	change := func(f jsonhttp.HandlerFunc) http.HandlerFunc { return h.opts.Guard(withActor(h.errs.Handle(f))) }
 	for _, rt := range []struct {
 		pattern string
 		h       http.HandlerFunc
@@ -138,8 +132,9 @@ func (h *Handler) routes() {
 	} {
 		h.mux.HandleFunc(rt.pattern, rt.h)
 	}
+	noRoute := jsonhttp.NoRoute(h.mux, h.Patterns(), "tenants", "/api/v1/tenants[/{name}[/keys|/grants]], /api/v1/keys[/{id}], /api/v1/grants[/{id}]")
 	for _, p := range h.Patterns() {
-		h.mux.HandleFunc(p, h.handle(h.noRoute))
+		h.mux.HandleFunc(p, h.errs.Handle(noRoute))
 	}
 }
 
@@ -210,7 +205,7 @@ func (h *Handler) listTenants(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, List[TenantInfo]{nonNil(ts)})
+	jsonhttp.WriteJSON(w, http.StatusOK, List[TenantInfo]{nonNil(ts)})
 	return nil
 }
 
@@ -224,7 +219,7 @@ func (h *Handler) createTenant(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.Header().Set("Location", tenantsPath+"/"+t.Name)
-	writeJSON(w, http.StatusCreated, t)
+	jsonhttp.WriteJSON(w, http.StatusCreated, t)
 	return nil
 }
 
@@ -242,7 +237,7 @@ func (h *Handler) getTenant(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, TenantDetail{TenantInfo: t, Keys: nonNil(keys), Grants: grantInfos(grants)})
+	jsonhttp.WriteJSON(w, http.StatusOK, TenantDetail{TenantInfo: t, Keys: nonNil(keys), Grants: grantInfos(grants)})
 	return nil
 }
 
@@ -255,7 +250,7 @@ func (h *Handler) updateTenant(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, t)
+	jsonhttp.WriteJSON(w, http.StatusOK, t)
 	return nil
 }
 
@@ -264,7 +259,7 @@ func (h *Handler) deleteTenant(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, res)
+	jsonhttp.WriteJSON(w, http.StatusOK, res)
 	return nil
 }
 
@@ -281,7 +276,7 @@ func (h *Handler) answerKeys(w http.ResponseWriter, r *http.Request, tenant stri
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, List[KeyInfo]{nonNil(keys)})
+	jsonhttp.WriteJSON(w, http.StatusOK, List[KeyInfo]{nonNil(keys)})
 	return nil
 }
 
@@ -308,7 +303,7 @@ func (h *Handler) createKey(w http.ResponseWriter, r *http.Request) error {
 	// The token is in this answer alone: no cache may keep it.
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Location", keysPath+"/"+k.ID)
-	writeJSON(w, http.StatusCreated, KeyCreated{Token: token, Key: k})
+	jsonhttp.WriteJSON(w, http.StatusCreated, KeyCreated{Token: token, Key: k})
 	return nil
 }
 
@@ -317,7 +312,7 @@ func (h *Handler) revokeKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, k)
+	jsonhttp.WriteJSON(w, http.StatusOK, k)
 	return nil
 }
 
@@ -334,7 +329,7 @@ func (h *Handler) answerGrants(w http.ResponseWriter, r *http.Request, tenant st
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, List[GrantInfo]{grantInfos(gs)})
+	jsonhttp.WriteJSON(w, http.StatusOK, List[GrantInfo]{grantInfos(gs)})
 	return nil
 }
 
@@ -352,7 +347,7 @@ func (h *Handler) addGrant(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.Header().Set("Location", grantsPath+"/"+strconv.FormatInt(g.ID, 10))
-	writeJSON(w, http.StatusCreated, NewGrantInfo(g))
+	jsonhttp.WriteJSON(w, http.StatusCreated, NewGrantInfo(g))
 	return nil
 }
 
@@ -366,7 +361,7 @@ func (h *Handler) removeGrant(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, NewGrantInfo(g))
+	jsonhttp.WriteJSON(w, http.StatusOK, NewGrantInfo(g))
 	return nil
 }
 
@@ -382,80 +377,25 @@ func grantInfos(gs []auth.Grant) []GrantInfo {
 // than JSON, an unknown field, a second value or a body over the bound is
 // an error.
 func (h *Handler) decode(w http.ResponseWriter, r *http.Request, what string, v any) error {
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || (mt != "application/json" && mt != "application/merge-patch+json") {
-		return &httpError{http.StatusUnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE", "send the body as Content-Type: application/json"}
+	if !jsonhttp.IsJSON(r.Header.Get("Content-Type")) {
+		return &jsonhttp.Error{Status: http.StatusUnsupportedMediaType, Code: "UNSUPPORTED_MEDIA_TYPE", Msg: "send the body as Content-Type: application/json"}
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes))
-	dec.DisallowUnknownFields()
-	err = dec.Decode(v)
-	if err == nil {
-		if _, terr := dec.Token(); terr != io.EOF {
-			err = errors.New("data after the request object")
-			if errors.As(terr, new(*http.MaxBytesError)) {
-				err = terr
-			}
-		}
+	_, err := jsonhttp.Decode(w, r, h.opts.MaxBodyBytes, v)
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, new(*http.MaxBytesError)):
+		return &jsonhttp.Error{Status: http.StatusRequestEntityTooLarge, Code: "TOO_LARGE", Msg: fmt.Sprintf("the request body is larger than %d bytes", h.opts.MaxBodyBytes)}
 	}
-	if err != nil {
-		if errors.As(err, new(*http.MaxBytesError)) {
-			return &httpError{http.StatusRequestEntityTooLarge, "TOO_LARGE", fmt.Sprintf("the request body is larger than %d bytes", h.opts.MaxBodyBytes)}
-		}
-		return errorf(ErrInvalid, "the body is not %s: %v", what, err)
-	}
-	return nil
+	return errorf(ErrInvalid, "the body is not %s: %v", what, err)
 }
-
-// handlerFunc is a route's handler: it answers success itself and
-// returns an error, having written no status, for handle to answer.
-type handlerFunc func(http.ResponseWriter, *http.Request) error
-
-// handle adapts f to net/http: writeError answers the error f returns,
-// the one place the API writes errors.
-func (h *Handler) handle(f handlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if err := f(w, r); err != nil {
-			h.writeError(w, err)
-		}
-	}
-}
-
-// noRoute answers a path no route takes: 405 with Allow when the path is
-// a route's for other methods, else 404.
-func (h *Handler) noRoute(w http.ResponseWriter, r *http.Request) error {
-	var allow []string
-	for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodDelete} {
-		probe := r.Clone(r.Context())
-		probe.Method = method
-		if _, pattern := h.mux.Handler(probe); !slices.Contains(h.Patterns(), pattern) {
-			allow = append(allow, method)
-		}
-	}
-	if len(allow) > 0 {
-		w.Header().Set("Allow", strings.Join(allow, ", "))
-		return &httpError{http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED",
-			fmt.Sprintf("%s %s: the method is not allowed; use %s", r.Method, r.URL.Path, strings.Join(allow, ", "))}
-	}
-	return &httpError{http.StatusNotFound, "NOT_FOUND",
-		fmt.Sprintf("no tenants API at %s %s; see /api/v1/tenants[/{name}[/keys|/grants]], /api/v1/keys[/{id}], /api/v1/grants[/{id}]", r.Method, r.URL.Path)}
-}
-
-// httpError is an error of the request itself that the store never sees
-// (a wrong path, method or media type), with its status and code.
-type httpError struct {
-	status int
-	code   string
-	msg    string
-}
-
-func (e *httpError) Error() string { return e.msg }
 
 // statusOf maps an error to its HTTP status and code name: the one place
-// the API does.
+// the API does. An error of the request itself (*jsonhttp.Error) keeps
+// its own.
 func statusOf(err error) (int, string) {
-	var he *httpError
-	if errors.As(err, &he) {
-		return he.status, he.code
+	if status, code, ok := jsonhttp.StatusOf(err); ok {
+		return status, code
 	}
 	switch {
 	case errors.Is(err, ErrInvalid):
@@ -482,42 +422,13 @@ func statusOf(err error) (int, string) {
 	return http.StatusInternalServerError, "INTERNAL"
 }
 
-// errorBody is every error answer.
-type errorBody struct {
-	Error string `json:"error"`
-	Code  string `json:"code"`
-}
-
-func (h *Handler) writeError(w http.ResponseWriter, err error) {
-	status, code := statusOf(err)
-	if status >= 500 {
-		h.log.Warn("tenants API: request failed", "status", status, "code", code, "err", err)
-	}
-	writeJSON(w, status, errorBody{Error: err.Error(), Code: code})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
-}
-
 // withActor names who acts in the request's context, unless a handler
 // before it (authentication) did: the X-Infergate-Actor header, else the
 // client's address.
 func withActor(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if registry.ActorFrom(r.Context()) == "" {
-			actor := strings.TrimSpace(r.Header.Get(ActorHeader))
-			if actor == "" {
-				actor = r.RemoteAddr
-				if host, _, err := net.SplitHostPort(actor); err == nil {
-					actor = host
-				}
-			}
-			r = r.WithContext(registry.WithActor(r.Context(), actor))
+			r = r.WithContext(registry.WithActor(r.Context(), jsonhttp.Actor(r)))
 		}
 		h(w, r)
 	}

@@ -1,12 +1,9 @@
 package tenants
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -14,6 +11,7 @@ import (
 	"time"
 
 	"github.com/infergate/infergate/auth"
+	"github.com/infergate/infergate/internal/jsonhttp"
 )
 
 // Client calls the tenants API of an admin port (Handler): what the CLI
@@ -45,13 +43,9 @@ type ClientOptions struct {
 // NewClient returns a client of the admin port at admin: HOST:PORT or an
 // http:// or https:// URL.
 func NewClient(admin string, opts ClientOptions) (*Client, error) {
-	base := admin
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
-	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-		return nil, fmt.Errorf("admin address %q: want HOST:PORT or an http:// or https:// URL", admin)
+	base, err := jsonhttp.BaseURL(admin)
+	if err != nil {
+		return nil, err
 	}
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = http.DefaultClient
@@ -62,7 +56,7 @@ func NewClient(admin string, opts ClientOptions) (*Client, error) {
 	if opts.Timeout == 0 {
 		opts.Timeout = 30 * time.Second
 	}
-	return &Client{base: u.Scheme + "://" + u.Host, opts: opts}, nil
+	return &Client{base: base, opts: opts}, nil
 }
 
 // call sends a request with in (nil: no body) as JSON and decodes a 2xx
@@ -70,20 +64,9 @@ func NewClient(admin string, opts ClientOptions) (*Client, error) {
 func (c *Client) call(ctx context.Context, method, path string, in, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	defer cancel()
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	req, err := jsonhttp.NewRequest(ctx, method, c.base+path, in)
 	if err != nil {
 		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
 	}
 	if method != http.MethodGet && c.opts.Actor != "" {
 		req.Header.Set(ActorHeader, c.opts.Actor)
@@ -91,39 +74,28 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any) err
 	if c.opts.Key != "" {
 		req.Header.Set("Authorization", "Bearer "+c.opts.Key)
 	}
-	resp, err := c.opts.HTTPClient.Do(req)
-	if err != nil {
-		return err
+	err = jsonhttp.Do(c.opts.HTTPClient, req, 16<<20, out)
+	var ae *jsonhttp.AnswerError
+	if errors.As(err, &ae) {
+		return answerError(ae)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		return answerError(resp, b)
-	}
-	if err := json.Unmarshal(b, out); err != nil {
-		return fmt.Errorf("%s %s: the answer is not JSON: %w", method, path, err)
-	}
-	return nil
+	return err
 }
 
 // answerError is the error of an error answer: the server's message, with
 // this package's code where the status has one.
-func answerError(resp *http.Response, b []byte) error {
-	var e errorBody
-	msg := strings.TrimSpace(string(b))
-	if json.Unmarshal(b, &e) == nil && e.Error != "" {
-		msg = e.Error
+func answerError(ae *jsonhttp.AnswerError) error {
+	msg := ae.Message
+	if msg == "" {
+		msg = strings.TrimSpace(string(ae.Body))
 	}
 	if len(msg) > 500 {
 		msg = msg[:500] + "..."
 	}
 	if msg == "" {
-		msg = resp.Status
+		msg = ae.StatusText
 	}
-	switch resp.StatusCode {
+	switch ae.Status {
 	case http.StatusBadRequest:
 		return &Error{Code: ErrInvalid, Msg: msg}
 	case http.StatusNotFound:
@@ -131,7 +103,7 @@ func answerError(resp *http.Response, b []byte) error {
 	case http.StatusConflict:
 		return &Error{Code: ErrConflict, Msg: msg}
 	case http.StatusUnauthorized, http.StatusForbidden:
-		return fmt.Errorf("%s (%s: give an admin key with -key or INFERGATE_KEY)", msg, resp.Status)
+		return fmt.Errorf("%s (%s: give an admin key with -key or INFERGATE_KEY)", msg, ae.StatusText)
 	}
 	return errors.New(msg)
 }

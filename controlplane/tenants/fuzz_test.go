@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/infergate/infergate/auth"
+	"github.com/infergate/infergate/internal/jsonhttp"
 )
 
 // FuzzAPIBodies: whatever body a change carries, the API answers a
@@ -62,7 +63,7 @@ func FuzzAPIBodies(f *testing.F) {
 			t.Fatalf("%s %s %q: %d %s", method, path, body, w.Code, w.Body)
 		}
 		if w.Code >= 400 {
-			var e errorBody
+			var e jsonhttp.ErrorBody
 			if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || e.Error == "" {
 				t.Fatalf("%s %s %q: %d with a body that is no JSON error: %s", method, path, body, w.Code, w.Body)
 			}

@@ -33,7 +33,7 @@ var rules = []rule{
 	{"gateway", []string{"router", "batcher", "autoscaler", "runtimes", "oip", "auth", "internal/keyhash", "internal/tlsconf"}, nil},
 	// The control plane decides; it never imports the data plane's
 	// request path (the gateway, the activator that holds requests).
-	{"controlplane", []string{"registry", "router", "runtimes", "autoscaler", "config", "auth"}, []string{"autoscaler/activator"}},
+	{"controlplane", []string{"registry", "router", "runtimes", "autoscaler", "config", "auth", "internal/jsonhttp"}, []string{"autoscaler/activator"}},
 	// serving runs on one machine what the control plane decides: it
 	// wires controlplane to the data plane, and only cmd imports it.
 	{"serving", []string{"controlplane", "gateway", "router", "batcher", "autoscaler", "runtimes", "oip", "config", "auth", "internal/tlsconf"}, nil},
@@ -52,10 +52,13 @@ var rules = []rule{
 	{"autoscaler", nil, nil},
 	{"runtimes", []string{"oip", "internal/keyhash"}, nil},
 	{"registry", nil, nil},
+	// The registry's API shares the admin port's JSON plumbing with the
+	// pipelines' and the tenants'; the registry itself needs none.
+	{"registry/registryapi", []string{"registry", "internal/jsonhttp"}, nil},
 	// The pipeline engine runs steps as processes and keeps its state in
 	// the registry's store; training is the built-in train and evaluate
 	// steps, evaluating through the built-in runtime.
-	{"pipelines", []string{"registry", "config"}, nil},
+	{"pipelines", []string{"registry", "config", "internal/jsonhttp"}, nil},
 	{"training", []string{"runtimes", "oip"}, nil},
 	// sweep is Katib's job as a step: it runs trials as processes and
 	// knows nothing of what they train.
@@ -66,6 +69,9 @@ var rules = []rule{
 	{"internal/archtest", nil, nil},
 	{"internal/cliflags", nil, nil},
 	{"internal/keyhash", nil, nil},
+	// What the admin port's JSON APIs share: handlers that return errors,
+	// 404/405, strict bodies, the client's calls.
+	{"internal/jsonhttp", nil, nil},
 	{"internal/testbin", nil, nil}, // builds cmd/infergate as a subprocess; imports nothing of ours
 }
 
@@ -344,7 +350,7 @@ func TestChecksFail(t *testing.T) {
 			name: "only cmd imports serving",
 			pkgs: []goPackage{pkg("controlplane", "serving"), pkg("gateway", "serving"), pkg("cmd/infergate", "serving")},
 			want: []string{
-				m + "controlplane imports " + m + "serving: controlplane may import registry, router, runtimes, autoscaler, config, auth",
+				m + "controlplane imports " + m + "serving: controlplane may import registry, router, runtimes, autoscaler, config, auth, internal/jsonhttp",
 				m + "gateway imports " + m + "serving: gateway may import router, batcher, autoscaler, runtimes, oip, auth, internal/keyhash, internal/tlsconf",
 			},
 		},
@@ -352,6 +358,20 @@ func TestChecksFail(t *testing.T) {
 			name: "serving imports registry",
 			pkgs: []goPackage{pkg("serving", "controlplane", "registry")},
 			want: []string{m + "serving imports " + m + "registry: serving may import controlplane, gateway, router, batcher, autoscaler, runtimes, oip, config, auth, internal/tlsconf"},
+		},
+		{
+			name: "the admin APIs' JSON plumbing imports nothing of ours, and only the APIs import it",
+			pkgs: []goPackage{
+				pkg("registry/registryapi", "registry", "internal/jsonhttp"),
+				pkg("pipelines/pipelinesapi", "pipelines", "registry", "internal/jsonhttp"),
+				pkg("controlplane/tenants", "auth", "registry", "internal/jsonhttp"),
+				pkg("registry", "internal/jsonhttp"),
+				pkg("internal/jsonhttp", "registry"),
+			},
+			want: []string{
+				m + "internal/jsonhttp imports " + m + "registry: internal/jsonhttp may import nothing else of ours",
+				m + "registry imports " + m + "internal/jsonhttp: registry may import nothing else of ours",
+			},
 		},
 		{
 			name: "package without a rule",

@@ -5,12 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
 
+	"github.com/infergate/infergate/internal/jsonhttp"
 	"github.com/infergate/infergate/pipelines"
 	"github.com/infergate/infergate/registry"
 )
@@ -65,6 +64,7 @@ func New(opts Options) (http.Handler, error) {
 		opts.Guard = func(h http.HandlerFunc) http.HandlerFunc { return h }
 	}
 	a := &api{e: opts.Engine, guard: opts.Guard, max: opts.MaxBodyBytes}
+	handle := jsonhttp.ErrorWriter{Status: status}.Handle
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /api/v1/runs", a.guard(withActor(handle(a.submit))))
 	mux.HandleFunc("GET /api/v1/runs", handle(a.list))
@@ -72,8 +72,9 @@ func New(opts Options) (http.Handler, error) {
 	mux.HandleFunc("POST /api/v1/runs/{id}/cancel", a.guard(withActor(handle(a.cancel))))
 	mux.HandleFunc("POST /api/v1/runs/{id}/retry", a.guard(withActor(handle(a.retry))))
 	mux.HandleFunc("GET /api/v1/runs/{id}/steps/{step}/logs", handle(a.logs))
+	// Any other path is a 404, whatever its method.
 	notFound := handle(func(w http.ResponseWriter, r *http.Request) error {
-		return errNoRoute{r.Method + " " + r.URL.Path}
+		return jsonhttp.NotFound(r, "pipelines", "POST|GET /api/v1/runs, GET /api/v1/runs/{id}, POST /api/v1/runs/{id}/cancel|retry, GET /api/v1/runs/{id}/steps/{step}/logs")
 	})
 	mux.HandleFunc("/api/v1/runs", notFound)
 	mux.HandleFunc("/api/v1/runs/", notFound)
@@ -83,80 +84,36 @@ func New(opts Options) (http.Handler, error) {
 // ActorHeader names who makes a change, as the registry's API reads it
 // (the CLI sends the OS user); without it the client's address is the
 // actor.
-const ActorHeader = "X-Infergate-Actor"
+const ActorHeader = jsonhttp.ActorHeader
 
 // withActor gives h a request context naming who acts, which the engine
 // records on the run and its events.
 func withActor(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		actor := strings.TrimSpace(r.Header.Get(ActorHeader))
-		if actor == "" {
-			actor = r.RemoteAddr
-			if host, _, err := net.SplitHostPort(actor); err == nil {
-				actor = host
-			}
-		}
-		h(w, r.WithContext(registry.WithActor(r.Context(), actor)))
+		h(w, r.WithContext(registry.WithActor(r.Context(), jsonhttp.Actor(r))))
 	}
-}
-
-// errNoRoute is a request to no endpoint of this API.
-type errNoRoute struct{ req string }
-
-func (e errNoRoute) Error() string {
-	return "no pipelines API at " + e.req + "; see POST|GET /api/v1/runs, GET /api/v1/runs/{id}, POST /api/v1/runs/{id}/cancel|retry, GET /api/v1/runs/{id}/steps/{step}/logs"
-}
-
-// errTooLarge is a body over the bound.
-type errTooLarge struct{ limit int64 }
-
-func (e errTooLarge) Error() string {
-	return fmt.Sprintf("the request is larger than %d bytes", e.limit)
 }
 
 // status maps an error to its HTTP status: the one place it is decided.
-func status(err error) int {
-	var tl errTooLarge
+// The API's errors carry no code: a *jsonhttp.Error (no route, a body over
+// its bound) keeps its status alone.
+func status(err error) (int, string) {
+	if status, _, ok := jsonhttp.StatusOf(err); ok {
+		return status, ""
+	}
 	switch {
-	case errors.As(err, new(errNoRoute)):
-		return http.StatusNotFound
-	case errors.As(err, &tl):
-		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, pipelines.ErrInvalid):
-		return http.StatusBadRequest
+		return http.StatusBadRequest, ""
 	case errors.Is(err, pipelines.ErrNotFound):
-		return http.StatusNotFound
+		return http.StatusNotFound, ""
 	case errors.Is(err, pipelines.ErrConflict):
-		return http.StatusConflict
+		return http.StatusConflict, ""
 	case errors.Is(err, pipelines.ErrTooManyRuns):
-		return http.StatusTooManyRequests
+		return http.StatusTooManyRequests, ""
 	case errors.Is(err, pipelines.ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return http.StatusServiceUnavailable
+		return http.StatusServiceUnavailable, ""
 	}
-	return http.StatusInternalServerError
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
-}
-
-// handle adapts a handler that returns its error instead of writing it:
-// writeError is the one place an error is written. A handler returns an
-// error only before it has written anything.
-func handle(h func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if err := h(w, r); err != nil {
-			writeError(w, err)
-		}
-	}
-}
-
-func writeError(w http.ResponseWriter, err error) {
-	writeJSON(w, status(err), map[string]string{"error": err.Error()})
+	return http.StatusInternalServerError, ""
 }
 
 // badRequest is a request the API itself refuses.
@@ -166,20 +123,9 @@ func badRequest(format string, args ...any) error {
 
 func (a *api) submit(w http.ResponseWriter, r *http.Request) error {
 	var req SubmitRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, a.max))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(&req)
-	if err == nil {
-		if _, terr := dec.Token(); terr != io.EOF {
-			err = errors.New("data after the request object")
-			if errors.As(terr, new(*http.MaxBytesError)) {
-				err = terr
-			}
-		}
-	}
-	if err != nil {
+	if _, err := jsonhttp.Decode(w, r, a.max, &req); err != nil {
 		if errors.As(err, new(*http.MaxBytesError)) {
-			return errTooLarge{a.max}
+			return &jsonhttp.Error{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("the request is larger than %d bytes", a.max)}
 		}
 		return badRequest("the body is not a submit request: %v", err)
 	}
@@ -216,7 +162,7 @@ func (a *api) answerRun(w http.ResponseWriter, r *http.Request, code int, id pip
 		return err
 	}
 	w.Header().Set("Location", "/api/v1/runs/"+string(id))
-	writeJSON(w, code, run)
+	jsonhttp.WriteJSON(w, code, run)
 	return nil
 }
 
@@ -234,7 +180,7 @@ func (a *api) list(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, page)
+	jsonhttp.WriteJSON(w, http.StatusOK, page)
 	return nil
 }
 
@@ -243,7 +189,7 @@ func (a *api) get(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, run)
+	jsonhttp.WriteJSON(w, http.StatusOK, run)
 	return nil
 }
 

@@ -16,7 +16,7 @@
 // (cancelling an ended run, retrying a running or succeeded one), 413 for
 // a body over its bound, 429 past the engine's active runs, 503 when the
 // engine is closing. Handlers return their errors, which are written in
-// one place (handle, writeError), the status chosen in one (status).
+// one place (a jsonhttp.ErrorWriter), the status chosen in one (status).
 // Changes (the POSTs) go through Options.Guard, as the registry's API
 // guards its own (controlplane.Guard: JSON only, no Origin, loopback only
 // unless allowed).

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/infergate/infergate/internal/jsonhttp"
 	"github.com/infergate/infergate/registry"
 )
 
@@ -178,6 +179,6 @@ func (h *Handler) listArtifacts(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, items[registry.Artifact]{Items: nonNil(v.Artifacts)})
+	jsonhttp.WriteJSON(w, http.StatusOK, items[registry.Artifact]{Items: nonNil(v.Artifacts)})
 	return nil
 }

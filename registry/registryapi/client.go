@@ -2,7 +2,6 @@ package registryapi
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -18,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/infergate/infergate/internal/jsonhttp"
 	"github.com/infergate/infergate/registry"
 )
 
@@ -67,15 +67,10 @@ func (e *APIError) Error() string { return e.Message }
 // NewClient returns a client of the admin port at admin: HOST:PORT (as
 // the CLI's -admin takes it) or an http:// or https:// URL.
 func NewClient(admin string, opts ClientOptions) (*Client, error) {
-	base := admin
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
+	base, err := jsonhttp.BaseURL(admin)
+	if err != nil {
+		return nil, err
 	}
-	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-		return nil, fmt.Errorf("admin address %q: want HOST:PORT or an http:// URL", admin)
-	}
-	base = u.Scheme + "://" + u.Host
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{}
 	}
@@ -102,27 +97,12 @@ func (c *Client) Base() string { return c.base }
 func (c *Client) Call(ctx context.Context, method, path string, body, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.CallTimeout)
 	defer cancel()
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := c.NewRequest(ctx, method, path, rd)
+	req, err := jsonhttp.NewRequest(ctx, method, c.base+path, body)
 	if err != nil {
 		return err
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.opts.HTTPClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	return c.answer(resp, out)
+	c.identify(req)
+	return c.apiError(jsonhttp.Do(c.opts.HTTPClient, req, maxAnswerBytes, out))
 }
 
 // NewRequest makes a request of the admin port's path (with its query)
@@ -133,34 +113,40 @@ func (c *Client) NewRequest(ctx context.Context, method, path string, body io.Re
 	if err != nil {
 		return nil, err
 	}
+	c.identify(req)
+	return req, nil
+}
+
+// identify has req carry the client's actor and token.
+func (c *Client) identify(req *http.Request) {
 	if c.opts.Actor != "" {
 		req.Header.Set(ActorHeader, c.opts.Actor)
 	}
 	if c.opts.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.opts.Token)
 	}
-	return req, nil
 }
+
+// maxAnswerBytes bounds the answer the client reads.
+const maxAnswerBytes = 64 << 20
 
 // answer reads a response: a 2xx one into out (nil: ignored), another as
 // an *APIError with the server's message.
 func (c *Client) answer(resp *http.Response, out any) error {
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
+	return c.apiError(jsonhttp.ReadAnswer(resp, maxAnswerBytes, out))
+}
+
+// apiError returns err, an error answer made an *APIError.
+func (c *Client) apiError(err error) error {
+	var ae *jsonhttp.AnswerError
+	if !errors.As(err, &ae) {
 		return err
 	}
-	if resp.StatusCode/100 != 2 {
-		var e errorBody
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return &APIError{Status: resp.StatusCode, Code: e.Code, Message: e.Error}
-		}
-		line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
-		return &APIError{Status: resp.StatusCode, Message: fmt.Sprintf("%s answered %s: %s", c.base, resp.Status, line)}
+	if ae.Message != "" {
+		return &APIError{Status: ae.Status, Code: ae.Code, Message: ae.Message}
 	}
-	if out == nil || resp.StatusCode == http.StatusNoContent {
-		return nil
-	}
-	return json.Unmarshal(b, out)
+	line, _, _ := strings.Cut(strings.TrimSpace(string(ae.Body)), "\n")
+	return &APIError{Status: ae.Status, Message: fmt.Sprintf("%s answered %s: %s", c.base, ae.StatusText, line)}
 }
 
 // ArtifactPath returns the API path of a version's artifact, each
@@ -368,7 +354,7 @@ func (c *Client) streamOnce(ctx context.Context, q url.Values, lastID string, em
 		if line == "" {
 			switch {
 			case event == "error":
-				var e errorBody
+				var e jsonhttp.ErrorBody
 				_ = json.Unmarshal([]byte(data), &e)
 				return delivered, fmt.Errorf("the server ended the stream: %s", e.Error)
 			case data != "":

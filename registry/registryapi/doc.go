@@ -84,7 +84,8 @@
 //
 // # What it never does
 //
-// It imports nothing of infergate but registry, keeps no state of its own
+// It imports nothing of infergate but registry and internal/jsonhttp (the
+// plumbing the admin port's JSON APIs share), keeps no state of its own
 // (every answer comes from the registry), and starts no goroutine but one
 // per open event stream when Options.Done is set, which ends with the
 // stream. Client starts none: Follow runs on its caller's goroutine.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/infergate/infergate/internal/jsonhttp"
 	"github.com/infergate/infergate/registry"
 )
 
@@ -75,7 +76,7 @@ func (h *Handler) listEvents(w http.ResponseWriter, r *http.Request) error {
 	if len(evs) == limit {
 		page.NextPageToken = strconv.FormatInt(evs[len(evs)-1].ID, 10)
 	}
-	writeJSON(w, http.StatusOK, page)
+	jsonhttp.WriteJSON(w, http.StatusOK, page)
 	return nil
 }
 
@@ -197,7 +198,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) error {
 	// The store failed: say so in the stream; the client may resume.
 	status, code := statusOf(err)
 	h.log.Warn("registry API: event stream ended", "status", status, "code", code, "err", err)
-	data, _ := json.Marshal(errorBody{Error: err.Error(), Code: code})
+	data, _ := json.Marshal(jsonhttp.ErrorBody{Error: err.Error(), Code: code})
 	_ = s.write(append(append([]byte("event: error\ndata: "), data...), "\n\n"...))
 	return nil
 }

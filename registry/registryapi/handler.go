@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"mime"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -16,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/infergate/infergate/internal/jsonhttp"
 	"github.com/infergate/infergate/registry"
 )
 
@@ -29,7 +28,7 @@ const (
 
 // ActorHeader names who makes a change; without it the client's address
 // does.
-const ActorHeader = "X-Infergate-Actor"
+const ActorHeader = jsonhttp.ActorHeader
 
 // Options configure a Handler. Every zero value has a documented default.
 type Options struct {
@@ -77,6 +76,7 @@ type Handler struct {
 	opts Options
 	mux  *http.ServeMux
 	log  *slog.Logger
+	errs jsonhttp.ErrorWriter
 }
 
 // The patterns Handler answers, as Patterns returns them.
@@ -123,6 +123,7 @@ func New(reg *registry.Registry, opts Options) (*Handler, error) {
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
+	h.errs = jsonhttp.ErrorWriter{Status: statusOf, Logger: h.log, API: "registry API"}
 	h.routes()
 	return h, nil
 }
@@ -141,8 +142,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.Serv
 func (h *Handler) routes() {
 	const m = "/api/v1/registry/models"
 	const v = m + "/{model}/versions/{n}"
-	read := h.handle
-	change := func(f handlerFunc) http.HandlerFunc { return h.opts.Guard(h.handle(f)) }
+	read := h.errs.Handle
+	change := func(f jsonhttp.HandlerFunc) http.HandlerFunc { return h.opts.Guard(h.errs.Handle(f)) }
 	for _, rt := range []struct {
 		pattern string
 		h       http.HandlerFunc
@@ -173,56 +174,11 @@ func (h *Handler) routes() {
 	} {
 		h.mux.HandleFunc(rt.pattern, rt.h)
 	}
+	noRoute := jsonhttp.NoRoute(h.mux, h.Patterns(), "registry", "/api/v1/registry/models, /api/v1/registry/resolve?ref=, /api/v1/events")
 	for _, p := range h.Patterns() {
-		h.mux.HandleFunc(p, h.handle(h.noRoute))
+		h.mux.HandleFunc(p, h.errs.Handle(noRoute))
 	}
 }
-
-// handlerFunc is a route's handler: it answers success itself and returns
-// an error, having written no status, for handle to answer (headers it
-// set, such as Allow, are kept).
-type handlerFunc func(http.ResponseWriter, *http.Request) error
-
-// handle adapts f to net/http: the error f returns is answered by
-// writeError, the one place the API writes errors.
-func (h *Handler) handle(f handlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if err := f(w, r); err != nil {
-			h.writeError(w, err)
-		}
-	}
-}
-
-// noRoute answers a path no route takes: 405 with Allow when the path is a
-// route's for other methods, else 404.
-func (h *Handler) noRoute(w http.ResponseWriter, r *http.Request) error {
-	var allow []string
-	for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
-		probe := r.Clone(r.Context())
-		probe.Method = method
-		if _, pattern := h.mux.Handler(probe); !slices.Contains(h.Patterns(), pattern) {
-			allow = append(allow, method)
-		}
-	}
-	if len(allow) > 0 {
-		// Set before the error is written, which keeps it.
-		w.Header().Set("Allow", strings.Join(allow, ", "))
-		return &httpError{http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED",
-			fmt.Sprintf("%s %s: the method is not allowed; use %s", r.Method, r.URL.Path, strings.Join(allow, ", "))}
-	}
-	return &httpError{http.StatusNotFound, "NOT_FOUND",
-		fmt.Sprintf("no registry API at %s %s; see /api/v1/registry/models, /api/v1/registry/resolve?ref=, /api/v1/events", r.Method, r.URL.Path)}
-}
-
-// httpError is an error of the request itself that the registry never
-// sees (a wrong method or media type), with its status and code.
-type httpError struct {
-	status int
-	code   string
-	msg    string
-}
-
-func (e *httpError) Error() string { return e.msg }
 
 // invalid returns a registry error of code InvalidArgument: a request
 // the API refuses before the registry sees it, answered as the registry's
@@ -247,12 +203,12 @@ var codeNames = map[registry.Code]string{
 }
 
 // statusOf maps an error to its HTTP status and code name: the one place
-// the API does. A body over its bound (http.MaxBytesError anywhere in the
+// the API does. An error of the request itself (*jsonhttp.Error) keeps
+// its own; a body over its bound (http.MaxBytesError anywhere in the
 // chain) is 413 whatever the registry called it.
 func statusOf(err error) (int, string) {
-	var he *httpError
-	if errors.As(err, &he) {
-		return he.status, he.code
+	if status, code, ok := jsonhttp.StatusOf(err); ok {
+		return status, code
 	}
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
@@ -281,52 +237,16 @@ func statusOf(err error) (int, string) {
 	return http.StatusInternalServerError, codeNames[registry.CodeInternal]
 }
 
-// errorBody is every error answer: the message names what is wrong.
-type errorBody struct {
-	Error string `json:"error"`
-	Code  string `json:"code"`
-}
-
-func (h *Handler) writeError(w http.ResponseWriter, err error) {
-	status, code := statusOf(err)
-	if status >= 500 {
-		h.log.Warn("registry API: request failed", "status", status, "code", code, "err", err)
-	}
-	writeJSON(w, status, errorBody{Error: err.Error(), Code: code})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
-}
-
 // writeTagged answers v with its ETag (quoted, as RFC 9110 wants).
 func writeTagged(w http.ResponseWriter, status int, etag string, v any) {
 	w.Header().Set("ETag", strconv.Quote(etag))
-	writeJSON(w, status, v)
+	jsonhttp.WriteJSON(w, status, v)
 }
 
 // actorContext returns r's context naming who acts: the X-Infergate-Actor
 // header, else the client's address.
 func actorContext(r *http.Request) context.Context {
-	actor := strings.TrimSpace(r.Header.Get(ActorHeader))
-	if actor == "" {
-		actor = r.RemoteAddr
-		if host, _, err := net.SplitHostPort(actor); err == nil {
-			actor = host
-		}
-	}
-	return registry.WithActor(r.Context(), actor)
-}
-
-// isJSON reports whether a Content-Type is JSON (merge-patch included, as
-// PATCH clients send it).
-func isJSON(contentType string) bool {
-	mt, _, err := mime.ParseMediaType(contentType)
-	return err == nil && (mt == "application/json" || mt == "application/merge-patch+json")
+	return registry.WithActor(r.Context(), jsonhttp.Actor(r))
 }
 
 // decodeBody decodes r's JSON body into dst strictly: one object, known
@@ -334,28 +254,23 @@ func isJSON(contentType string) bool {
 // an error when required and leaves dst as it is otherwise.
 func (h *Handler) decodeBody(w http.ResponseWriter, r *http.Request, dst any, required bool) error {
 	ct := r.Header.Get("Content-Type")
-	if (ct != "" || r.ContentLength != 0) && !isJSON(ct) {
-		return &httpError{http.StatusUnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE",
-			fmt.Sprintf("body: Content-Type %q: send JSON as Content-Type: application/json", ct)}
+	if (ct != "" || r.ContentLength != 0) && !jsonhttp.IsJSON(ct) {
+		return &jsonhttp.Error{Status: http.StatusUnsupportedMediaType, Code: "UNSUPPORTED_MEDIA_TYPE",
+			Msg: fmt.Sprintf("body: Content-Type %q: send JSON as Content-Type: application/json", ct)}
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(dst)
+	offset, err := jsonhttp.Decode(w, r, h.opts.MaxBodyBytes, dst)
 	if err == io.EOF {
 		if required {
 			return invalid("body: empty; want a JSON object")
 		}
 		return nil
 	}
-	if err == nil {
-		// A second value would otherwise go unread.
-		if _, terr := dec.Token(); terr != io.EOF {
-			if terr != nil {
-				err = terr
-			} else {
-				return invalid("body: data after the JSON object at byte %d", dec.InputOffset())
-			}
+	var trailing *jsonhttp.TrailingError
+	if errors.As(err, &trailing) {
+		if trailing.Err == nil {
+			return invalid("body: data after the JSON object at byte %d", offset)
 		}
+		err = trailing.Err // what follows is not JSON: said as such below
 	}
 	if err == nil {
 		return nil
@@ -379,13 +294,13 @@ func (h *Handler) decodeBody(w http.ResponseWriter, r *http.Request, dst any, re
 		}
 		return invalid("body: field %s: want %s, got JSON %s (at byte %d)", field, typ.Type, typ.Value, typ.Offset)
 	case cutOff:
-		return invalid("body: malformed JSON: it ends early at byte %d", dec.InputOffset())
+		return invalid("body: malformed JSON: it ends early at byte %d", offset)
 	case errors.As(err, &regErr):
 		return invalid("body: %s", regErr.Error())
 	}
 	// Unknown fields and values a type refuses (a custom property that is
 	// not one of stringValue, intValue...): the message names them.
-	return invalid("body: %s (at byte %d)", strings.TrimPrefix(err.Error(), "json: "), dec.InputOffset())
+	return invalid("body: %s (at byte %d)", strings.TrimPrefix(err.Error(), "json: "), offset)
 }
 
 // query returns r's query parameters, refusing one that the route does not

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/infergate/infergate/internal/jsonhttp"
 	"github.com/infergate/infergate/registry"
 )
 
@@ -69,9 +70,9 @@ type resp struct {
 }
 
 // errBody decodes an error answer.
-func (r resp) errBody(t *testing.T) errorBody {
+func (r resp) errBody(t *testing.T) jsonhttp.ErrorBody {
 	t.Helper()
-	var e errorBody
+	var e jsonhttp.ErrorBody
 	if err := json.Unmarshal(r.body, &e); err != nil {
 		t.Fatalf("error body %q: %v", r.body, err)
 	}

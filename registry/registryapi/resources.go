@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strconv"
 
+	"github.com/infergate/infergate/internal/jsonhttp"
 	"github.com/infergate/infergate/registry"
 )
 
@@ -35,7 +36,7 @@ func (h *Handler) listModels(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, page)
+	jsonhttp.WriteJSON(w, http.StatusOK, page)
 	return nil
 }
 
@@ -113,7 +114,7 @@ func (h *Handler) listVersions(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, page)
+	jsonhttp.WriteJSON(w, http.StatusOK, page)
 	return nil
 }
 
@@ -240,7 +241,7 @@ func (h *Handler) listAliases(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, items[registry.Alias]{Items: nonNil(as)})
+	jsonhttp.WriteJSON(w, http.StatusOK, items[registry.Alias]{Items: nonNil(as)})
 	return nil
 }
 
@@ -252,7 +253,7 @@ func (h *Handler) getAlias(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, a)
+	jsonhttp.WriteJSON(w, http.StatusOK, a)
 	return nil
 }
 
@@ -279,7 +280,7 @@ func (h *Handler) setAlias(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, a)
+	jsonhttp.WriteJSON(w, http.StatusOK, a)
 	return nil
 }
 
@@ -330,7 +331,7 @@ func (h *Handler) aliasHistory(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, items[registry.AliasChange]{Items: nonNil(hist)})
+	jsonhttp.WriteJSON(w, http.StatusOK, items[registry.AliasChange]{Items: nonNil(hist)})
 	return nil
 }
 

@@ -12,6 +12,8 @@ import (
 	"github.com/infergate/infergate/gateway/quota"
 	"github.com/infergate/infergate/gateway/tracing"
 	"github.com/infergate/infergate/oip"
+	"github.com/infergate/infergate/oip/rest"
+	"github.com/valyala/fasthttp"
 )
 
 // Access control: who is calling (Options.Auth), whether they may do
@@ -74,7 +76,9 @@ func (g *Gateway) admit(p *auth.Principal, r *route, a auth.Action) (quota.Ticke
 // caller releases the Slot once the request is answered. It makes a
 // context only for a request that must wait, and records the wait on tr
 // as the queue stage.
-func (g *Gateway) fairShare(ctx context.Context, p *auth.Principal, r *route, deadline time.Time, tr *tracing.Request) (quota.Slot, error) {
+// prio reads the request's OIP priority, which orders it among its
+// tenant's waiting requests; it is read only for a request that waits.
+func (g *Gateway) fairShare(ctx context.Context, p *auth.Principal, r *route, deadline time.Time, tr *tracing.Request, prio priorityOf) (quota.Slot, error) {
 	if r.Fair == nil {
 		return quota.Slot{}, nil
 	}
@@ -92,7 +96,24 @@ func (g *Gateway) fairShare(ctx context.Context, p *auth.Principal, r *route, de
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
-	return r.Fair.Acquire(ctx, tenant, weight, 0)
+	return r.Fair.Acquire(ctx, tenant, weight, prio.priority())
+}
+
+// priorityOf is where a request's OIP "priority" parameter is: a REST
+// request's body (JSON, or a JSON header before binary tensors), or an
+// encoded ModelInferRequest.
+type priorityOf struct {
+	rest  *fasthttp.Request
+	proto []byte
+}
+
+func (p priorityOf) priority() uint64 {
+	if p.rest == nil {
+		return oip.PeekPriorityProto(p.proto)
+	}
+	body := p.rest.Body()
+	jsonLen, _ := rest.HeaderLength(&p.rest.Header, len(body))
+	return oip.PeekPriority(body, jsonLen)
 }
 
 // UpdateAccess swaps in the tenants, keys and grants requests are checked

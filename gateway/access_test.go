@@ -12,6 +12,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -273,10 +274,14 @@ func TestQuotaREST(t *testing.T) {
 		t.Fatalf("another tenant: %d %s", resp.StatusCode, body)
 	}
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+ten.searchKey)
+	var trailer metadata.MD
 	_, err := grpcClient(t, s.grpc).ModelInfer(ctx, &pb.ModelInferRequest{ModelName: "iris", Inputs: []*pb.ModelInferRequest_InferInputTensor{{
-		Name: "x", Datatype: "FP32", Shape: []int64{1, 1}, Contents: &pb.InferTensorContents{Fp32Contents: []float32{1}}}}})
+		Name: "x", Datatype: "FP32", Shape: []int64{1, 1}, Contents: &pb.InferTensorContents{Fp32Contents: []float32{1}}}}}, grpc.Trailer(&trailer))
 	if status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("gRPC over the rate: %v", err)
+	}
+	if v := trailer.Get("retry-after"); len(v) != 1 || v[0] == "" || v[0] == "0" {
+		t.Errorf("gRPC retry-after trailer %q", v)
 	}
 }
 
@@ -411,5 +416,63 @@ func TestModelQuota(t *testing.T) {
 	}
 	if resp, body := restCall(t, s.rest, "/v2/models/digits/infer", ""); resp.StatusCode != 200 {
 		t.Fatalf("another model: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestFairShareHonoursPriority: among one tenant's waiting requests, a
+// higher OIP priority (1) goes before the default, over REST and gRPC.
+func TestFairShareHonoursPriority(t *testing.T) {
+	rt := newCredentialRuntime(t)
+	rt.released = make(chan struct{})
+	fq, err := quota.NewFairQueue(quota.FairQueueOptions{Model: "iris", Capacity: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := serve(t, Options{Routes: []Route{{Model: "iris", Pool: readyPool(t, "iris", rt.client(t)), Fair: fq}}}, nil)
+	defer close(rt.released)
+	done := make(chan string, 8)
+	post := func(who, params string) {
+		go func() {
+			body := `{"inputs":[{"name":"x","datatype":"FP32","shape":[1,1],"data":[1]}]` + params + `}`
+			resp, err := http.Post("http://"+s.rest+"/v2/models/iris/infer", "application/json", strings.NewReader(body))
+			if err != nil {
+				done <- who + " failed: " + err.Error()
+				return
+			}
+			resp.Body.Close()
+			done <- who
+		}()
+	}
+	gc := grpcClient(t, s.grpc)
+	grpcInfer := func(who string, prio int64) {
+		go func() {
+			req := &pb.ModelInferRequest{ModelName: "iris", Inputs: []*pb.ModelInferRequest_InferInputTensor{{
+				Name: "x", Datatype: "FP32", Shape: []int64{1, 1}, Contents: &pb.InferTensorContents{Fp32Contents: []float32{1}}}}}
+			if prio > 0 {
+				req.Parameters = map[string]*pb.InferParameter{"priority": {ParameterChoice: &pb.InferParameter_Int64Param{Int64Param: prio}}}
+			}
+			if _, err := gc.ModelInfer(context.Background(), req); err != nil {
+				who += " failed: " + err.Error()
+			}
+			done <- who
+		}()
+	}
+	post("first", "")
+	eventually(t, "the first request at the runtime", func() bool { return rt.calls.Load() == 1 })
+	post("rest-default", "")
+	eventually(t, "one waiting", func() bool { return fq.Waiting() == 1 })
+	grpcInfer("grpc-default", 0)
+	eventually(t, "two waiting", func() bool { return fq.Waiting() == 2 })
+	post("rest-urgent", `,"parameters":{"priority":1}`)
+	eventually(t, "three waiting", func() bool { return fq.Waiting() == 3 })
+	grpcInfer("grpc-urgent", 1)
+	eventually(t, "four waiting", func() bool { return fq.Waiting() == 4 })
+	var order []string
+	for range 5 {
+		rt.released <- struct{}{}
+		order = append(order, <-done)
+	}
+	if want := "first rest-urgent grpc-urgent rest-default grpc-default"; strings.Join(order, " ") != want {
+		t.Errorf("answered in the order %v, want %s", order, want)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
@@ -140,6 +141,7 @@ func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame, tr *tr
 	}
 	if err != nil {
 		s.g.countUnrouted("grpc", status.Code(oip.GRPCStatus(err)).String())
+		setGRPCRetryAfter(ctx, err)
 		return nil, oip.GRPCStatus(err)
 	}
 	s.g.startGRPC(tr, ctx, start)
@@ -169,6 +171,7 @@ func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame, tr *tr
 	err = callErr
 	code := codes.OK
 	if err != nil {
+		setGRPCRetryAfter(ctx, err)
 		err = oip.GRPCStatus(s.g.drainError(err))
 		code = status.Code(err)
 	}
@@ -206,6 +209,18 @@ func (g *Gateway) grpcModel(ctx context.Context, name, version []byte) (*route, 
 	}
 	t, err := g.admit(p, r, auth.ActionMetadata)
 	return r, t, err
+}
+
+// metadataRetryAfter is the trailer that tells a gRPC client refused
+// under a quota when to try again, in seconds, as REST's Retry-After.
+const metadataRetryAfter = "retry-after"
+
+// setGRPCRetryAfter sets the retry-after trailer of a call refused under a
+// quota or by a full queue.
+func setGRPCRetryAfter(ctx context.Context, err error) {
+	if d, ok := quota.RetryAfter(err); ok {
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(metadataRetryAfter, strconv.Itoa(quota.RetryAfterSeconds(d))))
+	}
 }
 
 // grpcRouting reads the router's inputs from a gRPC request: the model,
@@ -255,7 +270,7 @@ func (s grpcService) infer(ctx context.Context, p *auth.Principal, r *route, req
 	ctx, cancel := s.g.callContext(ctx, r.Timeout)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
-	slot, err := s.g.fairShare(ctx, p, r, time.Time{}, tr)
+	slot, err := s.g.fairShare(ctx, p, r, time.Time{}, tr, priorityOf{proto: in.Bytes})
 	if err != nil {
 		return nil, err
 	}

@@ -289,7 +289,7 @@ func (g *Gateway) restInfer(ctx *fasthttp.RequestCtx, p *auth.Principal, r *rout
 		timeout = d
 	}
 	deadline := start.Add(timeout)
-	slot, err := g.fairShare(g.drain, p, r, deadline, tr)
+	slot, err := g.fairShare(g.drain, p, r, deadline, tr, priorityOf{rest: &ctx.Request})
 	if err != nil {
 		g.restFailed(ctx, err)
 		return false

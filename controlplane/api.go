@@ -247,7 +247,7 @@ func Guard(changesFromAnywhere bool, h http.HandlerFunc) http.HandlerFunc {
 		// A caller AdminAccess authenticated is checked by its grants,
 		// wherever it is.
 		if !changesFromAnywhere && auth.FromContext(r.Context()) == nil && (!loopbackRemote(r.RemoteAddr) || !loopbackHost(r.Host)) {
-			writeAPIError(w, http.StatusForbidden, errors.New("changes are accepted from loopback clients only, addressed to a loopback host; start infergate with -api-changes-anywhere on a trusted network"))
+			writeAPIError(w, http.StatusForbidden, errors.New("changes are accepted from loopback clients only, addressed to a loopback host, unless infergate authenticates them (-auth: then an admin key may change from anywhere)"))
 			return
 		}
 		h(w, r)

@@ -25,8 +25,9 @@ type AdminAccessOptions struct {
 // gateway's machine run a program of the caller's choosing (a pipeline
 // run; an apply declaring infergate.io/command, checked by the apply
 // handler) need auth.ActionCommand too. /metrics needs auth.ActionMetrics
-// when MetricsNeedKey; health, readiness and /debug/pprof (loopback
-// clients only, as next decides) need none. The caller's identity becomes
+// when MetricsNeedKey; health and readiness need none, nor does
+// /debug/pprof from loopback clients (next answers only those, unless told
+// otherwise: then others need auth.ActionAdmin). The caller's identity becomes
 // the actor of the changes it makes (the X-Infergate-Actor header and
 // registry.WithActor), whatever actor the client named. Refusals are
 // JSON errors: 401 with WWW-Authenticate, or 403; they name no secret.
@@ -76,6 +77,10 @@ func adminNeeds(r *http.Request, metricsNeedKey bool) auth.Action {
 		// A pipeline's steps are programs of its author's choosing.
 		return auth.ActionAdmin | auth.ActionCommand
 	case strings.HasPrefix(p, "/api/"):
+		return auth.ActionAdmin
+	case strings.HasPrefix(p, "/debug/pprof") && !loopbackRemote(r.RemoteAddr):
+		// Only with -pprof-anywhere does pprof answer beyond loopback;
+		// then it needs an admin key too.
 		return auth.ActionAdmin
 	}
 	return 0

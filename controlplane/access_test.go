@@ -117,3 +117,30 @@ func TestAdminAccess(t *testing.T) {
 		t.Error("the admin+command key's apply did not take")
 	}
 }
+
+// TestAdminNeeds: what each admin request needs, by path, method and
+// client (no socket: a request's RemoteAddr as the server sets it).
+func TestAdminNeeds(t *testing.T) {
+	for _, tc := range []struct {
+		method, path, remote string
+		metricsKey           bool
+		want                 auth.Action
+	}{
+		{"GET", "/healthz", "192.0.2.1:1234", false, 0},
+		{"GET", "/metrics", "192.0.2.1:1234", false, 0},
+		{"GET", "/metrics", "127.0.0.1:1234", true, auth.ActionMetrics},
+		{"GET", "/api/v1/models", "127.0.0.1:1234", false, auth.ActionAdmin},
+		{"GET", "/api/v1/runs", "127.0.0.1:1234", false, auth.ActionAdmin},
+		{"POST", "/api/v1/runs", "127.0.0.1:1234", false, auth.ActionAdmin | auth.ActionCommand},
+		{"POST", "/api/v1/runs/r-1/retry", "127.0.0.1:1234", false, auth.ActionAdmin | auth.ActionCommand},
+		{"GET", "/debug/pprof/heap", "127.0.0.1:1234", false, 0},
+		{"GET", "/debug/pprof/heap", "[::1]:1234", false, 0},
+		{"GET", "/debug/pprof/heap", "192.0.2.1:1234", false, auth.ActionAdmin},
+	} {
+		r := httptest.NewRequest(tc.method, tc.path, nil)
+		r.RemoteAddr = tc.remote
+		if got := adminNeeds(r, tc.metricsKey); got != tc.want {
+			t.Errorf("%s %s from %s: needs %v, want %v", tc.method, tc.path, tc.remote, got, tc.want)
+		}
+	}
+}

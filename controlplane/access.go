@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strings"
@@ -18,7 +19,19 @@ type AdminAccessOptions struct {
 	// auth.ActionMetrics; without it /metrics is open (to whoever reaches
 	// the port).
 	MetricsNeedKey bool
+	// Anonymous lets requests without a credential through as the local
+	// user's (when the gateway does not authenticate: the change guard's
+	// loopback rule applies to them), except those that would run a
+	// program of the caller's choosing (auth.ActionCommand): those need a
+	// key granted command even then, such as the local key the CLI reads
+	// from the data directory, which a server-side request forgery or
+	// another user's process cannot read.
+	Anonymous bool
 }
+
+// commandsNeedKeyKey marks a request's context: a declaration of
+// infergate.io/command needs a key granted command (see checkCommands).
+type commandsNeedKeyKey struct{}
 
 // AdminAccess authenticates the admin port's API: every /api/ request
 // needs a credential granted auth.ActionAdmin, and those that make the
@@ -41,7 +54,13 @@ func AdminAccess(next http.Handler, opts AdminAccessOptions) (http.Handler, erro
 			next.ServeHTTP(w, r)
 			return
 		}
-		p, err := opts.Auth.AuthenticateString(r.Header.Get("Authorization"))
+		r = r.WithContext(context.WithValue(r.Context(), commandsNeedKeyKey{}, true))
+		authorization := r.Header.Get("Authorization")
+		if opts.Anonymous && authorization == "" && need&auth.ActionCommand == 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		p, err := opts.Auth.AuthenticateString(authorization)
 		if err == nil {
 			for _, a := range []auth.Action{auth.ActionAdmin, auth.ActionMetrics, auth.ActionCommand} {
 				if need&a != 0 && !p.Allowed("", nil, a) {
@@ -92,13 +111,18 @@ func adminNeeds(r *http.Request, metricsNeedKey bool) auth.Action {
 // authentication, the change guard's loopback rule is the check.
 func checkCommands(r *http.Request, models []config.Model) error {
 	p := auth.FromContext(r.Context())
-	if p == nil || p.Allowed("", nil, auth.ActionCommand) {
+	needKey, _ := r.Context().Value(commandsNeedKeyKey{}).(bool)
+	if !needKey || (p != nil && p.Allowed("", nil, auth.ActionCommand)) {
 		return nil
 	}
 	for _, m := range models {
-		if len(m.Command) > 0 {
-			return auth.Denied("%s: model %q declares infergate.io/command, a program to run on the gateway's machine; tenant %q is not granted command (only config files read at start, or admin keys granted command, may declare one)", m.Source, m.Name, p.Tenant)
+		if len(m.Command) == 0 {
+			continue
 		}
+		if p == nil {
+			return auth.Denied("%s: model %q declares infergate.io/command, a program to run on the gateway's machine: that takes a key granted command, such as the local key in the data directory (admin.key), which the CLI sends when it runs there or finds it in INFERGATE_KEY or INFERGATE_KEY_FILE", m.Source, m.Name)
+		}
+		return auth.Denied("%s: model %q declares infergate.io/command, a program to run on the gateway's machine; tenant %q is not granted command (only config files read at start, or admin keys granted command, may declare one)", m.Source, m.Name, p.Tenant)
 	}
 	return nil
 }

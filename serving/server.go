@@ -69,11 +69,16 @@ type Options struct {
 	// Serve loads them before it serves and follows their changes into
 	// Auth and the gateway's quotas. Required with Auth.
 	Tenants *tenants.Store
-	// PipelineKey, when set with Auth, is an API key of the tenant
-	// PipelineTenant, granted admin, added to the tenants' keys: the
-	// pipeline engine gives its token to steps (INFERGATE_KEY), which
-	// call the admin API. It lives in memory only.
-	PipelineKey *auth.Key
+	// SystemKeys are keys of infergate's own, added to the tenants'
+	// (each with its tenant and grant) and kept in memory only: the
+	// pipeline steps' (PipelineTenant) and the local user's
+	// (LocalTenant), whose token the CLI reads from the data directory.
+	// With them and no Auth, the admin API still authenticates the
+	// changes that would run a program (infergate.io/command, pipeline
+	// runs): they need a key granted command, so that a local process
+	// that cannot read the data directory (another user's, a server-side
+	// request forgery) cannot run one.
+	SystemKeys []SystemKey
 	// MetricsNeedKey makes the admin port's /metrics answer only keys
 	// granted metrics (with Auth).
 	MetricsNeedKey bool
@@ -119,18 +124,26 @@ type Options struct {
 // authenticated reports whether requests are authenticated.
 func (o *Options) authenticated() bool { return o.Auth != nil }
 
-// PipelineTenant is the tenant of Options.PipelineKey.
-const PipelineTenant = "infergate-pipelines"
+// The tenants of Options.SystemKeys.
+const (
+	PipelineTenant = "infergate-pipelines"
+	LocalTenant    = "infergate-local"
+)
 
-// withPipelineKey adds the pipeline steps' tenant, key and admin grant
-// to s.
-func withPipelineKey(s auth.Snapshot, k *auth.Key) auth.Snapshot {
-	if k == nil {
-		return s
+// SystemKey is a key of infergate's own, granted Actions (global ones).
+type SystemKey struct {
+	Key     auth.Key
+	Actions auth.Action
+}
+
+// withSystemKeys adds the system keys, their tenants and grants to s.
+func withSystemKeys(s auth.Snapshot, keys []SystemKey) auth.Snapshot {
+	s.Tenants, s.Keys, s.Grants = slices.Clip(s.Tenants), slices.Clip(s.Keys), slices.Clip(s.Grants)
+	for i, k := range keys {
+		s.Tenants = append(s.Tenants, auth.Tenant{Name: k.Key.Tenant})
+		s.Keys = append(s.Keys, k.Key)
+		s.Grants = append(s.Grants, auth.Grant{ID: -1 - int64(i), Tenant: k.Key.Tenant, Actions: k.Actions})
 	}
-	s.Tenants = append(slices.Clip(s.Tenants), auth.Tenant{Name: PipelineTenant})
-	s.Keys = append(slices.Clip(s.Keys), *k)
-	s.Grants = append(slices.Clip(s.Grants), auth.Grant{ID: -1, Tenant: PipelineTenant, Actions: auth.ActionAdmin})
 	return s
 }
 
@@ -148,6 +161,9 @@ type Server struct {
 	manager    *Manager
 	reconciler *Reconciler
 	payloads   *payloadlog.Logger
+	// adminAuth authenticates the admin API: Options.Auth, or without
+	// it one that knows the system keys (see Options.SystemKeys).
+	adminAuth *auth.Authenticator
 	admin      gateway.AdminServerOptions
 }
 
@@ -254,8 +270,17 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	var admin http.Handler = api
-	if opts.Auth != nil {
-		if admin, err = controlplane.AdminAccess(api, controlplane.AdminAccessOptions{Auth: opts.Auth, MetricsNeedKey: opts.MetricsNeedKey}); err != nil {
+	s.adminAuth = opts.Auth
+	if s.adminAuth == nil && len(opts.SystemKeys) > 0 && opts.Tenants != nil {
+		// Nothing is authenticated but what runs programs.
+		if s.adminAuth, err = auth.New(auth.Options{Logger: log}); err != nil {
+			return nil, err
+		}
+	}
+	if s.adminAuth != nil {
+		if admin, err = controlplane.AdminAccess(api, controlplane.AdminAccessOptions{
+			Auth: s.adminAuth, MetricsNeedKey: opts.MetricsNeedKey, Anonymous: opts.Auth == nil,
+		}); err != nil {
 			return nil, err
 		}
 	}
@@ -271,6 +296,18 @@ func New(opts Options) (*Server, error) {
 		Logger:         log,
 	}
 	return s, nil
+}
+
+// updateAccess gives the gateway and the admin API the tenants, keys and
+// grants of snap, and the system keys.
+func (s *Server) updateAccess(snap auth.Snapshot) {
+	snap = withSystemKeys(snap, s.opts.SystemKeys)
+	if err := s.gw.UpdateAccess(snap); err != nil {
+		s.log.Warn("tenants: some entries were left out", "err", err)
+	}
+	if s.adminAuth != nil && s.adminAuth != s.opts.Auth {
+		_ = s.adminAuth.Update(snap) // the same report as above
+	}
 }
 
 // Serve applies Options.Models, logs "infergate listening" with the
@@ -320,9 +357,7 @@ func (s *Server) Serve(ctx context.Context, rest, grpc, admin net.Listener) erro
 			closeAll()
 			return err
 		}
-		if err := s.gw.UpdateAccess(withPipelineKey(snap, s.opts.PipelineKey)); err != nil {
-			s.log.Warn("tenants: some entries were left out", "err", err)
-		}
+		s.updateAccess(snap)
 	}
 	s.log.Info("infergate listening", "rest", rest.Addr().String(), "grpc", grpc.Addr().String(), "admin", admin.Addr().String(), "models", len(s.opts.Models))
 	eg, gctx := errgroup.WithContext(ctx)
@@ -349,11 +384,7 @@ func (s *Server) Serve(ctx context.Context, rest, grpc, admin net.Listener) erro
 	}
 	if s.opts.Tenants != nil {
 		eg.Go(func() error {
-			return s.opts.Tenants.Watch(gctx, 0, func(snap auth.Snapshot) {
-				if err := s.gw.UpdateAccess(withPipelineKey(snap, s.opts.PipelineKey)); err != nil {
-					s.log.Warn("tenants: some entries were left out", "err", err)
-				}
-			})
+			return s.opts.Tenants.Watch(gctx, 0, s.updateAccess)
 		})
 	}
 	if s.opts.Auth != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/infergate/infergate/config"
 	"github.com/infergate/infergate/controlplane"
+	"github.com/infergate/infergate/serving"
 )
 
 // runApply runs `infergate apply -f FILE|DIR|-`: it sends InferenceService
@@ -110,8 +111,30 @@ func adminFlag(fs *flag.FlagSet) *string {
 }
 
 // envKey names the environment variable holding the API key (or JWT)
-// the CLI sends to an admin port that authenticates.
-const envKey = "INFERGATE_KEY"
+// the CLI sends to the admin port; envKeyFile, a file holding one.
+// Without either the CLI sends the local key of a server whose data
+// directory is ./data (localKeyFile), if it can read it.
+const (
+	envKey       = "INFERGATE_KEY"
+	envKeyFile   = "INFERGATE_KEY_FILE"
+	localKeyFile = "admin.key"
+)
+
+// adminKey is the key the CLI sends to the admin port, "" for none.
+func adminKey() string {
+	if k := os.Getenv(envKey); k != "" {
+		return k
+	}
+	path := os.Getenv(envKeyFile)
+	if path == "" {
+		path = filepath.Join(serving.DefaultDataDir, localKeyFile)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
 
 // adminCall calls the admin API and decodes a 2xx answer into out; an
 // error answer becomes an error with the API's message.
@@ -130,7 +153,7 @@ func adminCall(admin, method, path string, body []byte, out any) error {
 	if err != nil {
 		return err
 	}
-	if key := os.Getenv(envKey); key != "" {
+	if key := adminKey(); key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
 	if body != nil {

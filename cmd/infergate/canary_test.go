@@ -8,7 +8,6 @@ import (
 	"math"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -245,7 +244,7 @@ func TestCanaryThroughConfigAndApply(t *testing.T) {
 	if err := os.WriteFile(applied, []byte(fakeModel("m", "2", 200, "    canaryTrafficPercent: 0\n")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err = exec.Command(binPath, "apply", "-f", applied, "-admin", admin).CombinedOutput()
+	out, err = p.cli("apply", "-f", applied, "-admin", admin).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "inferenceservice/m configured; traffic m-00001 100%") {
 		t.Fatalf("infergate apply: %v\n%s", err, out)
 	}
@@ -262,7 +261,7 @@ func TestCanaryThroughConfigAndApply(t *testing.T) {
 	if err := os.WriteFile(bad, []byte(fakeModel("m", "2", 200, "    minReplicas: -1\n")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err = exec.Command(binPath, "apply", "-f", bad, "-admin", admin).CombinedOutput()
+	out, err = p.cli("apply", "-f", bad, "-admin", admin).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "bad.yaml: document 1: spec.predictor.minReplicas: -1") {
 		t.Errorf("a bad apply: %v\n%s", err, out)
 	}

@@ -37,7 +37,7 @@ func TestRestartResumesRollout(t *testing.T) {
 	if err := os.WriteFile(applied, []byte(fakeModelAnnotated("m", "2", 200, "", slowSecondStep)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command(binPath, "apply", "-f", applied, "-admin", p.admin).CombinedOutput(); err != nil {
+	if out, err := p.cli("apply", "-f", applied, "-admin", p.admin).CombinedOutput(); err != nil {
 		t.Fatalf("infergate apply: %v\n%s", err, out)
 	}
 	waitTraffic(t, p.admin, "m", "m-00001=50,m-00002=50")

@@ -27,6 +27,7 @@ import (
 	pb "github.com/infergate/infergate/oip/inferencepb"
 	"github.com/infergate/infergate/runtimes"
 	"github.com/infergate/infergate/runtimes/supervisor"
+	"github.com/infergate/infergate/serving"
 	"github.com/infergate/infergate/serving/servingtest"
 )
 
@@ -208,6 +209,7 @@ func (l *procLog) String() string {
 type infergateProc struct {
 	cmd               *exec.Cmd
 	rest, grpc, admin string // the addresses it listens on
+	dataDir           string // its -data-dir
 	exited            <-chan error
 	logs              *procLog
 }
@@ -223,9 +225,13 @@ func startInfergate(t *testing.T, command string, args ...string) *infergateProc
 	t.Helper()
 	logs := newProcLog()
 	all := append([]string{command, "-rest-addr", "127.0.0.1:0", "-grpc-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0"}, args...)
-	if (command == "serve" || command == "gateway") && !slices.Contains(args, "-data-dir") {
+	dataDir := "data"
+	if i := slices.Index(args, "-data-dir"); i >= 0 && i+1 < len(args) {
+		dataDir = args[i+1]
+	} else if command == "serve" || command == "gateway" {
 		// Each its own store: no state left by another test or run.
-		all = append(all, "-data-dir", t.TempDir())
+		dataDir = t.TempDir()
+		all = append(all, "-data-dir", dataDir)
 	}
 	cmd := exec.Command(binPath, all...)
 	cmd.Stderr = logs
@@ -240,7 +246,7 @@ func startInfergate(t *testing.T, command string, args ...string) *infergateProc
 		exited <- cmd.Wait()
 		close(done)
 	}()
-	p := &infergateProc{cmd: cmd, exited: exited, logs: logs}
+	p := &infergateProc{cmd: cmd, exited: exited, logs: logs, dataDir: dataDir}
 	t.Cleanup(func() {
 		select {
 		case <-done:
@@ -266,6 +272,24 @@ func startInfergate(t *testing.T, command string, args ...string) *infergateProc
 		t.Fatalf("infergate %s did not log its listening addresses within 3 minutes", command)
 	}
 	return p
+}
+
+// cli is `infergate args...` run as a user on the server's machine: with
+// the local key of the server's data directory (INFERGATE_KEY_FILE).
+func (p *infergateProc) cli(args ...string) *exec.Cmd {
+	cmd := exec.Command(binPath, args...)
+	cmd.Env = append(os.Environ(), envKeyFile+"="+filepath.Join(p.dataDir, serving.LocalKeyFile))
+	return cmd
+}
+
+// localKey is the token of the server's local key.
+func (p *infergateProc) localKey(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(p.dataDir, serving.LocalKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // stop sends SIGTERM and returns how the process exited, failing the test

@@ -158,7 +158,7 @@ spec:
 		t.Fatal(err)
 	}
 	canary, _ := json.Marshal(quickCanary(t))
-	api, err := registryapi.NewClient(p.admin, registryapi.ClientOptions{})
+	api, err := registryapi.NewClient(p.admin, registryapi.ClientOptions{Token: p.localKey(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

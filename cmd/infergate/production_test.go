@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -205,4 +206,53 @@ func servedSerial(t *testing.T, addr string, cfg *tls.Config) string {
 	}
 	defer c.Close()
 	return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
+}
+
+// TestCommandsNeedTheLocalKey: with no authentication configured, the
+// admin API still takes a declaration that runs a program
+// (infergate.io/command) or a pipeline run only with a key granted
+// command: the local key, which the CLI reads from the data directory
+// and a request forgery or another user's process cannot. Changes that
+// run nothing need no key from loopback, as before.
+func TestCommandsNeedTheLocalKey(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "models")
+	writeFiles(t, cfg, map[string]string{"fake.yaml": fakeModel("fake", "1", 200, "")})
+	p := startInfergate(t, "serve", "-config", cfg)
+	cmdModel := filepath.Join(dir, "other.yaml")
+	if err := os.WriteFile(cmdModel, []byte(fakeModel("other", "1", 200, "")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A forged request: JSON, no Origin, from loopback, but no key.
+	body, _ := json.Marshal(map[string]any{"files": []map[string]string{{"source": "forged", "yaml": fakeModel("evil", "1", 200, "")}}})
+	resp, err := http.Post("http://"+p.admin+"/api/v1/apply", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(b), "admin.key") {
+		t.Errorf("a command without a key: %d %s", resp.StatusCode, b)
+	}
+	resp, err = http.Post("http://"+p.admin+"/api/v1/runs", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("a pipeline run without a key: %d", resp.StatusCode)
+	}
+	// The CLI with the local key may.
+	if out, err := p.cli("apply", "-f", cmdModel, "-admin", p.admin).CombinedOutput(); err != nil {
+		t.Fatalf("infergate apply with the local key: %v\n%s", err, out)
+	}
+	// A change that runs nothing needs no key.
+	resp, err = http.Post("http://"+p.admin+"/api/v1/rollouts/fake/pause", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 400 && resp.StatusCode != http.StatusConflict {
+		t.Errorf("a rollout action without a key: %d", resp.StatusCode)
+	}
 }

@@ -124,7 +124,7 @@ spec:
 	if err := os.WriteFile(bad, []byte(missing), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(binPath, "apply", "-f", bad, "-admin", p.admin).CombinedOutput()
+	out, err := p.cli("apply", "-f", bad, "-admin", p.admin).CombinedOutput()
 	want := `iris.yaml#1: spec.predictor.model.storageUri: "./no-such-model": ` + filepath.Join(filepath.Dir(bad), "no-such-model") + " does not exist"
 	if err == nil || !strings.Contains(string(out), want) {
 		t.Fatalf("apply of a missing storageUri: %v\n%s\nwant %s", err, out, want)
@@ -265,7 +265,7 @@ func TestConfigFileAndApplyLastChangeWins(t *testing.T) {
 	if err := os.WriteFile(applied, []byte(fakeModel("m", "2", 200, "")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(binPath, "apply", "-f", applied, "-admin", p.admin).CombinedOutput()
+	out, err := p.cli("apply", "-f", applied, "-admin", p.admin).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "inferenceservice/m revised: revision m-00002 (pending: it takes its traffic once ready); traffic m-00001 100%") {
 		t.Fatalf("apply: %v\n%s", err, out)
 	}

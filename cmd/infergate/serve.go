@@ -278,18 +278,13 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 	for _, p := range tenantAPI.Patterns() {
 		adminAPI[p] = tenantAPI
 	}
-	// Pipeline steps call the admin API with a key of their own, made
-	// anew at each start and kept in memory.
-	stepEnv := append(os.Environ(), "INFERGATE_ADMIN="+adminURL(adminLn.Addr(), adminTLS != nil))
-	var pipelineKey *auth.Key
-	if authenticated {
-		token, k, err := auth.NewKey(serving.PipelineTenant, "pipeline steps", time.Time{})
-		if err != nil {
-			return err
-		}
-		pipelineKey = &k
-		stepEnv = append(stepEnv, envKey+"="+token)
+	// The local user's key (in the data directory, for the CLI) and the
+	// pipeline steps' key, made anew at each start.
+	systemKeys, stepToken, err := serving.NewSystemKeys(f.dataDir)
+	if err != nil {
+		return err
 	}
+	stepEnv := append(os.Environ(), "INFERGATE_ADMIN="+adminURL(adminLn.Addr(), adminTLS != nil), envKey+"="+stepToken)
 	// The pipeline engine: runs a killed control plane left are recovered
 	// first.
 	self, err := os.Executable()
@@ -326,7 +321,7 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 		RuntimeTLS:     runtimeTLS,
 		Auth:           authn,
 		Tenants:        tenantStore,
-		PipelineKey:    pipelineKey,
+		SystemKeys:     systemKeys,
 		MetricsNeedKey: f.metricsNeedKey,
 		AdminTLS:       adminTLS,
 		Certificates:   certs,

@@ -19,6 +19,7 @@ import (
 	"github.com/infergate/infergate/controlplane"
 	"github.com/infergate/infergate/registry"
 	"github.com/infergate/infergate/registry/registryapi"
+	"github.com/infergate/infergate/serving"
 )
 
 const sampleIrisONNX = "../../examples/models/iris/1/model.onnx"
@@ -356,6 +357,9 @@ func TestStepDeployWait(t *testing.T) {
 	dir := t.TempDir()
 	writeTestFile(t, dir, "m.yaml", fakeModelAnnotated("m", "1", 200, "", quickRollout))
 	p := startServe(t, "/v2/models/m/ready", "-config", dir, "-data-dir", t.TempDir())
+	// The step runs in this process, as a user's CLI would: with the
+	// local key (the declarations name a command).
+	t.Setenv(envKeyFile, filepath.Join(p.dataDir, serving.LocalKeyFile))
 	l := startLoadOn(p.rest, "m", 2)
 	defer l.end()
 	files := t.TempDir()

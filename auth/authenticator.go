@@ -194,7 +194,7 @@ func bearerJWT[T ~string | ~[]byte](a *Authenticator, tok T) (*Principal, error)
 		return nil, a.fail(reasonInvalidJWT, err)
 	}
 	t := snap.tenants[v.tenant]
-	if t == nil {
+	if t == nil || t.tenant.System {
 		return nil, a.fail(reasonUnknownTenant, jwtError("tenant %q is not known to this gateway", clip(v.tenant)))
 	}
 	p := &Principal{Tenant: v.tenant, ID: "jwt:" + v.subject, t: t}

@@ -541,3 +541,17 @@ func TestFirstLoadShared(t *testing.T) {
 		t.Errorf("%d loads, want 1", got)
 	}
 }
+
+// TestJWTNeverNamesASystemTenant: infergate's own tenants (System) are
+// reached by their keys only, never by a JWT's tenant claim.
+func TestJWTNeverNamesASystemTenant(t *testing.T) {
+	clock := newClock()
+	signer := rsaSigner("k1", 0)
+	snap := Snapshot{
+		Tenants: []Tenant{{Name: "infergate-local", System: true}},
+		Grants:  []Grant{{ID: 1, Tenant: "infergate-local", Actions: ActionAdmin | ActionCommand}},
+	}
+	a, _ := newFileAuth(t, clock, snap, nil, signer)
+	_, err := a.Authenticate(bearerOf(signer.sign(t, claims("infergate-local", nil))))
+	wantKind(t, err, oip.KindUnauthenticated, "infergate-local")
+}

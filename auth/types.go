@@ -43,6 +43,10 @@ type Tenant struct {
 	// MaxInFlight bounds the tenant's requests in flight across all
 	// models; 0 means no bound.
 	MaxInFlight int
+	// System marks infergate's own tenants (the local user's, the
+	// pipeline steps'): no JWT may name one, and their keys are accepted
+	// from this machine only (see controlplane.AdminAccess).
+	System bool
 }
 
 // Key is an API key as stored: never the secret, only its SHA-256.

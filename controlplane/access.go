@@ -77,6 +77,13 @@ func AdminAccess(next http.Handler, opts AdminAccessOptions) (http.Handler, erro
 			writeAPIError(w, status, err)
 			return
 		}
+		if p.TenantConfig().System && !loopbackRemote(r.RemoteAddr) {
+			// infergate's own keys (the local user's, the pipeline
+			// steps') serve callers on this machine only: one sent
+			// elsewhere by mistake is no use to whoever got it.
+			writeAPIError(w, http.StatusForbidden, auth.Denied("the key of tenant %q is accepted from this machine only", p.Tenant))
+			return
+		}
 		actor := p.Tenant + "/" + p.ID
 		r.Header.Set(ActorHeader, actor)
 		next.ServeHTTP(w, r.WithContext(auth.NewContext(registry.WithActor(r.Context(), actor), p)))
@@ -94,6 +101,10 @@ func adminNeeds(r *http.Request, metricsNeedKey bool) auth.Action {
 		return 0
 	case strings.HasPrefix(p, "/api/v1/runs") && r.Method != http.MethodGet && r.Method != http.MethodHead:
 		// A pipeline's steps are programs of its author's choosing.
+		return auth.ActionAdmin | auth.ActionCommand
+	case (strings.HasPrefix(p, "/api/v1/tenants") || strings.HasPrefix(p, "/api/v1/keys") || strings.HasPrefix(p, "/api/v1/grants")) &&
+		r.Method != http.MethodGet && r.Method != http.MethodHead:
+		// Whoever makes keys and grants could make one granted command.
 		return auth.ActionAdmin | auth.ActionCommand
 	case strings.HasPrefix(p, "/api/"):
 		return auth.ActionAdmin

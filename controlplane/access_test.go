@@ -136,11 +136,56 @@ func TestAdminNeeds(t *testing.T) {
 		{"GET", "/debug/pprof/heap", "127.0.0.1:1234", false, 0},
 		{"GET", "/debug/pprof/heap", "[::1]:1234", false, 0},
 		{"GET", "/debug/pprof/heap", "192.0.2.1:1234", false, auth.ActionAdmin},
+		{"GET", "/api/v1/tenants", "127.0.0.1:1234", false, auth.ActionAdmin},
+		{"POST", "/api/v1/tenants", "127.0.0.1:1234", false, auth.ActionAdmin | auth.ActionCommand},
+		{"POST", "/api/v1/tenants/a/grants", "127.0.0.1:1234", false, auth.ActionAdmin | auth.ActionCommand},
+		{"POST", "/api/v1/tenants/a/keys", "127.0.0.1:1234", false, auth.ActionAdmin | auth.ActionCommand},
+		{"DELETE", "/api/v1/keys/0123", "127.0.0.1:1234", false, auth.ActionAdmin | auth.ActionCommand},
+		{"DELETE", "/api/v1/grants/3", "127.0.0.1:1234", false, auth.ActionAdmin | auth.ActionCommand},
 	} {
 		r := httptest.NewRequest(tc.method, tc.path, nil)
 		r.RemoteAddr = tc.remote
 		if got := adminNeeds(r, tc.metricsKey); got != tc.want {
 			t.Errorf("%s %s from %s: needs %v, want %v", tc.method, tc.path, tc.remote, got, tc.want)
+		}
+	}
+}
+
+// TestSystemKeysFromThisMachineOnly: a key of a System tenant is refused
+// to a client beyond loopback, a tenant's key is not.
+func TestSystemKeysFromThisMachineOnly(t *testing.T) {
+	authn, err := auth.New(auth.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sysTok, sysKey, _ := auth.NewKey("infergate-local", "local", time.Time{})
+	userTok, userKey, _ := auth.NewKey("ops", "laptop", time.Time{})
+	if err := authn.Update(auth.Snapshot{
+		Tenants: []auth.Tenant{{Name: "infergate-local", System: true}, {Name: "ops"}},
+		Keys:    []auth.Key{sysKey, userKey},
+		Grants:  []auth.Grant{{ID: 1, Tenant: "infergate-local", Actions: auth.ActionAdmin}, {ID: 2, Tenant: "ops", Actions: auth.ActionAdmin}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h, err := AdminAccess(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), AdminAccessOptions{Auth: authn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		tok, remote string
+		want        int
+	}{
+		{sysTok, "127.0.0.1:5000", 200},
+		{sysTok, "192.0.2.7:5000", 403},
+		{userTok, "192.0.2.7:5000", 200},
+	} {
+		r := httptest.NewRequest("GET", "/api/v1/models", nil)
+		r.RemoteAddr = tc.remote
+		r.Header.Set("Authorization", "Bearer "+tc.tok)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != tc.want {
+			t.Errorf("%s from %s: %d %s, want %d", tc.tok[:20], tc.remote, w.Code, w.Body, tc.want)
 		}
 	}
 }

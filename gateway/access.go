@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -43,6 +44,22 @@ func (g *Gateway) authenticate(authorization []byte) (*auth.Principal, error) {
 		return nil, nil
 	}
 	return g.opts.Auth.Authenticate(authorization)
+}
+
+// principalKey keys a REST request's Principal in its user values, once
+// serveREST has authenticated it before reading its body.
+type principalKey struct{}
+
+// restPrincipal returns the caller of a REST request: as serveREST found
+// it, or from its Authorization header.
+func (g *Gateway) restPrincipal(ctx *fasthttp.RequestCtx) (*auth.Principal, error) {
+	if g.opts.Auth == nil {
+		return nil, nil
+	}
+	if p, ok := ctx.UserValue(principalKey{}).(*auth.Principal); ok {
+		return p, nil
+	}
+	return g.authenticate(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization))
 }
 
 // authenticateGRPC is authenticate for a gRPC call's metadata.
@@ -130,9 +147,13 @@ func (g *Gateway) UpdateAccess(s auth.Snapshot) error {
 	}
 	g.limits.mu.Lock()
 	defer g.limits.mu.Unlock()
+	old := g.limits.tenants
 	g.limits.tenants = tenants
 	if qerr := g.applyLimitsLocked(); qerr != nil {
-		return fmt.Errorf("gateway: tenants' quotas: %w", qerr)
+		// The last good list stays: a bad one must not hold back the
+		// models' limits, which SetModels applies with it.
+		g.limits.tenants = old
+		return errors.Join(err, fmt.Errorf("gateway: tenants' quotas not changed: %w", qerr))
 	}
 	return err
 }

@@ -476,3 +476,31 @@ func TestFairShareHonoursPriority(t *testing.T) {
 		t.Errorf("answered in the order %v, want %s", order, want)
 	}
 }
+
+// TestUnauthenticatedBodyTakesNoRoom: with authentication on, a request
+// without a credential is answered 401 from its headers, before its body
+// is read or room is taken for it, so unknown callers cannot fill the
+// in-flight byte bound.
+func TestUnauthenticatedBodyTakesNoRoom(t *testing.T) {
+	rt := newCredentialRuntime(t)
+	ten := newTenants(t)
+	s := serve(t, Options{Auth: ten.authn, MaxInFlightBytes: 64 << 20, Routes: []Route{
+		{Model: "iris", Pool: readyPool(t, "iris", rt.client(t))},
+	}}, nil)
+	if err := s.g.UpdateAccess(ten.snap); err != nil {
+		t.Fatal(err)
+	}
+	// Headers announcing a 64 MiB body, and its first 8 KiB (what fasthttp
+	// reads with the headers): the answer must not wait for the rest.
+	c := dial(t, s.rest)
+	if _, err := c.Write([]byte("POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 67108864\r\n\r\n" + strings.Repeat(" ", 8<<10))); err != nil {
+		t.Fatal(err)
+	}
+	resp := readResponse(t, c)
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("status %d, want 401 before the body", resp.StatusCode)
+	}
+	if got := metricValue(t, s.reg, "infergate_gateway_in_flight_request_bytes"); got != 0 {
+		t.Errorf("%v bytes in flight for a caller refused", got)
+	}
+}

@@ -87,6 +87,13 @@ func serviceDesc() *grpc.ServiceDesc {
 // is read, and so reads it under the in-flight byte bound (recvInfer).
 func modelInferStream(srv any, ss grpc.ServerStream) error {
 	s := srv.(grpcService)
+	// A caller the gateway does not know takes no room for its message.
+	if s.g.opts.Auth != nil {
+		if _, err := s.g.authenticateGRPC(ss.Context()); err != nil {
+			s.g.countUnrouted("grpc", oip.GRPCCode(err).String())
+			return oip.GRPCStatus(err)
+		}
+	}
 	in, taken, err := s.g.recvInfer(ss)
 	defer s.g.budget.release(taken)
 	if err != nil {

@@ -96,6 +96,17 @@ func (g *Gateway) serveREST(ctx *fasthttp.RequestCtx) {
 		g.HandleREST(ctx)
 		return
 	}
+	// A caller the gateway does not know takes no room: its body is
+	// discarded unread.
+	if g.opts.Auth != nil {
+		p, err := g.authenticate(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization))
+		if err != nil {
+			g.restError(ctx, err)
+			g.lingerUnread(ctx)
+			return
+		}
+		ctx.SetUserValue(principalKey{}, p)
+	}
 	taken, err := g.readBody(ctx)
 	defer g.budget.release(taken)
 	// A large body's buffer is left to the collector rather than to

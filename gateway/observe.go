@@ -209,7 +209,7 @@ func (g *Gateway) beginPayloadREST(h *fasthttp.RequestHeader, r *route) payloadl
 // beginPayloadGRPC is beginPayloadREST for a gRPC call (ce-id, else
 // x-request-id metadata).
 func (g *Gateway) beginPayloadGRPC(ctx context.Context, r *route) payloadlog.Handle {
-	if g.opts.Payloads == nil {
+	if !g.opts.Payloads.Logs(r.name) {
 		return payloadlog.Handle{}
 	}
 	id := firstValue(ctx, metadataCEID)

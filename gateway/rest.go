@@ -56,7 +56,7 @@ func (g *Gateway) HandleREST(ctx *fasthttp.RequestCtx) {
 	}
 	// Who asks, before anything of the model is told (a caller with no
 	// credential learns nothing, not even whether the model exists).
-	principal, err := g.authenticate(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization))
+	principal, err := g.restPrincipal(ctx)
 	if err != nil {
 		g.restError(ctx, err)
 		return
@@ -120,8 +120,11 @@ func (g *Gateway) HandleREST(ctx *fasthttp.RequestCtx) {
 		h.Del("Connection")
 		h.Del("Keep-Alive")
 		// The caller's credential is for this gateway, never for the
-		// runtime (or a mirror).
-		h.Del(fasthttp.HeaderAuthorization)
+		// runtime (or a mirror). A gateway that authenticates nothing
+		// passes it on: it is the runtime's then.
+		if g.opts.Auth != nil {
+			h.Del(fasthttp.HeaderAuthorization)
+		}
 		if len(req.Pin) > 0 {
 			h.Del(HeaderRevision)
 		}

@@ -53,7 +53,11 @@ func checkRevision(spec config.Model, localRuntimes bool, runtimeTLS *tls.Config
 		}
 	}
 	if err == nil {
-		if _, _, perr := payloadlog.ParseAnnotations(spec.Annotations); perr != nil {
+		c, ok, perr := payloadlog.ParseAnnotations(spec.Annotations)
+		if perr == nil && ok {
+			perr = payloadlog.CheckSink(c)
+		}
+		if perr != nil {
 			err = fmt.Errorf("%s: model %q: %w", spec.Source, spec.Name, perr)
 		}
 	}

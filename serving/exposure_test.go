@@ -37,3 +37,23 @@ func TestCheckExposure(t *testing.T) {
 		})
 	}
 }
+
+// TestPayloadLogSinkConfined: a declaration whose payload log is a file
+// outside the payload logs' directory is refused before anything runs.
+func TestPayloadLogSinkConfined(t *testing.T) {
+	for sink, ok := range map[string]bool{"/home/user/.bashrc": false, "file:../infergate.db": false, "file:iris.jsonl": true, "http://127.0.0.1:9/e": true} {
+		m := parse(t, `apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata:
+  name: iris
+  annotations: {infergate.io/payload-log: "`+sink+`", infergate.io/endpoints: "http://127.0.0.1:9"}
+spec:
+  predictor:
+    model: {modelFormat: {name: onnx}}
+`)
+		_, err := checkRevision(m[0], false, nil)
+		if (err == nil) != ok {
+			t.Errorf("sink %q: %v", sink, err)
+		}
+	}
+}

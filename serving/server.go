@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -124,6 +125,11 @@ type Options struct {
 // authenticated reports whether requests are authenticated.
 func (o *Options) authenticated() bool { return o.Auth != nil }
 
+// PayloadLogDir is the directory under the data directory that file
+// sinks of payload logs are kept in (infergate.io/payload-log:
+// "file:iris.jsonl" is DATADIR/payload-logs/iris.jsonl).
+const PayloadLogDir = "payload-logs"
+
 // The tenants of Options.SystemKeys.
 const (
 	PipelineTenant = "infergate-pipelines"
@@ -136,11 +142,19 @@ type SystemKey struct {
 	Actions auth.Action
 }
 
-// withSystemKeys adds the system keys, their tenants and grants to s.
+// withSystemKeys adds the system keys, their tenants (marked System) and
+// grants to s, in place of anything of s under those tenants' names
+// (which the store refuses: tenants.ReservedPrefix).
 func withSystemKeys(s auth.Snapshot, keys []SystemKey) auth.Snapshot {
-	s.Tenants, s.Keys, s.Grants = slices.Clip(s.Tenants), slices.Clip(s.Keys), slices.Clip(s.Grants)
+	system := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		system[k.Key.Tenant] = true
+	}
+	s.Tenants = slices.DeleteFunc(slices.Clone(s.Tenants), func(t auth.Tenant) bool { return system[t.Name] })
+	s.Keys = slices.DeleteFunc(slices.Clone(s.Keys), func(k auth.Key) bool { return system[k.Tenant] })
+	s.Grants = slices.DeleteFunc(slices.Clone(s.Grants), func(g auth.Grant) bool { return system[g.Tenant] })
 	for i, k := range keys {
-		s.Tenants = append(s.Tenants, auth.Tenant{Name: k.Key.Tenant})
+		s.Tenants = append(s.Tenants, auth.Tenant{Name: k.Key.Tenant, System: true})
 		s.Keys = append(s.Keys, k.Key)
 		s.Grants = append(s.Grants, auth.Grant{ID: -1 - int64(i), Tenant: k.Key.Tenant, Actions: k.Actions})
 	}
@@ -164,7 +178,7 @@ type Server struct {
 	// adminAuth authenticates the admin API: Options.Auth, or without
 	// it one that knows the system keys (see Options.SystemKeys).
 	adminAuth *auth.Authenticator
-	admin      gateway.AdminServerOptions
+	admin     gateway.AdminServerOptions
 }
 
 // New builds a Server from opts and registers its metrics; it starts no
@@ -211,7 +225,11 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("serving: payload-log metrics: %w", err)
 	}
-	if s.payloads, err = payloadlog.New(payloadlog.Options{Metrics: plm}); err != nil {
+	dataDir := opts.DataDir
+	if dataDir == "" {
+		dataDir = DefaultDataDir
+	}
+	if s.payloads, err = payloadlog.New(payloadlog.Options{Metrics: plm, FileRoot: filepath.Join(dataDir, PayloadLogDir)}); err != nil {
 		return nil, err
 	}
 	gwOpts.Payloads = s.payloads

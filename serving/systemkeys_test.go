@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/infergate/infergate/auth"
 )
@@ -52,5 +53,35 @@ func TestNewSystemKeys(t *testing.T) {
 	}
 	if _, err := a.AuthenticateString("Bearer " + strings.TrimSpace(string(b))); err == nil {
 		t.Error("the last run's local key is still accepted")
+	}
+}
+
+// TestSystemKeysReplaceLookalikes: a store entry under a system tenant's
+// name (which the store refuses, but an older store may hold) grants
+// nothing and does not make the tenants' list hold a name twice.
+func TestSystemKeysReplaceLookalikes(t *testing.T) {
+	keys, _, err := NewSystemKeys(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fakeTok, fake, _ := auth.NewKey(LocalTenant, "lookalike", time.Time{})
+	snap := withSystemKeys(auth.Snapshot{
+		Tenants: []auth.Tenant{{Name: LocalTenant}, {Name: "ops"}},
+		Keys:    []auth.Key{fake},
+		Grants:  []auth.Grant{{ID: 7, Tenant: LocalTenant, Actions: auth.ActionAdmin}},
+	}, keys)
+	names := map[string]int{}
+	for _, tn := range snap.Tenants {
+		names[tn.Name]++
+	}
+	if names[LocalTenant] != 1 || names["ops"] != 1 {
+		t.Errorf("tenants %v", snap.Tenants)
+	}
+	a, _ := auth.New(auth.Options{})
+	if err := a.Update(snap); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.AuthenticateString("Bearer " + fakeTok); err == nil {
+		t.Error("a store key under the local tenant's name is accepted")
 	}
 }

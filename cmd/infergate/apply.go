@@ -8,7 +8,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -120,10 +123,15 @@ const (
 	localKeyFile = "admin.key"
 )
 
-// adminKey is the key the CLI sends to the admin port, "" for none.
-func adminKey() string {
+// adminKey is the key the CLI sends to the admin port at admin, "" for
+// none. A key from a file (the local key, a server's own) goes only to an
+// admin port on this machine, which is the only one that accepts it.
+func adminKey(admin string) string {
 	if k := os.Getenv(envKey); k != "" {
 		return k
+	}
+	if !loopbackAdmin(admin) {
+		return ""
 	}
 	path := os.Getenv(envKeyFile)
 	if path == "" {
@@ -153,7 +161,7 @@ func adminCall(admin, method, path string, body []byte, out any) error {
 	if err != nil {
 		return err
 	}
-	if key := adminKey(); key != "" {
+	if key := adminKey(admin); key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
 	if body != nil {
@@ -179,4 +187,21 @@ func adminCall(admin, method, path string, body []byte, out any) error {
 		return fmt.Errorf("%s answered %s", admin, resp.Status)
 	}
 	return json.Unmarshal(b, out)
+}
+
+// loopbackAdmin reports whether an admin address (HOST:PORT or a URL)
+// names this machine: localhost or a loopback IP.
+func loopbackAdmin(admin string) bool {
+	if u, err := url.Parse(admin); err == nil && u.Host != "" {
+		admin = u.Host
+	}
+	host, _, err := net.SplitHostPort(admin)
+	if err != nil {
+		host = admin
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(strings.Trim(host, "[]"))
+	return err == nil && ip.Unmap().IsLoopback()
 }

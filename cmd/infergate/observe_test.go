@@ -22,11 +22,11 @@ import (
 func TestObservability(t *testing.T) {
 	collector := otlptest.Start(t)
 	dir := t.TempDir()
-	events := filepath.Join(dir, "payloads.jsonl")
 	cfg := filepath.Join(dir, "models")
 	writeFiles(t, cfg, map[string]string{"fake.yaml": fakeModelAnnotated("fake", "1", 200, "",
-		"    infergate.io/payload-log: \"file://"+events+"\"\n")})
+		"    infergate.io/payload-log: \"file:fake/payloads.jsonl\"\n")})
 	p := startInfergate(t, "serve", "-config", cfg, "-trace-endpoint", collector.URL(), "-trace-sample-ratio", "0")
+	events := filepath.Join(p.dataDir, "payload-logs", "fake", "payloads.jsonl")
 
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
 	req, _ := http.NewRequest("POST", "http://"+p.rest+"/v2/models/fake/infer", strings.NewReader(`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]}`))

@@ -61,7 +61,7 @@ func TestProduction(t *testing.T) {
 	}
 	// The bootstrap, on the store itself.
 	must("", "tenants", "create", "ops", "-data-dir", data)
-	must("", "tenants", "grant", "ops", "-actions", "admin", "-data-dir", data)
+	must("", "tenants", "grant", "ops", "-actions", "admin,command", "-data-dir", data)
 	adminKey := must("", "keys", "create", "-tenant", "ops", "-name", "bootstrap", "-data-dir", data)
 
 	cfg := filepath.Join(dir, "models")
@@ -77,6 +77,13 @@ func TestProduction(t *testing.T) {
 	must(adminKey, "tenants", "create", "app", "-admin", admin)
 	must(adminKey, "tenants", "grant", "app", "-actions", "infer,metadata", "-models", "fake", "-admin", admin)
 	appKey := must(adminKey, "keys", "create", "-tenant", "app", "-admin", admin)
+	// A deployer: admin, not command.
+	must(adminKey, "tenants", "create", "deployer", "-admin", admin)
+	must(adminKey, "tenants", "grant", "deployer", "-actions", "admin", "-admin", admin)
+	deployerKey := must(adminKey, "keys", "create", "-tenant", "deployer", "-admin", admin)
+	if out, err := cli(deployerKey, "tenants", "grant", "deployer", "-actions", "command", "-admin", admin); err == nil || !strings.Contains(out, "not granted command") {
+		t.Errorf("a deployer granting itself command: %v %s", err, out)
+	}
 	appID := strings.Split(appKey, "_")[1]
 
 	pool := x509.NewCertPool()
@@ -105,7 +112,7 @@ func TestProduction(t *testing.T) {
 		t.Errorf("REST without a key: %d %s", code, body)
 	}
 	if code, body := infer(adminKey); code != 403 {
-		t.Errorf("REST with the admin key (no infer grant): %d %s", code, body)
+		t.Errorf("REST with the ops key (no infer grant): %d %s", code, body)
 	}
 	if code, body := infer(appKey); code != 200 {
 		t.Fatalf("REST with the app key: %d %s", code, body)
@@ -150,7 +157,7 @@ func TestProduction(t *testing.T) {
 	if out, err := cli(appKey, "apply", "-f", cmdModel, "-admin", admin); err == nil || !strings.Contains(out, "not granted admin") {
 		t.Errorf("apply with an infer key: %v %s", err, out)
 	}
-	if out, err := cli(adminKey, "apply", "-f", cmdModel, "-admin", admin); err == nil || !strings.Contains(out, "not granted command") {
+	if out, err := cli(deployerKey, "apply", "-f", cmdModel, "-admin", admin); err == nil || !strings.Contains(out, "not granted command") {
 		t.Errorf("apply of a command with an admin key: %v %s", err, out)
 	}
 	if code, _ := infer(appKey); code != 200 {
@@ -254,5 +261,19 @@ func TestCommandsNeedTheLocalKey(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode >= 400 && resp.StatusCode != http.StatusConflict {
 		t.Errorf("a rollout action without a key: %d", resp.StatusCode)
+	}
+}
+
+// TestLoopbackAdmin: the local key goes only to admin addresses on this
+// machine.
+func TestLoopbackAdmin(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:8090": true, "localhost:8090": true, "[::1]:8090": true, "https://127.0.0.1:8090": true,
+		"http://localhost:8090/": true, "10.0.0.5:8090": false, "https://admin.example:8090": false,
+		"infergate.internal:8090": false, "[::ffff:127.0.0.1]:8090": true,
+	} {
+		if got := loopbackAdmin(addr); got != want {
+			t.Errorf("loopbackAdmin(%q) = %v, want %v", addr, got, want)
+		}
 	}
 }

@@ -875,7 +875,7 @@ func (p *eventPrinter) print(e registry.Event) {
 // newRegistryClient returns a client of the admin port at admin
 // (HOST:PORT or a URL) that names the OS user as the actor of changes.
 func newRegistryClient(admin string) (*registryapi.Client, error) {
-	return registryapi.NewClient(admin, registryapi.ClientOptions{Actor: osUser(), Token: adminKey()})
+	return registryapi.NewClient(admin, registryapi.ClientOptions{Actor: osUser(), Token: adminKey(admin)})
 }
 
 // osUser names the user running the CLI, the actor of the changes it asks

@@ -48,7 +48,7 @@ func stepAdmin(flagValue string) string {
 // "pipeline/<run id>"); elsewhere as the OS user's, as the registry CLI's.
 func stepClient(admin string) (*registryapi.Client, error) {
 	if run := os.Getenv("INFERGATE_RUN_ID"); run != "" {
-		return registryapi.NewClient(admin, registryapi.ClientOptions{Actor: "pipeline/" + run, Token: adminKey()})
+		return registryapi.NewClient(admin, registryapi.ClientOptions{Actor: "pipeline/" + run, Token: adminKey(admin)})
 	}
 	return newRegistryClient(admin)
 }

@@ -263,7 +263,7 @@ func (c *tenantsCLI) connect() (func(), error) {
 	if !c.set["data-dir"] && !c.set["store"] {
 		key := c.f.key
 		if key == "" {
-			key = adminKey()
+			key = adminKey(c.f.admin)
 		}
 		cl, err := tenants.NewClient(c.f.admin, tenants.ClientOptions{Key: key, Actor: osUser()})
 		if err != nil {

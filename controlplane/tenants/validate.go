@@ -70,8 +70,15 @@ func CheckTenantName(name string) error {
 	if !tenantRE.MatchString(name) {
 		return errorf(ErrInvalid, "tenant name %q: want a DNS label: 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit", name)
 	}
+	if strings.HasPrefix(name, ReservedPrefix) {
+		return errorf(ErrInvalid, "tenant name %q: names starting %q are infergate's own", name, ReservedPrefix)
+	}
 	return nil
 }
+
+// ReservedPrefix starts the names of infergate's own tenants (the local
+// user's, the pipeline steps'), which the store refuses.
+const ReservedPrefix = "infergate-"
 
 // checkLimits checks a tenant's weight and quotas and returns them
 // normalised: weight 0 is 1, a rate without a burst gets ceil(rate).

@@ -220,3 +220,17 @@ func (c *ModelConfig) validate(model string) (destination, []redactPath, error) 
 	}
 	return d, paths, nil
 }
+
+// CheckSink refuses a file sink that is not a path local to the file
+// sinks' directory (Options.FileRoot): absolute, or leaving it through
+// "..". An http(s) sink passes.
+func CheckSink(c ModelConfig) error {
+	d, err := parseSink(c.Sink)
+	if err != nil || d.path == "" {
+		return err
+	}
+	if !filepath.IsLocal(d.path) {
+		return fmt.Errorf("payloadlog: sink %q: a file sink is a relative path in the payload logs' directory (<data-dir>/payload-logs), without \"..\"", c.Sink)
+	}
+	return nil
+}

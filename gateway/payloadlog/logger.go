@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -31,6 +32,13 @@ type Options struct {
 	// Run's context ends; what is left then is dropped (reason
 	// "shutdown"). 0 means 5 s.
 	DrainTimeout time.Duration
+	// FileRoot, when set, is the directory file sinks are kept in: a file
+	// sink is then a path relative to it (see CheckSink) and is opened
+	// through an os.Root, so that neither ".." nor a symbolic link takes
+	// it elsewhere. A declaration someone sent the admin API must not
+	// append to files of their choosing (a shell's startup file, the
+	// store). "" allows any path (tests, trusted configuration).
+	FileRoot string
 	// HTTPClient sends to HTTP sinks (a custom CA, a proxy); nil means a
 	// client of its own. Its own timeout, if any, applies besides
 	// SendTimeout.
@@ -57,6 +65,7 @@ type Logger struct {
 
 	mu    sync.Mutex // serializes SetModels and Run's end
 	sinks map[string]sink
+	root  *os.Root // Options.FileRoot opened; nil without it
 }
 
 // model is one model's configuration as SetModels compiled it.
@@ -103,6 +112,15 @@ func New(o Options) (*Logger, error) {
 		}
 	}
 	l := &Logger{o: o, metrics: m, queue: make(chan *event, o.QueueLength), sinks: map[string]sink{}}
+	if o.FileRoot != "" {
+		if err := os.MkdirAll(o.FileRoot, 0o750); err != nil {
+			return nil, fmt.Errorf("payloadlog: file sinks' directory: %w", err)
+		}
+		var err error
+		if l.root, err = os.OpenRoot(o.FileRoot); err != nil {
+			return nil, fmt.Errorf("payloadlog: file sinks' directory: %w", err)
+		}
+	}
 	empty := map[string]*model{}
 	l.models.Store(&empty)
 	m.watch(l)
@@ -134,6 +152,9 @@ func (l *Logger) SetModels(configs map[string]ModelConfig) error {
 			continue
 		}
 		d, paths, err := c.validate(name)
+		if err == nil && l.root != nil {
+			err = CheckSink(c)
+		}
 		if err != nil {
 			return err
 		}
@@ -152,7 +173,7 @@ func (l *Logger) SetModels(configs map[string]ModelConfig) error {
 			if c.d.url != "" {
 				s = &httpSink{url: c.d.url, client: l.o.HTTPClient}
 			} else {
-				fs, err := openFileSink(c.d.path)
+				fs, err := openFileSink(l.root, c.d.path)
 				if err != nil {
 					for _, o := range opened {
 						_ = o.close()
@@ -203,6 +224,17 @@ type Handle struct {
 // allocation.
 func (l *Logger) Begin(model, revision string, id []byte) Handle {
 	return begin(l, model, revision, id)
+}
+
+// Logs reports whether model's requests may be logged at all, so that a
+// caller can skip finding a request's id (a copy, from gRPC metadata)
+// when they are not.
+func (l *Logger) Logs(model string) bool {
+	if l == nil {
+		return false
+	}
+	m := (*l.models.Load())[model]
+	return m != nil && m.threshold != 0
 }
 
 // BeginString is Begin with the id as a string (gRPC metadata).

@@ -604,3 +604,45 @@ func TestParseAnnotations(t *testing.T) {
 		})
 	}
 }
+
+// TestFileRootConfinesFileSinks: with a file sinks' directory, a sink is
+// a path inside it: an absolute path, one leaving it with "..", or one
+// through a symbolic link out of it is refused; a relative path is
+// written there.
+func TestFileRootConfinesFileSinks(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "payload-logs")
+	outside := t.TempDir()
+	l, err := payloadlog.New(payloadlog.Options{FileRoot: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(root, "escape")); err != nil {
+		t.Fatal(err)
+	}
+	for _, sink := range []string{
+		filepath.Join(outside, "x.jsonl"),
+		"file://" + filepath.Join(outside, "x.jsonl"),
+		"../x.jsonl",
+		"file:../../x.jsonl",
+		"escape/x.jsonl", // a link out of the directory
+	} {
+		if err := l.SetModels(map[string]payloadlog.ModelConfig{"iris": {Sink: sink, SampleRate: 1}}); err == nil {
+			t.Errorf("sink %q accepted", sink)
+		}
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+		t.Errorf("files made outside the directory: %v", entries)
+	}
+	if err := l.SetModels(map[string]payloadlog.ModelConfig{"iris": {Sink: "file:iris/requests.jsonl", SampleRate: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "iris", "requests.jsonl")); err != nil {
+		t.Errorf("the sink is not in the directory: %v", err)
+	}
+	if err := payloadlog.CheckSink(payloadlog.ModelConfig{Sink: "/etc/passwd"}); err == nil {
+		t.Error("CheckSink accepts an absolute path")
+	}
+	if err := payloadlog.CheckSink(payloadlog.ModelConfig{Sink: "http://127.0.0.1:9/events"}); err != nil {
+		t.Errorf("CheckSink refuses an http sink: %v", err)
+	}
+}

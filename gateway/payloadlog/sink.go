@@ -80,13 +80,19 @@ type fileSink struct {
 	buf  bytes.Buffer
 }
 
-func openFileSink(path string) (*fileSink, error) {
+// openFileSink opens path for appending, in root when it is set (see
+// Options.FileRoot).
+func openFileSink(root *os.Root, path string) (*fileSink, error) {
+	mkdirAll, openFile := os.MkdirAll, os.OpenFile
+	if root != nil {
+		mkdirAll, openFile = root.MkdirAll, root.OpenFile
+	}
 	if dir := filepath.Dir(path); dir != "." {
-		if err := os.MkdirAll(dir, 0o750); err != nil {
+		if err := mkdirAll(dir, 0o750); err != nil {
 			return nil, fmt.Errorf("payloadlog: sink %s: %w", path, err)
 		}
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	f, err := openFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("payloadlog: sink: %w", err)
 	}

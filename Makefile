@@ -135,6 +135,19 @@ proto:
 		--go-grpc_out=oip/inferencepb --go-grpc_opt=paths=source_relative \
 		oip/proto/grpc_predict_v2.proto
 
+# Regenerates, from the kubebuilder markers on the Kubernetes API types
+# under controlplane/k8s/apis, their deep-copy code (zz_generated.deepcopy.go
+# beside the types) and their CRDs (deploy/crds), with controller-gen at a
+# pinned version from the Go module proxy. Both are committed: the tests of
+# controlplane/k8s/apis run this target into a copy and fail when the
+# committed files differ. A few seconds once controller-gen is built (about
+# 30 s the first time, to fetch and build it).
+CONTROLLER_GEN_VERSION := v0.23.0
+.PHONY: generate
+generate:
+	$(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION) \
+		object crd:crdVersions=v1 paths=./controlplane/k8s/apis/... output:crd:dir=deploy/crds
+
 # Retrains and re-exports the sample models (needs Debian's python3-torch,
 # python3-sklearn, python3-onnx); the .onnx files are committed, so make run
 # does not need this.

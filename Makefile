@@ -49,6 +49,7 @@ test-long:
 	@mkdir -p $(dir $(LONG_SUMMARY))
 	LONG_SOAK=$(LONG_SOAK) LONG_SUMMARY=$(LONG_SUMMARY) \
 		$(GO) test -tags long -count=1 -v -timeout $(LONG_TIMEOUT) -run '^TestLong$$' ./test/long
+	INFERGATE_TEST_IMAGE=1 $(GO) test -count=1 -run '^TestImageBinary$$' ./cmd/infergate
 
 # Fuzzing of every fuzz target in the tree (every decoder and config
 # parser: each func FuzzXxx in a _test.go file, found anew at each run);
@@ -147,6 +148,21 @@ CONTROLLER_GEN_VERSION := v0.23.0
 generate:
 	$(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION) \
 		object crd:crdVersions=v1 paths=./controlplane/k8s/apis/... output:crd:dir=deploy/crds
+
+# Builds the container image (Dockerfile: the static binary on
+# distroless, non-root) with docker, or podman, whichever works here.
+IMAGE   ?= infergate:dev
+VERSION ?= dev
+.PHONY: image
+image:
+	@if docker info >/dev/null 2>&1; then \
+		docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .; \
+	elif command -v podman >/dev/null 2>&1; then \
+		podman build --build-arg VERSION=$(VERSION) -t $(IMAGE) .; \
+	else \
+		echo "make image: no container builder here (a running docker daemon, or podman); the image is the binary of 'CGO_ENABLED=0 go build ./cmd/infergate' on gcr.io/distroless/static-debian12:nonroot" >&2; \
+		exit 1; \
+	fi
 
 # Retrains and re-exports the sample models (needs Debian's python3-torch,
 # python3-sklearn, python3-onnx); the .onnx files are committed, so make run

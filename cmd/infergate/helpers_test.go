@@ -223,6 +223,12 @@ type infergateProc struct {
 // test failed.
 func startInfergate(t *testing.T, command string, args ...string) *infergateProc {
 	t.Helper()
+	return startBinary(t, binPath, command, args...)
+}
+
+// startBinary is startInfergate with another build of infergate.
+func startBinary(t *testing.T, bin, command string, args ...string) *infergateProc {
+	t.Helper()
 	logs := newProcLog()
 	all := append([]string{command, "-rest-addr", "127.0.0.1:0", "-grpc-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0"}, args...)
 	dataDir := "data"
@@ -233,7 +239,7 @@ func startInfergate(t *testing.T, command string, args ...string) *infergateProc
 		dataDir = t.TempDir()
 		all = append(all, "-data-dir", dataDir)
 	}
-	cmd := exec.Command(binPath, all...)
+	cmd := exec.Command(bin, all...)
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

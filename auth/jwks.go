@@ -96,10 +96,28 @@ func (s *jwksSource) current() *keySet { return s.set.Load() }
 // unknown kid, or before any load, wait for a load in progress and then
 // use its keys; the others go on with the keys they have, and learn that
 // nothing is due without taking a lock.
+//
+// A refresh due only because the keys are old runs in the background,
+// holding mu until it ends: the request that found the keys old goes on
+// with them rather than wait for an identity provider that may be slow or
+// down (at most FetchTimeout).
 func (s *jwksSource) refreshIfDue(now time.Time, unknown bool) error {
 	if unknown || s.set.Load() == nil {
 		s.mu.Lock()
 	} else if !s.due(now, false) || !s.mu.TryLock() {
+		return nil
+	} else {
+		go func() {
+			defer s.mu.Unlock()
+			if !s.due(now, false) {
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+			defer cancel()
+			if err := s.loadLocked(ctx, now); err != nil {
+				s.log.Warn("auth: JWKS refresh failed; keeping the keys already loaded", "err", err)
+			}
+		}()
 		return nil
 	}
 	defer s.mu.Unlock()

@@ -208,6 +208,11 @@ func TestJWTRotationFile(t *testing.T) {
 		t.Fatalf("k1 before the refresh is due: %v", err)
 	}
 	clock.Advance(5 * time.Minute) // RefreshInterval
+	// The request that finds the keys old starts a refresh in the
+	// background and goes on with the keys it has, or the new ones if the
+	// refresh was quicker: either answer is right.
+	_, _ = a.Authenticate(tok1)
+	awaitRefresh(a)
 	_, err = a.Authenticate(tok1)
 	wantKind(t, err, oip.KindUnauthenticated, `unknown key "k1"`)
 	if _, err := a.Authenticate(tok2); err != nil {
@@ -298,6 +303,11 @@ func TestJWTRotationURL(t *testing.T) {
 	// Removal: k1 leaves the set; it is refused once a refresh is due.
 	srv.set(t, k2)
 	clock.Advance(5 * time.Minute)
+	// The request that finds the keys old starts a refresh in the
+	// background and goes on with the keys it has, or the new ones if the
+	// refresh was quicker: either answer is right.
+	_, _ = a.Authenticate(tok1)
+	awaitRefresh(a)
 	_, err = a.Authenticate(tok1)
 	wantKind(t, err, oip.KindUnauthenticated, `unknown key "k1"`)
 	if n := srv.hits.Load(); n != 3 {
@@ -309,6 +319,7 @@ func TestJWTRotationURL(t *testing.T) {
 	if _, err := a.Authenticate(tok2); err != nil {
 		t.Fatalf("k2 while the JWKS server fails: %v", err)
 	}
+	awaitRefresh(a)
 	for range 20 {
 		if _, err := a.Authenticate(tok2); err != nil {
 			t.Fatalf("k2 while the JWKS server fails: %v", err)
@@ -321,6 +332,7 @@ func TestJWTRotationURL(t *testing.T) {
 	if _, err := a.Authenticate(tok2); err != nil {
 		t.Fatal(err)
 	}
+	awaitRefresh(a)
 	if n := srv.hits.Load(); n != 5 {
 		t.Fatalf("%d JWKS fetches, want 5", n)
 	}
@@ -554,4 +566,58 @@ func TestJWTNeverNamesASystemTenant(t *testing.T) {
 	a, _ := newFileAuth(t, clock, snap, nil, signer)
 	_, err := a.Authenticate(bearerOf(signer.sign(t, claims("infergate-local", nil))))
 	wantKind(t, err, oip.KindUnauthenticated, "infergate-local")
+}
+
+// awaitRefresh waits for a background refresh of a's keys, if one runs:
+// it holds the source's lock until it ends.
+func awaitRefresh(a *Authenticator) {
+	a.jwt.src.mu.Lock()
+	a.jwt.src.mu.Unlock() //nolint:staticcheck // an empty critical section: waiting is the point
+}
+
+// TestStaleKeysDoNotHoldRequests: when the keys are due for a refresh and
+// the identity provider does not answer, requests with known keys go on
+// with the keys they have instead of waiting for it.
+func TestStaleKeysDoNotHoldRequests(t *testing.T) {
+	clock := newClock()
+	k1 := rsaSigner("k1", 0)
+	srv := newJWKSServer(t, k1)
+	snap := Snapshot{Tenants: []Tenant{{Name: "acme"}}}
+	o := jwtOptions(srv.URL)
+	o.FetchTimeout = 10 * time.Minute // a provider that hangs rather than fails
+	a, err := New(Options{JWT: o, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Update(snap); err != nil {
+		t.Fatal(err)
+	}
+	tok := bearerOf(k1.sign(t, claims("acme", nil)))
+	if _, err := a.Authenticate(tok); err != nil {
+		t.Fatal(err)
+	}
+	hold := make(chan struct{})
+	srv.hold.Store(&hold)
+	clock.Advance(6 * time.Minute) // past RefreshInterval
+	done := make(chan error, 2)
+	go func() {
+		_, err := a.Authenticate(tok) // cached: starts the refresh
+		done <- err
+	}()
+	go func() {
+		_, err := a.Authenticate(bearerOf(k1.sign(t, claims("acme", map[string]any{"sub": "bob"})))) // not cached
+		done <- err
+	}()
+	for range 2 {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("a request with a known key: %v", err)
+			}
+		case <-time.After(time.Minute):
+			t.Fatal("a request waited for the unanswered JWKS refresh")
+		}
+	}
+	close(hold)
+	awaitRefresh(a)
 }

@@ -19,6 +19,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/infergate/infergate/internal/cliflags"
 	"github.com/infergate/infergate/registry"
 	"github.com/infergate/infergate/registry/registryapi"
 )
@@ -228,17 +229,7 @@ func registryWords(args []string) (words []string, help bool, err error) {
 	var f regFlags
 	fs := newRegFlagSet("registry", &f, io.Discard, slices.Collect(maps.Keys(regFlagDefs)))
 	fs.Usage = func() {}
-	var rest []string
-	for _, a := range args {
-		switch a {
-		case "-h", "-help", "--help":
-			help = true
-		default:
-			rest = append(rest, a)
-		}
-	}
-	pos, err := parseInterspersed(fs, rest)
-	return pos, help, err
+	return cliflags.Words(fs, args)
 }
 
 // json reports whether the output is JSON.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/infergate/infergate/auth"
 	"github.com/infergate/infergate/controlplane/tenants"
+	"github.com/infergate/infergate/internal/cliflags"
 	"github.com/infergate/infergate/registry"
 )
 
@@ -243,17 +244,7 @@ func tenantsWords(args []string) (words []string, help bool, err error) {
 	var f tenantsFlags
 	fs := newTenantsFlagSet("tenants", &f, io.Discard, slices.Collect(maps.Keys(tenantsFlagDefs)))
 	fs.Usage = func() {}
-	var rest []string
-	for _, a := range args {
-		switch a {
-		case "-h", "-help", "--help":
-			help = true
-		default:
-			rest = append(rest, a)
-		}
-	}
-	pos, err := parseInterspersed(fs, rest)
-	return pos, help, err
+	return cliflags.Words(fs, args)
 }
 
 // connect chooses how to reach the tenants: the store itself with

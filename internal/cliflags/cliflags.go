@@ -22,3 +22,21 @@ func ParseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 		args = fs.Args()[1:]
 	}
 }
+
+// Words finds a subcommand's words among args wherever its flags stand,
+// parsing them with fs (which should know every flag of the subcommand's
+// commands, so that a flag's value is not taken for a word). help reports
+// that -h, -help or --help was among them; they are not given to fs.
+func Words(fs *flag.FlagSet, args []string) (words []string, help bool, err error) {
+	var rest []string
+	for _, a := range args {
+		switch a {
+		case "-h", "-help", "--help":
+			help = true
+		default:
+			rest = append(rest, a)
+		}
+	}
+	words, err = ParseInterspersed(fs, rest)
+	return words, help, err
+}

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"io"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -33,5 +34,18 @@ func TestParseInterspersed(t *testing.T) {
 	fs.SetOutput(io.Discard)
 	if _, err := ParseInterspersed(fs, []string{"status", "-nope"}); err == nil {
 		t.Error("an unknown flag after a positional argument was accepted")
+	}
+}
+
+func TestWords(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.String("admin", "", "")
+	words, help, err := Words(fs, []string{"keys", "-admin", "h:1", "create", "-h", "--", "-x"})
+	if err != nil || !help || strings.Join(words, " ") != "keys create -x" {
+		t.Fatalf("words %q, help %v, err %v", words, help, err)
+	}
+	if _, help, _ := Words(fs, []string{"list"}); help {
+		t.Error("help without -h")
 	}
 }

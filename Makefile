@@ -51,6 +51,18 @@ test-long:
 		$(GO) test -tags long -count=1 -v -timeout $(LONG_TIMEOUT) -run '^TestLong$$' ./test/long
 	INFERGATE_TEST_IMAGE=1 $(GO) test -count=1 -run '^TestImageBinary$$' ./cmd/infergate
 
+# The tests against a real Kubernetes API server (test/k8s, build tag
+# k8s): kube-apiserver and etcd on 127.0.0.1, started by the tests and
+# stopped after them. scripts/k8s-binaries.sh builds both from the Go
+# module proxy the first time (about 12 minutes and 2.7 GB of memory on
+# 2 cores) into ~/.cache/infergate/k8s/<version>/ (XDG_CACHE_HOME or
+# INFERGATE_K8S_CACHE move it) and reuses them after that; they are tools,
+# not dependencies, and never enter go.mod. Not part of make test.
+.PHONY: test-k8s
+test-k8s:
+	@assets="$$(./scripts/k8s-binaries.sh)" && echo "KUBEBUILDER_ASSETS=$$assets" && \
+		KUBEBUILDER_ASSETS="$$assets" $(GO) test -tags k8s -count=1 -timeout 15m ./test/k8s/...
+
 # Fuzzing of every fuzz target in the tree (every decoder and config
 # parser: each func FuzzXxx in a _test.go file, found anew at each run);
 # not part of make test, which runs only their seed corpora. FUZZTIME per

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc/metadata"
-
 	"github.com/infergate/infergate/auth"
 	"github.com/infergate/infergate/gateway/quota"
 	"github.com/infergate/infergate/gateway/tracing"
@@ -67,11 +65,7 @@ func (g *Gateway) authenticateGRPC(ctx context.Context) (*auth.Principal, error)
 	if g.opts.Auth == nil {
 		return nil, nil
 	}
-	v := metadata.ValueFromIncomingContext(ctx, metadataAuthorization)
-	if len(v) == 0 {
-		return g.opts.Auth.AuthenticateString("")
-	}
-	return g.opts.Auth.AuthenticateString(v[0])
+	return g.opts.Auth.AuthenticateString(firstValue(ctx, metadataAuthorization))
 }
 
 // admit checks that p may do a on r's model and takes the request's

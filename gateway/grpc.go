@@ -87,12 +87,12 @@ func serviceDesc() *grpc.ServiceDesc {
 // is read, and so reads it under the in-flight byte bound (recvInfer).
 func modelInferStream(srv any, ss grpc.ServerStream) error {
 	s := srv.(grpcService)
-	// A caller the gateway does not know takes no room for its message.
-	if s.g.opts.Auth != nil {
-		if _, err := s.g.authenticateGRPC(ss.Context()); err != nil {
-			s.g.countUnrouted("grpc", oip.GRPCCode(err).String())
-			return oip.GRPCStatus(err)
-		}
+	// Who calls, before the message is read: a caller the gateway does
+	// not know takes no room for it.
+	principal, err := s.g.authenticateGRPC(ss.Context())
+	if err != nil {
+		s.g.countUnrouted("grpc", oip.GRPCCode(err).String())
+		return oip.GRPCStatus(err)
 	}
 	in, taken, err := s.g.recvInfer(ss)
 	defer s.g.budget.release(taken)
@@ -100,7 +100,7 @@ func modelInferStream(srv any, ss grpc.ServerStream) error {
 		return err
 	}
 	var tr tracing.Request
-	out, err := s.modelInferRaw(ss.Context(), in, &tr)
+	out, err := s.modelInferRaw(ss.Context(), principal, in, &tr)
 	if md := serverTimingTrailer(&tr); md != nil {
 		ss.SetTrailer(md)
 	}
@@ -110,22 +110,18 @@ func modelInferStream(srv any, ss grpc.ServerStream) error {
 	return ss.SendMsg(out)
 }
 
-// modelInferRaw routes an encoded ModelInferRequest: as bytes to a gRPC
-// replica, decoded and translated for any other, answering in the
-// request's form (raw or typed contents). tr records the request's time
-// once its revision admitted it (see observe.go); it is finished when
+// modelInferRaw routes an encoded ModelInferRequest of principal (nil
+// when the gateway does not authenticate): as bytes to a gRPC replica,
+// decoded and translated for any other, answering in the request's form
+// (raw or typed contents). tr records the request's time once its
+// revision admitted it (see observe.go); it is finished when
 // modelInferRaw returns.
-func (s grpcService) modelInferRaw(ctx context.Context, in *oip.RawFrame, tr *tracing.Request) (*oip.RawFrame, error) {
+func (s grpcService) modelInferRaw(ctx context.Context, principal *auth.Principal, in *oip.RawFrame, tr *tracing.Request) (*oip.RawFrame, error) {
 	start := time.Now()
 	name, version, err := oip.PeekModel(in.Bytes)
 	if err == nil && len(name) == 0 {
 		err = oip.Errorf(oip.KindInvalidArgument, "model_name is required")
 	}
-	if err != nil {
-		s.g.countUnrouted("grpc", oip.GRPCCode(err).String())
-		return nil, oip.GRPCStatus(err)
-	}
-	principal, err := s.g.authenticateGRPC(ctx)
 	if err != nil {
 		s.g.countUnrouted("grpc", oip.GRPCCode(err).String())
 		return nil, oip.GRPCStatus(err)
@@ -234,16 +230,16 @@ func setGRPCRetryAfter(ctx context.Context, err error) {
 // the pin (model_version, else x-model-revision metadata) and the
 // x-session-key metadata.
 func grpcRouting(ctx context.Context, model, version []byte) router.Request {
-	// ValueFromIncomingContext looks one key up; FromIncomingContext
+	// firstValue looks one key up; FromIncomingContext
 	// would copy the whole metadata on every request.
 	req := router.Request{Model: model, Pin: version}
 	if len(req.Pin) == 0 {
-		if v := metadata.ValueFromIncomingContext(ctx, metadataRevision); len(v) > 0 {
-			req.Pin = []byte(v[0])
+		if v := firstValue(ctx, metadataRevision); v != "" {
+			req.Pin = []byte(v)
 		}
 	}
-	if v := metadata.ValueFromIncomingContext(ctx, metadataSessionKey); len(v) > 0 && v[0] != "" {
-		req.Key, req.Sticky = keyhash.Bytes([]byte(v[0])), true
+	if v := firstValue(ctx, metadataSessionKey); v != "" {
+		req.Key, req.Sticky = keyhash.Bytes([]byte(v)), true
 	}
 	return req
 }

@@ -55,7 +55,6 @@ const (
 	HeaderRequestID     = "X-Request-Id"
 	metadataCEID        = "ce-id"
 	metadataRequestID   = "x-request-id"
-	contentTypeJSON     = "application/json"
 	serverTimingBufSize = 160
 )
 
@@ -235,7 +234,7 @@ func logRESTRequest(h payloadlog.Handle, req *fasthttp.Request) {
 }
 
 // jsonType is an OIP REST body's type.
-var jsonType = []byte(contentTypeJSON)
+var jsonType = []byte(rest.ContentTypeJSON)
 
 // oipContentType is the type of an OIP inference request's body: JSON,
 // whatever the client called it (curl -d says form-urlencoded), unless
@@ -269,7 +268,7 @@ func logGRPCRequest(h payloadlog.Handle, in *oip.RawFrame) {
 		return
 	}
 	if b, _, err := oip.AppendInferRequest(nil, &req, false); err == nil {
-		h.Request([]byte(contentTypeJSON), b)
+		h.Request(jsonType, b)
 	}
 }
 
@@ -285,6 +284,6 @@ func logGRPCResponse(h payloadlog.Handle, out *oip.RawFrame) {
 		return
 	}
 	if b, _, err := oip.AppendInferResponse(nil, &resp, nil); err == nil {
-		h.Response([]byte(contentTypeJSON), b)
+		h.Response(jsonType, b)
 	}
 }

@@ -128,13 +128,10 @@ func (c *GRPCClient) ModelInferRaw(ctx context.Context, req *oip.RawFrame) (*oip
 // metadata as key, value pairs, nil when it has none (without
 // allocating).
 func traceMetadata(ctx context.Context) []string {
-	md, ok := metadata.FromOutgoingContext(ctx)
-	if !ok {
-		return nil
-	}
 	var kv []string
 	for _, k := range [...]string{"traceparent", "tracestate"} {
-		if v := md[k]; len(v) > 0 && v[0] != "" {
+		// One key each: FromOutgoingContext would copy the whole map.
+		if v := metadata.ValueFromOutgoingContext(ctx, k); len(v) > 0 && v[0] != "" {
 			kv = append(kv, k, v[0])
 		}
 	}

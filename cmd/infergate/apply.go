@@ -19,6 +19,7 @@ import (
 
 	"github.com/infergate/infergate/config"
 	"github.com/infergate/infergate/controlplane"
+	"github.com/infergate/infergate/internal/jsonhttp"
 	"github.com/infergate/infergate/serving"
 )
 
@@ -116,11 +117,10 @@ func adminFlag(fs *flag.FlagSet) *string {
 // envKey names the environment variable holding the API key (or JWT)
 // the CLI sends to the admin port; envKeyFile, a file holding one.
 // Without either the CLI sends the local key of a server whose data
-// directory is ./data (localKeyFile), if it can read it.
+// directory is ./data (serving.LocalKeyFile), if it can read it.
 const (
-	envKey       = "INFERGATE_KEY"
-	envKeyFile   = "INFERGATE_KEY_FILE"
-	localKeyFile = "admin.key"
+	envKey     = "INFERGATE_KEY"
+	envKeyFile = "INFERGATE_KEY_FILE"
 )
 
 // adminKey is the key the CLI sends to the admin port at admin, "" for
@@ -135,7 +135,7 @@ func adminKey(admin string) string {
 	}
 	path := os.Getenv(envKeyFile)
 	if path == "" {
-		path = filepath.Join(serving.DefaultDataDir, localKeyFile)
+		path = filepath.Join(serving.DefaultDataDir, serving.LocalKeyFile)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -153,11 +153,11 @@ func adminCall(admin, method, path string, body []byte, out any) error {
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	base := admin
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
+	base, err := jsonhttp.BaseURL(admin)
+	if err != nil {
+		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(base, "/")+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
 	if err != nil {
 		return err
 	}

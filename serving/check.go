@@ -151,15 +151,14 @@ func endpointClients(m config.Model, runtimeTLS *tls.Config) ([]runtimes.Client,
 func payloadLogs(st controlplane.State) map[string]payloadlog.ModelConfig {
 	out := make(map[string]payloadlog.ModelConfig)
 	for _, ms := range st.Models {
-		for _, rev := range ms.Revisions {
-			if rev.Name != ms.Latest {
-				continue
-			}
-			// Checked when the revision was built (checkRevision).
-			if c, ok, err := payloadlog.ParseAnnotations(rev.Spec.Annotations); ok && err == nil {
-				c.Namespace = rev.Spec.Namespace
-				out[ms.Name] = c
-			}
+		rev, ok := ms.Revision(ms.Latest)
+		if !ok {
+			continue
+		}
+		// Checked when the revision was built (checkRevision).
+		if c, ok, err := payloadlog.ParseAnnotations(rev.Spec.Annotations); ok && err == nil {
+			c.Namespace = rev.Spec.Namespace
+			out[ms.Name] = c
 		}
 	}
 	return out

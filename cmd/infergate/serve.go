@@ -206,12 +206,7 @@ func runServe(args []string, stderr io.Writer, withRuntimes bool) error {
 		restTLS, grpcTLS = serverTLS.TLSConfigFor("http/1.1"), serverTLS.TLSConfigFor("h2")
 		// The admin port asks for no client certificate: its callers (the
 		// CLI, scrapers, pipeline steps) show keys.
-		adminCerts, err := tlsconf.NewServerConfig(tlsconf.ServerOptions{CertFile: f.tlsCert, KeyFile: f.tlsKey, NextProtos: []string{"http/1.1"}, Logger: log})
-		if err != nil {
-			return err
-		}
-		certs = append(certs, adminCerts)
-		adminTLS = adminCerts.TLSConfig()
+		adminTLS = serverTLS.TLSConfigWithoutClientCerts("http/1.1")
 	}
 	if f.runtimeCA != "" || f.runtimeCert != "" || f.runtimeKey != "" {
 		rt, err := tlsconf.NewClientConfig(tlsconf.ClientOptions{CAFile: f.runtimeCA, CertFile: f.runtimeCert, KeyFile: f.runtimeKey, Logger: log})

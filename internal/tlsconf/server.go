@@ -61,8 +61,9 @@ type serverState struct {
 	configs sync.Map
 }
 
-// config returns the state's configuration for ALPN protos.
-func (st *serverState) config(key string, protos []string) *tls.Config {
+// config returns the state's configuration for ALPN protos, asking for
+// a client certificate when the state has client CAs and clientAuth.
+func (st *serverState) config(key string, protos []string, clientAuth bool) *tls.Config {
 	if cfg, ok := st.configs.Load(key); ok {
 		return cfg.(*tls.Config)
 	}
@@ -71,7 +72,7 @@ func (st *serverState) config(key string, protos []string) *tls.Config {
 		NextProtos:   protos,
 		Certificates: []tls.Certificate{*st.cert},
 	}
-	if st.clientCAs != nil {
+	if st.clientCAs != nil && clientAuth {
 		cfg.ClientCAs = st.clientCAs
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
 	}
@@ -149,8 +150,22 @@ func certPool(pem []byte) (*x509.CertPool, error) {
 // REST and admin. Each call returns a new *tls.Config: call it once per
 // listener. Callers must not modify it.
 func (c *ServerConfig) TLSConfigFor(nextProtos ...string) *tls.Config {
+	return c.tlsConfig(true, nextProtos)
+}
+
+// TLSConfigWithoutClientCerts is TLSConfigFor for a port that asks for
+// no client certificate even when ServerOptions.ClientCAFile is set (a
+// port whose callers show keys instead): the same files, reloaded alike.
+func (c *ServerConfig) TLSConfigWithoutClientCerts(nextProtos ...string) *tls.Config {
+	return c.tlsConfig(false, nextProtos)
+}
+
+func (c *ServerConfig) tlsConfig(clientAuth bool, nextProtos []string) *tls.Config {
 	protos := slices.Clone(nextProtos)
 	key := strings.Join(protos, ",")
+	if !clientAuth {
+		key = "no client certs;" + key
+	}
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		NextProtos: protos,
@@ -158,7 +173,7 @@ func (c *ServerConfig) TLSConfigFor(nextProtos ...string) *tls.Config {
 		// for callers that look at this config alone (net/http's ServeTLS
 		// requires a certificate source).
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			return c.cur.Load().config(key, protos), nil
+			return c.cur.Load().config(key, protos, clientAuth), nil
 		},
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return c.cur.Load().cert, nil

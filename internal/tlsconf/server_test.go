@@ -468,6 +468,14 @@ func TestMutualTLS(t *testing.T) {
 		})
 	}
 
+	// A port of the same files that asks for no client certificate (the
+	// admin port's) serves a client without one, and still the files'
+	// certificate.
+	open := serve(t, sc.TLSConfigWithoutClientCerts("http/1.1"))
+	if _, err := dial(open, clientTo(t, ca)); err != nil {
+		t.Errorf("without client certificates: %v", err)
+	}
+
 	// The client CA is now the stranger: ours are refused, theirs served.
 	run(t, sc)
 	replace(t, f.CA, stranger.CertPEM)

@@ -1,8 +1,6 @@
 package server
 
 import (
-	"encoding/binary"
-
 	"golang.org/x/net/http2"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
@@ -158,8 +156,7 @@ func (st *stream) writeMessageLocked(data mem.BufferSlice) error {
 		}
 	}
 	var prefix [grpcwire.PrefixLen]byte
-	binary.BigEndian.PutUint32(prefix[1:], uint32(data.Len()))
-	cur := cursor{prefix: prefix[:], data: data}
+	cur := cursor{prefix: grpcwire.AppendPrefix(prefix[:0], data.Len(), false), data: data}
 	total := int64(grpcwire.PrefixLen + data.Len())
 	for total > 0 {
 		if st.done || c.werr != nil {

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/binary"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -418,10 +417,10 @@ func (st *stream) readMessage() (bool, []byte, error) {
 		return false, nil, err
 	}
 	hdr := st.rb.b[st.roff:]
-	flag, n := hdr[0], binary.BigEndian.Uint32(hdr[1:grpcwire.PrefixLen])
-	if flag > 1 {
+	compressed, n, err := grpcwire.ParsePrefix(hdr)
+	if err != nil {
 		st.mu.Unlock()
-		return false, nil, status.Errorf(codes.Internal, "grpc: received unexpected payload format %d", flag)
+		return false, nil, status.Errorf(codes.Internal, "grpc: received unexpected payload format %d", hdr[0])
 	}
 	if max := st.c.s.maxRecv; int64(n) > int64(max) {
 		st.mu.Unlock()
@@ -458,7 +457,7 @@ func (st *stream) readMessage() (bool, []byte, error) {
 	st.reading = true
 	data := st.rb.b[st.roff+grpcwire.PrefixLen : st.roff+need]
 	st.mu.Unlock()
-	return flag == 1, data, nil
+	return compressed, data, nil
 }
 
 // waitPrefixLocked waits, with mu released meanwhile, until the next

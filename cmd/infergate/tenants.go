@@ -374,11 +374,7 @@ func (c *tenantsCLI) tenantsGet(pos []string) error {
 		return err
 	}
 	if c.json() {
-		var gi []tenants.GrantInfo
-		for _, g := range grants {
-			gi = append(gi, tenants.NewGrantInfo(g))
-		}
-		return writeIndented(c.stdout, tenants.TenantDetail{TenantInfo: t, Keys: nonNilSlice(keys), Grants: nonNilSlice(gi)})
+		return writeIndented(c.stdout, tenants.TenantDetail{TenantInfo: t, Keys: nonNilSlice(keys), Grants: tenants.GrantInfos(grants)})
 	}
 	printFields(c.stdout, [][2]string{
 		{"Name", t.Name}, {"Limits", tenants.DescribeLimits(t)}, {"Created", when(t.Created)},

@@ -237,7 +237,7 @@ func (h *Handler) getTenant(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	jsonhttp.WriteJSON(w, http.StatusOK, TenantDetail{TenantInfo: t, Keys: nonNil(keys), Grants: grantInfos(grants)})
+	jsonhttp.WriteJSON(w, http.StatusOK, TenantDetail{TenantInfo: t, Keys: nonNil(keys), Grants: GrantInfos(grants)})
 	return nil
 }
 
@@ -329,7 +329,7 @@ func (h *Handler) answerGrants(w http.ResponseWriter, r *http.Request, tenant st
 	if err != nil {
 		return err
 	}
-	jsonhttp.WriteJSON(w, http.StatusOK, List[GrantInfo]{grantInfos(gs)})
+	jsonhttp.WriteJSON(w, http.StatusOK, List[GrantInfo]{GrantInfos(gs)})
 	return nil
 }
 
@@ -365,7 +365,8 @@ func (h *Handler) removeGrant(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func grantInfos(gs []auth.Grant) []GrantInfo {
+// GrantInfos shows gs, an empty list for none.
+func GrantInfos(gs []auth.Grant) []GrantInfo {
 	out := make([]GrantInfo, 0, len(gs))
 	for _, g := range gs {
 		out = append(out, NewGrantInfo(g))
